@@ -1,0 +1,416 @@
+//! The `ddbguard.toml` configuration: parsed with serde, then validated into typed settings.
+//!
+//! Loading is two-phase, like ripgrep's low-level / high-level arguments: [`RawConfig`] mirrors the
+//! TOML file field for field (unknown fields are rejected so that typos surface), and
+//! [`Config::from_raw`] turns it into [`Config`], whose values are ready to use. Every error names the
+//! file, the table and the field, so an operator can fix it without reading code.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use ddbguard_dbe::{AlgorithmSuite, CryptoAction, TableConfig};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// A configuration problem, with enough context to find and fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not have the expected shape.
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value is present but not acceptable.
+    #[error("config file {path}: {location}: field `{field}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        location: Location,
+        field: String,
+        message: String,
+    },
+    /// `--table NAME` names no configured table.
+    #[error("config file {path}: no table named {name:?} (configured: {known})")]
+    UnknownTable { path: PathBuf, name: String, known: String },
+}
+
+/// Where in the file a problem is: a table entry or a top-level section.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// The `[[tables]]` entry with this `name` (or its index when the name is missing).
+    Table(String),
+    /// A top-level section such as `[aws]`.
+    Section(&'static str),
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Table(name) => write!(f, "table {name:?}"),
+            Location::Section(name) => write!(f, "[{name}]"),
+        }
+    }
+}
+
+/// The TOML file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub tables: Vec<RawTable>,
+}
+
+/// One `[[tables]]` entry as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTable {
+    pub name: String,
+    pub logical_name: Option<String>,
+    pub partition_key: String,
+    pub sort_key: Option<String>,
+    pub algorithm_suite: Option<String>,
+    #[serde(default)]
+    pub allowed_unsigned_attributes: Vec<String>,
+    pub allowed_unsigned_attribute_prefix: Option<String>,
+    #[serde(default)]
+    pub attribute_actions: BTreeMap<String, String>,
+    pub keyring: RawKeyring,
+}
+
+/// A `[tables.keyring]` section as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyring {
+    pub kind: String,
+    pub key_namespace: Option<String>,
+    pub key_name: Option<String>,
+    pub key_base64: Option<String>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from (for messages).
+    pub path: PathBuf,
+    pub tables: Vec<TableSettings>,
+}
+
+/// A table's validated settings: the DB-ESDK table configuration and its keyring.
+#[derive(Debug)]
+pub struct TableSettings {
+    /// The physical DynamoDB table name.
+    pub name: String,
+    pub dbe: TableConfig,
+    pub keyring: KeyringSettings,
+}
+
+/// Which keyring protects a table's items.
+pub enum KeyringSettings {
+    /// A raw AES-256 wrapping key (offline use, tests, forensics with an escrowed key).
+    RawAes {
+        namespace: String,
+        name: String,
+        key: Zeroizing<[u8; 32]>,
+    },
+}
+
+impl fmt::Debug for KeyringSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyringSettings::RawAes { namespace, name, .. } => f
+                .debug_struct("RawAes")
+                .field("namespace", namespace)
+                .field("name", name)
+                .field("key", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates config text; `path` is used for messages and to resolve relative key files.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        Config::from_raw(path, raw)
+    }
+
+    /// Validates a parsed file into typed settings.
+    pub fn from_raw(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+        let mut seen = BTreeSet::new();
+        let mut tables = Vec::with_capacity(raw.tables.len());
+        for table in raw.tables {
+            let settings = TableSettings::from_raw(path, table)?;
+            if !seen.insert(settings.name.clone()) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    location: Location::Table(settings.name),
+                    field: "name".into(),
+                    message: "this table is configured twice".into(),
+                });
+            }
+            tables.push(settings);
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            tables,
+        })
+    }
+
+    /// The settings of the table with this physical name.
+    pub fn table(&self, name: &str) -> Result<&TableSettings, ConfigError> {
+        self.tables
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| ConfigError::UnknownTable {
+                path: self.path.clone(),
+                name: name.to_owned(),
+                known: if self.tables.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+                },
+            })
+    }
+}
+
+impl TableSettings {
+    fn from_raw(path: &Path, raw: RawTable) -> Result<TableSettings, ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            location: Location::Table(raw.name.clone()),
+            field: field.to_owned(),
+            message,
+        };
+        if raw.name.is_empty() {
+            return Err(invalid("name", "must not be empty".into()));
+        }
+        let algorithm_suite = match raw.algorithm_suite.as_deref() {
+            None => AlgorithmSuite::EcdsaP384,
+            Some(s) => parse_suite(s).ok_or_else(|| {
+                invalid(
+                    "algorithm_suite",
+                    format!("unknown algorithm suite {s:?}; expected \"0x6700\" (HMAC only) or \"0x6701\" (ECDSA P-384)"),
+                )
+            })?,
+        };
+        let mut attribute_actions = BTreeMap::new();
+        for (attribute, action) in &raw.attribute_actions {
+            let parsed: CryptoAction = action.parse().map_err(|_| {
+                invalid(
+                    &format!("attribute_actions.{attribute}"),
+                    format!(
+                        "unknown action {action:?}; expected ENCRYPT_AND_SIGN, SIGN_ONLY, \
+                         SIGN_AND_INCLUDE_IN_ENCRYPTION_CONTEXT or DO_NOTHING"
+                    ),
+                )
+            })?;
+            attribute_actions.insert(attribute.clone(), parsed);
+        }
+        let dbe = TableConfig {
+            logical_table_name: raw.logical_name.clone().unwrap_or_else(|| raw.name.clone()),
+            partition_key: raw.partition_key.clone(),
+            sort_key: raw.sort_key.clone(),
+            attribute_actions,
+            allowed_unsigned_attributes: raw.allowed_unsigned_attributes.iter().cloned().collect(),
+            allowed_unsigned_attribute_prefix: raw.allowed_unsigned_attribute_prefix.clone(),
+            algorithm_suite,
+        };
+        dbe.validate().map_err(|e| invalid("attribute_actions", e.to_string()))?;
+        let keyring = KeyringSettings::from_raw(path, &raw.keyring).map_err(|(field, message)| {
+            invalid(&format!("keyring.{field}"), message)
+        })?;
+        Ok(TableSettings {
+            name: raw.name,
+            dbe,
+            keyring,
+        })
+    }
+}
+
+fn parse_suite(s: &str) -> Option<AlgorithmSuite> {
+    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    let id = u16::from_str_radix(hex, 16).ok()?;
+    AlgorithmSuite::from_id(id)
+}
+
+impl KeyringSettings {
+    /// Validates a keyring section; errors are `(field, message)` for the caller to place.
+    fn from_raw(config_path: &Path, raw: &RawKeyring) -> Result<KeyringSettings, (&'static str, String)> {
+        match raw.kind.as_str() {
+            "raw-aes" => {
+                let namespace = required(&raw.key_namespace, "key_namespace")?;
+                let name = required(&raw.key_name, "key_name")?;
+                let key = match (&raw.key_base64, &raw.key_file) {
+                    (Some(b64), None) => decode_key(b64.trim()).map_err(|m| ("key_base64", m))?,
+                    (None, Some(file)) => {
+                        let file = resolve(config_path, file);
+                        let text = Zeroizing::new(
+                            std::fs::read_to_string(&file)
+                                .map_err(|e| ("key_file", format!("cannot read {}: {e}", file.display())))?,
+                        );
+                        decode_key(text.trim()).map_err(|m| ("key_file", format!("{}: {m}", file.display())))?
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(("key_base64", "set either key_base64 or key_file, not both".into()));
+                    }
+                    (None, None) => return Err(("key_base64", "a raw-aes keyring needs key_base64 or key_file".into())),
+                };
+                Ok(KeyringSettings::RawAes { namespace, name, key })
+            }
+            other => Err((
+                "kind",
+                format!("unknown keyring kind {other:?}; this version supports \"raw-aes\""),
+            )),
+        }
+    }
+}
+
+fn required(value: &Option<String>, field: &'static str) -> Result<String, (&'static str, String)> {
+    match value {
+        Some(v) if !v.is_empty() => Ok(v.clone()),
+        _ => Err((field, "is required for this keyring kind".into())),
+    }
+}
+
+/// Decodes a base64 AES-256 key without ever putting the key bytes into an error message.
+fn decode_key(b64: &str) -> Result<Zeroizing<[u8; 32]>, String> {
+    let bytes = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| "is not valid base64".to_owned())?,
+    );
+    let mut key = Zeroizing::new([0u8; 32]);
+    if bytes.len() != key.len() {
+        return Err(format!("must decode to 32 bytes (AES-256), got {}", bytes.len()));
+    }
+    key.copy_from_slice(&bytes);
+    Ok(key)
+}
+
+/// Resolves a path relative to the directory of the config file.
+fn resolve(config_path: &Path, file: &Path) -> PathBuf {
+    if file.is_absolute() {
+        file.to_owned()
+    } else {
+        config_path.parent().unwrap_or(Path::new(".")).join(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    fn table(extra: &str, keyring: &str) -> String {
+        format!(
+            r#"
+[[tables]]
+name = "Customers"
+partition_key = "pk"
+sort_key = "sk"
+{extra}
+[tables.attribute_actions]
+pk = "SIGN_ONLY"
+sk = "SIGN_ONLY"
+ssn = "ENCRYPT_AND_SIGN"
+[tables.keyring]
+{keyring}
+"#
+        )
+    }
+
+    fn raw_aes() -> String {
+        format!("kind = \"raw-aes\"\nkey_namespace = \"ops\"\nkey_name = \"k\"\nkey_base64 = \"{KEY}\"")
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(Path::new("ddbguard.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn valid_config_gets_defaults() {
+        let config = Config::parse(Path::new("x.toml"), &table("", &raw_aes())).unwrap();
+        let t = config.table("Customers").unwrap();
+        assert_eq!(t.dbe.logical_table_name, "Customers");
+        assert_eq!(t.dbe.algorithm_suite, AlgorithmSuite::EcdsaP384);
+        assert_eq!(t.dbe.attribute_actions["ssn"], CryptoAction::EncryptAndSign);
+        assert!(matches!(t.keyring, KeyringSettings::RawAes { ref key, .. } if key[1] == 1));
+    }
+
+    #[test]
+    fn suite_and_logical_name_are_read() {
+        let text = table("logical_name = \"Cust\"\nalgorithm_suite = \"0x6700\"", &raw_aes());
+        let config = Config::parse(Path::new("x.toml"), &text).unwrap();
+        let t = &config.tables[0];
+        assert_eq!(t.dbe.logical_table_name, "Cust");
+        assert_eq!(t.dbe.algorithm_suite, AlgorithmSuite::HmacOnly);
+    }
+
+    #[test]
+    fn errors_name_file_table_and_field() {
+        let e = err(&table("algorithm_suite = \"0x6702\"", &raw_aes()));
+        assert!(e.contains("ddbguard.toml") && e.contains("\"Customers\"") && e.contains("algorithm_suite"), "{e}");
+
+        let e = err(&table("", &raw_aes()).replace("\"ENCRYPT_AND_SIGN\"", "\"ENCRYPT\""));
+        assert!(e.contains("attribute_actions.ssn") && e.contains("ENCRYPT"), "{e}");
+
+        let e = err(&table("", "kind = \"raw-aes\"\nkey_namespace = \"ops\"\nkey_name = \"k\"\nkey_base64 = \"AAAA\""));
+        assert!(e.contains("keyring.key_base64") && e.contains("32 bytes"), "{e}");
+
+        let e = err(&table("", "kind = \"kms\""));
+        assert!(e.contains("keyring.kind"), "{e}");
+
+        let e = err(&table("colour = \"blue\"", &raw_aes()));
+        assert!(e.contains("ddbguard.toml") && e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn key_bytes_never_appear_in_errors_or_debug() {
+        let config = Config::parse(Path::new("x.toml"), &table("", &raw_aes())).unwrap();
+        let debug = format!("{config:?}");
+        assert!(debug.contains("<redacted>") && !debug.contains(KEY), "{debug}");
+        let bad = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+        let e = err(&table("", &raw_aes().replace(KEY, &format!("{bad}!"))));
+        assert!(!e.contains(bad), "{e}");
+    }
+
+    #[test]
+    fn duplicate_and_unknown_tables_are_reported() {
+        let text = format!("{}{}", table("", &raw_aes()), table("", &raw_aes()));
+        assert!(err(&text).contains("configured twice"));
+        let config = Config::parse(Path::new("x.toml"), &table("", &raw_aes())).unwrap();
+        let e = config.table("Orders").unwrap_err().to_string();
+        assert!(e.contains("Orders") && e.contains("Customers"), "{e}");
+    }
+
+    #[test]
+    fn key_file_is_resolved_beside_the_config() {
+        let dir = std::env::temp_dir().join(format!("ddbguard-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("key.b64"), format!("{KEY}\n")).unwrap();
+        let keyring = "kind = \"raw-aes\"\nkey_namespace = \"ops\"\nkey_name = \"k\"\nkey_file = \"key.b64\"";
+        let config = Config::parse(&dir.join("c.toml"), &table("", keyring)).unwrap();
+        assert!(matches!(config.tables[0].keyring, KeyringSettings::RawAes { ref key, .. } if key[31] == 31));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

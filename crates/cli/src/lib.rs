@@ -1,0 +1,142 @@
+//! The `ddbguard` command line: argument parsing, configuration, wiring and exit codes.
+//!
+//! The binary's `main` only calls [`main`]. Everything the subcommands do lives in the library crates
+//! (`ddbguard-dbe`, `ddbguard-keys`, …); this crate turns flags and the config file into their typed
+//! inputs and their results into output and an exit code:
+//!
+//! | exit code | meaning |
+//! |---|---|
+//! | 0 | every item / check succeeded |
+//! | 1 | the command ran, and at least one item or check failed (the output says which and why) |
+//! | 2 | usage, configuration or environment error: nothing was checked |
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+pub mod config;
+pub mod item;
+pub mod keyring;
+
+use config::Config;
+
+/// Verify and migrate client-side encrypted DynamoDB Global Tables under KMS multi-Region keys.
+#[derive(Debug, Parser)]
+#[command(name = "ddbguard", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "DDBGUARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per event (for CloudWatch Logs and other collectors).
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Decrypt, encrypt or inspect DB-ESDK items given as DynamoDB JSON.
+    Item(ItemArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ItemArgs {
+    /// What to do with each item.
+    #[arg(value_enum)]
+    pub op: item::ItemOp,
+
+    /// The ddbguard config file (TOML).
+    #[arg(long, env = "DDBGUARD_CONFIG")]
+    pub config: PathBuf,
+
+    /// The physical table name of a `[[tables]]` entry in the config.
+    #[arg(long)]
+    pub table: String,
+
+    /// A file with one DynamoDB JSON item or JSON lines of items; `-` or nothing reads stdin.
+    pub input: Option<PathBuf>,
+}
+
+/// Parses the process's arguments, runs the command and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // Output to a closed pipe (`ddbguard item … | head`) is not an error worth reporting.
+            if e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("ddbguard: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DDBGUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Runs a parsed command. `Err` means a usage or configuration error (exit code 2).
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Item(args) => run_item(args).await,
+        }
+    })
+}
+
+async fn run_item(args: ItemArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let table = config.table(&args.table)?;
+    let input = read_input(args.input.as_deref())?;
+    let keyring = match args.op {
+        item::ItemOp::Inspect => None,
+        _ => Some(keyring::build(&table.keyring)),
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let all_ok = item::run(args.op, table, keyring.as_deref(), &input, &mut out)
+        .await
+        .context("cannot write output")?;
+    out.flush().context("cannot write output")?;
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn read_input(path: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let mut input = String::new();
+    match path {
+        None => {
+            io::stdin().read_to_string(&mut input).context("cannot read items from stdin")?;
+        }
+        Some(p) if p.as_os_str() == "-" => {
+            io::stdin().read_to_string(&mut input).context("cannot read items from stdin")?;
+        }
+        Some(p) => {
+            input = std::fs::read_to_string(p).with_context(|| format!("cannot read items from {}", p.display()))?;
+        }
+    }
+    Ok(input)
+}
