@@ -1,0 +1,157 @@
+"""AWS-side steps of scripts/demo.sh, run with the local environment's venv (boto3 comes with moto).
+
+Each subcommand does one step against the local two-region environment and prints what it saw, so the
+demo script reads like the story it tells. Not a general tool: the endpoint and credentials are local.
+"""
+
+import argparse
+import base64
+import json
+import sys
+import time
+
+import boto3
+
+REGIONS = ("us-east-1", "ap-southeast-2")
+
+
+def client(service, region, endpoint):
+    return boto3.client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def mrk(args):
+    primary, replica_region = REGIONS
+    kms = client("kms", primary, args.endpoint)
+    key = kms.create_key(Description="ddbguard demo MRK", MultiRegion=True)["KeyMetadata"]
+    rep = kms.replicate_key(KeyId=key["KeyId"], ReplicaRegion=replica_region)["ReplicaKeyMetadata"]
+    print(f"  primary MRK  {key['Arn']}")
+    print(f"  replica MRK  {rep['Arn']}")
+    context = {"aws-crypto-table-name": "Customers"}
+    dk = kms.generate_data_key(KeyId=key["Arn"], NumberOfBytes=32, EncryptionContext=context)
+    remote = client("kms", replica_region, args.endpoint)
+    plain = remote.decrypt(KeyId=rep["Arn"], CiphertextBlob=dk["CiphertextBlob"], EncryptionContext=context)
+    same = plain["Plaintext"] == dk["Plaintext"] and plain["KeyId"] == rep["Arn"]
+    print(f"  data key generated in {primary}, decrypted in {replica_region} with the replica: "
+          f"{'same 32 bytes' if same else 'MISMATCH'}")
+    if not same:
+        sys.exit(1)
+
+
+def table(args):
+    primary, replica_region = REGIONS
+    ddb = client("dynamodb", primary, args.endpoint)
+    for region in REGIONS:
+        try:
+            client("dynamodb", region, args.endpoint).delete_table(TableName=args.table)
+        except Exception:  # the table did not exist: nothing to clean up
+            pass
+    ddb.create_table(
+        TableName=args.table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                              {"AttributeName": "sk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    ddb.update_table(TableName=args.table, ReplicaUpdates=[{"Create": {"RegionName": replica_region}}])
+    replicas = client("dynamodb", replica_region, args.endpoint).describe_table(TableName=args.table)
+    names = [r["RegionName"] for r in replicas["Table"].get("Replicas", [])]
+    print(f"  global table {args.table}: replicas {', '.join(sorted(names))}")
+
+
+def put(args):
+    item = json.load(open(args.file))
+    client("dynamodb", args.region, args.endpoint).put_item(TableName=args.table, Item=_to_boto(item))
+    print(f"  PutItem in {args.region}: {len(item)} attributes")
+
+
+def get(args):
+    ddb = client("dynamodb", args.region, args.endpoint)
+    key = json.loads(args.key)
+    started = time.monotonic()
+    while True:
+        got = ddb.get_item(TableName=args.table, Key=_to_boto(key), ConsistentRead=True).get("Item")
+        if got:
+            print(f"  arrived in {args.region} after {1000 * (time.monotonic() - started):.0f} ms", file=sys.stderr)
+            json.dump(_from_boto(got), sys.stdout)
+            print()
+            return
+        if time.monotonic() - started > args.wait:
+            print(f"  not replicated to {args.region} within {args.wait} s", file=sys.stderr)
+            sys.exit(1)
+        time.sleep(0.05)
+
+
+def flip_bit(args):
+    item = json.load(sys.stdin)
+    raw = bytearray(base64.b64decode(item[args.attribute]["B"]))
+    raw[len(raw) // 2] ^= 0x01
+    item[args.attribute]["B"] = base64.b64encode(bytes(raw)).decode()
+    json.dump(item, sys.stdout)
+    print()
+
+
+def _to_boto(item):
+    def conv(v):
+        (t, x), = v.items()
+        if t == "B":
+            return {"B": base64.b64decode(x)}
+        if t == "BS":
+            return {"BS": [base64.b64decode(b) for b in x]}
+        if t == "M":
+            return {"M": {k: conv(y) for k, y in x.items()}}
+        if t == "L":
+            return {"L": [conv(y) for y in x]}
+        return {t: x}
+    return {k: conv(v) for k, v in item.items()}
+
+
+def _from_boto(item):
+    def conv(v):
+        (t, x), = v.items()
+        if t == "B":
+            return {"B": base64.b64encode(x).decode()}
+        if t == "BS":
+            return {"BS": [base64.b64encode(b).decode() for b in x]}
+        if t == "M":
+            return {"M": {k: conv(y) for k, y in x.items()}}
+        if t == "L":
+            return {"L": [conv(y) for y in x]}
+        return {t: x}
+    return {k: conv(v) for k, v in item.items()}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--endpoint", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("mrk").set_defaults(func=mrk)
+    t = sub.add_parser("table")
+    t.add_argument("table")
+    t.set_defaults(func=table)
+    pu = sub.add_parser("put")
+    pu.add_argument("--region", required=True)
+    pu.add_argument("--table", required=True)
+    pu.add_argument("file")
+    pu.set_defaults(func=put)
+    g = sub.add_parser("get")
+    g.add_argument("--region", required=True)
+    g.add_argument("--table", required=True)
+    g.add_argument("--key", required=True)
+    g.add_argument("--wait", type=float, default=5.0)
+    g.set_defaults(func=get)
+    f = sub.add_parser("flip-bit")
+    f.add_argument("--attribute", required=True)
+    f.set_defaults(func=flip_bit)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
