@@ -1,0 +1,361 @@
+//! The narrow KMS interface every keyring talks to, and its `aws-sdk-kms` implementation.
+//!
+//! [`KmsApi`] is deliberately small: the four operations ddbguard needs, with borrowed inputs and owned,
+//! zeroizing outputs. Fakes ([`super::fake::FakeKms`]), fault injectors ([`super::fake::FailureKms`]) and the
+//! governor ([`super::governor::GovernedKms`]: rate limit, retries, metrics) implement it too, so they stack.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+use zeroize::Zeroizing;
+
+use super::error::{KmsError, KmsErrorKind, Operation};
+
+/// An encryption context as KMS takes it (sorted map; same type as the item format's).
+pub type EncryptionContext = BTreeMap<String, String>;
+
+/// A boxed future returned by [`KmsApi`] methods.
+pub type KmsFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, KmsError>> + Send + 'a>>;
+
+/// A data key as KMS returns it from `Decrypt` or `GenerateDataKey`.
+pub struct DataKey {
+    /// The key ARN KMS used (`KeyId` of the response).
+    pub key_id: String,
+    /// The plaintext key bytes (zeroized on drop).
+    pub plaintext: Zeroizing<Vec<u8>>,
+    /// The ciphertext blob (empty for `Decrypt`).
+    pub ciphertext: Vec<u8>,
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataKey")
+            .field("key_id", &self.key_id)
+            .field("plaintext", &format_args!("<{} bytes redacted>", self.plaintext.len()))
+            .field("ciphertext_len", &self.ciphertext.len())
+            .finish()
+    }
+}
+
+/// A wrapped key from `GenerateDataKeyWithoutPlaintext`.
+#[derive(Debug, Clone)]
+pub struct WrappedKey {
+    /// The key ARN KMS used.
+    pub key_id: String,
+    /// The ciphertext blob.
+    pub ciphertext: Vec<u8>,
+}
+
+/// The state of a key as `DescribeKey` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyDescription {
+    /// The key ARN.
+    pub arn: String,
+    /// `Enabled`, `Disabled`, `PendingDeletion`, `PendingReplicaDeletion`, … as KMS spells it.
+    pub state: String,
+    /// Whether KMS reports the key as multi-Region.
+    pub multi_region: bool,
+    /// The primary key's region and the replica regions, when KMS reports them.
+    pub replica_regions: Vec<String>,
+}
+
+/// The KMS operations ddbguard uses, in one region.
+pub trait KmsApi: Send + Sync + fmt::Debug {
+    /// The region this client sends requests to.
+    fn region(&self) -> &str;
+
+    /// `Decrypt(KeyId, CiphertextBlob, EncryptionContext)`.
+    fn decrypt<'a>(
+        &'a self,
+        key_id: &'a str,
+        ciphertext: &'a [u8],
+        encryption_context: &'a EncryptionContext,
+    ) -> KmsFuture<'a, DataKey>;
+
+    /// `GenerateDataKey(KeyId, NumberOfBytes, EncryptionContext)`.
+    fn generate_data_key<'a>(
+        &'a self,
+        key_id: &'a str,
+        number_of_bytes: i32,
+        encryption_context: &'a EncryptionContext,
+    ) -> KmsFuture<'a, DataKey>;
+
+    /// `GenerateDataKeyWithoutPlaintext(KeyId, NumberOfBytes, EncryptionContext)` (branch key creation).
+    fn generate_data_key_without_plaintext<'a>(
+        &'a self,
+        key_id: &'a str,
+        number_of_bytes: i32,
+        encryption_context: &'a EncryptionContext,
+    ) -> KmsFuture<'a, WrappedKey>;
+
+    /// `DescribeKey(KeyId)`.
+    fn describe_key<'a>(&'a self, key_id: &'a str) -> KmsFuture<'a, KeyDescription>;
+}
+
+impl<T: KmsApi + ?Sized> KmsApi for std::sync::Arc<T> {
+    fn region(&self) -> &str {
+        (**self).region()
+    }
+    fn decrypt<'a>(&'a self, key_id: &'a str, ct: &'a [u8], ec: &'a EncryptionContext) -> KmsFuture<'a, DataKey> {
+        (**self).decrypt(key_id, ct, ec)
+    }
+    fn generate_data_key<'a>(&'a self, key_id: &'a str, n: i32, ec: &'a EncryptionContext) -> KmsFuture<'a, DataKey> {
+        (**self).generate_data_key(key_id, n, ec)
+    }
+    fn generate_data_key_without_plaintext<'a>(
+        &'a self,
+        key_id: &'a str,
+        n: i32,
+        ec: &'a EncryptionContext,
+    ) -> KmsFuture<'a, WrappedKey> {
+        (**self).generate_data_key_without_plaintext(key_id, n, ec)
+    }
+    fn describe_key<'a>(&'a self, key_id: &'a str) -> KmsFuture<'a, KeyDescription> {
+        (**self).describe_key(key_id)
+    }
+}
+
+/// [`KmsApi`] over an `aws-sdk-kms` client for one region.
+///
+/// Every request disables the SDK's own retries (the governor owns retry policy, so a throttle is retried in
+/// exactly one place and counted once per attempt).
+#[derive(Clone)]
+pub struct SdkKms {
+    client: aws_sdk_kms::Client,
+    region: String,
+}
+
+impl fmt::Debug for SdkKms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SdkKms")
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SdkKms {
+    /// Wraps a client whose configuration targets `region`.
+    pub fn new(client: aws_sdk_kms::Client, region: impl Into<String>) -> SdkKms {
+        SdkKms {
+            client,
+            region: region.into(),
+        }
+    }
+
+    /// Wraps a client, taking the region from its configuration (empty if none is set).
+    pub fn from_client(client: aws_sdk_kms::Client) -> SdkKms {
+        let region = client.config().region().map(|r| r.to_string()).unwrap_or_default();
+        SdkKms { client, region }
+    }
+
+    fn no_retry() -> aws_sdk_kms::config::Builder {
+        aws_sdk_kms::config::Builder::default().retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
+    }
+
+    fn error<E>(
+        &self,
+        op: Operation,
+        key_id: &str,
+        err: SdkError<E, aws_sdk_kms::config::http::HttpResponse>,
+    ) -> KmsError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        match &err {
+            SdkError::TimeoutError(_) => KmsError::local(
+                op,
+                &self.region,
+                key_id,
+                KmsErrorKind::Transient,
+                format!("timeout: {err}"),
+            ),
+            SdkError::DispatchFailure(d) => KmsError::local(
+                op,
+                &self.region,
+                key_id,
+                KmsErrorKind::Transient,
+                format!("dispatch failure: {:?}", d),
+            ),
+            SdkError::ConstructionFailure(_) => KmsError::local(
+                op,
+                &self.region,
+                key_id,
+                KmsErrorKind::Other,
+                format!("request construction failed: {err}"),
+            ),
+            _ => {
+                let code = err.code().map(str::to_owned);
+                let message = err.message().map(str::to_owned).unwrap_or_else(|| {
+                    let mut s = err.to_string();
+                    if let Some(src) = std::error::Error::source(&err) {
+                        s.push_str(": ");
+                        s.push_str(&src.to_string());
+                    }
+                    s
+                });
+                KmsError::from_code(op, &self.region, key_id, code.as_deref(), status, Some(&message))
+            }
+        }
+    }
+
+    fn data_key(
+        &self,
+        op: Operation,
+        requested: &str,
+        key_id: Option<&str>,
+        plaintext: Option<Blob>,
+        ciphertext: Option<Blob>,
+    ) -> Result<DataKey, KmsError> {
+        let bad = |m: &str| KmsError::local(op, &self.region, requested, KmsErrorKind::BadResponse, m.to_owned());
+        let key_id = key_id.ok_or_else(|| bad("response has no KeyId"))?.to_owned();
+        let plaintext = Zeroizing::new(plaintext.ok_or_else(|| bad("response has no Plaintext"))?.into_inner());
+        Ok(DataKey {
+            key_id,
+            plaintext,
+            ciphertext: ciphertext.map(Blob::into_inner).unwrap_or_default(),
+        })
+    }
+}
+
+fn ec_map(ec: &EncryptionContext) -> Option<std::collections::HashMap<String, String>> {
+    if ec.is_empty() {
+        None
+    } else {
+        Some(ec.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+impl KmsApi for SdkKms {
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    fn decrypt<'a>(&'a self, key_id: &'a str, ct: &'a [u8], ec: &'a EncryptionContext) -> KmsFuture<'a, DataKey> {
+        Box::pin(async move {
+            let op = Operation::Decrypt;
+            let mut out = self
+                .client
+                .decrypt()
+                .key_id(key_id)
+                .ciphertext_blob(Blob::new(ct))
+                .set_encryption_context(ec_map(ec))
+                .customize()
+                .config_override(Self::no_retry())
+                .send()
+                .await
+                .map_err(|e| self.error(op, key_id, e))?;
+            let plaintext = out.plaintext.take();
+            self.data_key(op, key_id, out.key_id(), plaintext, None)
+        })
+    }
+
+    fn generate_data_key<'a>(&'a self, key_id: &'a str, n: i32, ec: &'a EncryptionContext) -> KmsFuture<'a, DataKey> {
+        Box::pin(async move {
+            let op = Operation::GenerateDataKey;
+            let mut out = self
+                .client
+                .generate_data_key()
+                .key_id(key_id)
+                .number_of_bytes(n)
+                .set_encryption_context(ec_map(ec))
+                .customize()
+                .config_override(Self::no_retry())
+                .send()
+                .await
+                .map_err(|e| self.error(op, key_id, e))?;
+            let plaintext = out.plaintext.take();
+            let ciphertext = out.ciphertext_blob.take();
+            let dk = self.data_key(op, key_id, out.key_id(), plaintext, ciphertext)?;
+            if dk.ciphertext.is_empty() {
+                return Err(KmsError::local(
+                    op,
+                    &self.region,
+                    key_id,
+                    KmsErrorKind::BadResponse,
+                    "response has no CiphertextBlob".into(),
+                ));
+            }
+            Ok(dk)
+        })
+    }
+
+    fn generate_data_key_without_plaintext<'a>(
+        &'a self,
+        key_id: &'a str,
+        n: i32,
+        ec: &'a EncryptionContext,
+    ) -> KmsFuture<'a, WrappedKey> {
+        Box::pin(async move {
+            let op = Operation::GenerateDataKeyWithoutPlaintext;
+            let out = self
+                .client
+                .generate_data_key_without_plaintext()
+                .key_id(key_id)
+                .number_of_bytes(n)
+                .set_encryption_context(ec_map(ec))
+                .customize()
+                .config_override(Self::no_retry())
+                .send()
+                .await
+                .map_err(|e| self.error(op, key_id, e))?;
+            match (out.key_id(), out.ciphertext_blob()) {
+                (Some(k), Some(c)) => Ok(WrappedKey {
+                    key_id: k.to_owned(),
+                    ciphertext: c.as_ref().to_vec(),
+                }),
+                _ => Err(KmsError::local(
+                    op,
+                    &self.region,
+                    key_id,
+                    KmsErrorKind::BadResponse,
+                    "response lacks KeyId or CiphertextBlob".into(),
+                )),
+            }
+        })
+    }
+
+    fn describe_key<'a>(&'a self, key_id: &'a str) -> KmsFuture<'a, KeyDescription> {
+        Box::pin(async move {
+            let op = Operation::DescribeKey;
+            let out = self
+                .client
+                .describe_key()
+                .key_id(key_id)
+                .customize()
+                .config_override(Self::no_retry())
+                .send()
+                .await
+                .map_err(|e| self.error(op, key_id, e))?;
+            let md = out.key_metadata().ok_or_else(|| {
+                KmsError::local(
+                    op,
+                    &self.region,
+                    key_id,
+                    KmsErrorKind::BadResponse,
+                    "no KeyMetadata".into(),
+                )
+            })?;
+            let mut replica_regions = Vec::new();
+            if let Some(mrc) = md.multi_region_configuration() {
+                if let Some(r) = mrc.primary_key().and_then(|p| p.region()) {
+                    replica_regions.push(r.to_owned());
+                }
+                replica_regions.extend(mrc.replica_keys().iter().filter_map(|k| k.region().map(str::to_owned)));
+            }
+            Ok(KeyDescription {
+                arn: md.arn().unwrap_or(md.key_id()).to_owned(),
+                state: md
+                    .key_state()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_else(|| "Unknown".into()),
+                multi_region: md.multi_region().unwrap_or(false),
+                replica_regions,
+            })
+        })
+    }
+}

@@ -1,0 +1,23 @@
+//! AWS KMS: the client discipline every KMS call goes through, and the MRK keyrings built on it.
+//!
+//! Module map:
+//! - [`api`]: the narrow [`KmsApi`] trait (Decrypt, GenerateDataKey, GenerateDataKeyWithoutPlaintext,
+//!   DescribeKey) and [`SdkKms`], its `aws-sdk-kms` implementation;
+//! - [`error`]: [`KmsError`] and its classification (`key_unavailable/<reason>`, `integrity_failed`,
+//!   `throttled`, …);
+//! - [`governor`]: [`GovernedKms`], which rate-limits ([`RateLimiter`], one per process), retries throttles with
+//!   jittered backoff inside a budget ([`RetryPolicy`]) and counts calls ([`KmsCounters`], and the
+//!   `ddbguard_kms_requests_total{region,operation,outcome}` metric);
+//! - [`cache`]: [`KeyCache`], a bounded TTL cache of unwrapped intermediate keys;
+//! - [`fake`]: an in-memory multi-region KMS and a fault-injecting wrapper for tests.
+
+pub mod api;
+pub mod cache;
+pub mod error;
+pub mod fake;
+pub mod governor;
+
+pub use api::{DataKey, EncryptionContext, KeyDescription, KmsApi, KmsFuture, SdkKms, WrappedKey};
+pub use cache::KeyCache;
+pub use error::{KmsError, KmsErrorKind, Operation, UnavailableReason};
+pub use governor::{GovernedKms, KmsCounters, RateLimiter, RetryPolicy};

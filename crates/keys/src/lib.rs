@@ -1,0 +1,3 @@
+//! placeholder
+pub mod arn;
+pub mod kms;
