@@ -189,7 +189,15 @@ impl SdkKms {
                 format!("request construction failed: {err}"),
             ),
             _ => {
-                let code = err.code().map(str::to_owned);
+                // Modeled errors built without metadata (mocks) carry no code; their Display starts with the
+                // shape name (`DisabledException: …`).
+                let code = err.code().map(str::to_owned).or_else(|| {
+                    err.as_service_error().and_then(|e| {
+                        let shown = e.to_string();
+                        let name = shown.split(':').next().unwrap_or("").trim();
+                        (name.ends_with("Exception") && !name.contains(' ')).then(|| name.to_owned())
+                    })
+                });
                 let message = err.message().map(str::to_owned).unwrap_or_else(|| {
                     let mut s = err.to_string();
                     if let Some(src) = std::error::Error::source(&err) {
@@ -357,5 +365,132 @@ impl KmsApi for SdkKms {
                 replica_regions,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The SDK adapter against mocked `aws-sdk-kms` responses: error classification through the real
+    //! deserializers, and the governor retrying throttles of the real client.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use aws_sdk_kms::Client;
+    use aws_sdk_kms::operation::decrypt::{DecryptError, DecryptOutput};
+    use aws_sdk_kms::types::error::DisabledException;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    use super::*;
+    use crate::kms::error::UnavailableReason;
+    use crate::kms::governor::{GovernedKms, KmsCounters, RetryPolicy};
+
+    const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/mrk-80bd8ecdcd4342aebd84b7dc9da498a7";
+
+    fn throttle_body() -> Option<String> {
+        Some(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_owned())
+    }
+
+    fn governed(client: Client, counters: &Arc<KmsCounters>) -> GovernedKms {
+        let retry = RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            budget: Duration::from_secs(10),
+        };
+        GovernedKms::new(
+            Arc::new(SdkKms::new(client, "us-east-1")),
+            None,
+            retry,
+            counters.clone(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mocked_throttles_are_retried_then_succeed() {
+        let rule = mock!(Client::decrypt)
+            .sequence()
+            .http_status(400, throttle_body())
+            .times(2)
+            .http_status(503, None)
+            .output(|| {
+                DecryptOutput::builder()
+                    .key_id(ARN)
+                    .plaintext(Blob::new(vec![7u8; 32]))
+                    .build()
+            })
+            .build();
+        let client = mock_client!(aws_sdk_kms, RuleMode::Sequential, [&rule]);
+        let counters = KmsCounters::new();
+        let kms = governed(client, &counters);
+        let dk = kms.decrypt(ARN, b"blob", &EncryptionContext::new()).await.unwrap();
+        assert_eq!(&dk.plaintext[..], &[7u8; 32]);
+        assert_eq!(rule.num_calls(), 4);
+        assert_eq!(counters.get("us-east-1", Operation::Decrypt, "throttled"), 3);
+        assert_eq!(counters.get("us-east-1", Operation::Decrypt, "ok"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mocked_throttles_beyond_budget_are_kms_throttled_not_key_unavailable() {
+        let rule = mock!(Client::decrypt)
+            .sequence()
+            .http_status(400, throttle_body())
+            .repeatedly()
+            .build();
+        let client = mock_client!(aws_sdk_kms, RuleMode::Sequential, [&rule]);
+        let counters = KmsCounters::new();
+        let kms = governed(client, &counters);
+        let e = kms.decrypt(ARN, b"blob", &EncryptionContext::new()).await.unwrap_err();
+        assert_eq!(e.kind, KmsErrorKind::Throttled, "{e}");
+        assert_eq!(e.code, "ThrottlingException");
+        assert_eq!(rule.num_calls(), 4, "retried up to max_attempts by the governor only");
+        assert_eq!(counters.get("us-east-1", Operation::Decrypt, "key_unavailable"), 0);
+    }
+
+    #[tokio::test]
+    async fn mocked_service_errors_are_classified() {
+        let disabled = mock!(Client::decrypt).then_error(|| {
+            DecryptError::DisabledException(DisabledException::builder().message("key is disabled").build())
+        });
+        let client = mock_client!(aws_sdk_kms, RuleMode::Sequential, [&disabled]);
+        let e = SdkKms::new(client, "us-east-1")
+            .decrypt(ARN, b"blob", &EncryptionContext::new())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, KmsErrorKind::KeyUnavailable(UnavailableReason::Disabled), "{e}");
+
+        let pending = mock!(Client::decrypt).then_http_response(|| {
+            aws_sdk_kms::config::http::HttpResponse::new(
+                400.try_into().unwrap(),
+                aws_smithy_types::body::SdkBody::from(
+                    r#"{"__type":"KMSInvalidStateException","message":"arn:aws:kms:us-east-1:111122223333:key/mrk-1 is pending deletion."}"#,
+                ),
+            )
+        });
+        let client = mock_client!(aws_sdk_kms, RuleMode::Sequential, [&pending]);
+        let e = SdkKms::new(client, "us-east-1")
+            .decrypt(ARN, b"blob", &EncryptionContext::new())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.kind,
+            KmsErrorKind::KeyUnavailable(UnavailableReason::PendingDeletion),
+            "{e}"
+        );
+
+        let denied = mock!(Client::decrypt).sequence().http_status(
+            400,
+            Some(r#"{"__type":"AccessDeniedException","message":"not authorized"}"#.to_owned()),
+        );
+        let client = mock_client!(aws_sdk_kms, RuleMode::Sequential, [&denied.build()]);
+        let e = SdkKms::new(client, "us-east-1")
+            .decrypt(ARN, b"blob", &EncryptionContext::new())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.kind,
+            KmsErrorKind::KeyUnavailable(UnavailableReason::AccessDenied),
+            "{e}"
+        );
     }
 }

@@ -28,12 +28,15 @@ pub enum FakeKeyState {
     PendingDeletion,
 }
 
+/// What the fake remembers about a ciphertext blob: (key identity, encryption context, plaintext).
+type BlobRecord = (String, EncryptionContext, Zeroizing<Vec<u8>>);
+
 #[derive(Default)]
 struct World {
     /// Key ARN -> state.
     keys: BTreeMap<String, FakeKeyState>,
     /// Blob -> (key identity, encryption context, plaintext).
-    blobs: HashMap<Vec<u8>, (String, EncryptionContext, Zeroizing<Vec<u8>>)>,
+    blobs: HashMap<Vec<u8>, BlobRecord>,
     next: u64,
 }
 

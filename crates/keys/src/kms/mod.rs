@@ -9,6 +9,7 @@
 //!   jittered backoff inside a budget ([`RetryPolicy`]) and counts calls ([`KmsCounters`], and the
 //!   `ddbguard_kms_requests_total{region,operation,outcome}` metric);
 //! - [`cache`]: [`KeyCache`], a bounded TTL cache of unwrapped intermediate keys;
+//! - [`keyring`]: [`MrkKeyring`] (`kms-mrk`) and [`MrkDiscoveryKeyring`] (`kms-mrk-discovery`);
 //! - [`fake`]: an in-memory multi-region KMS and a fault-injecting wrapper for tests.
 
 pub mod api;
@@ -16,8 +17,10 @@ pub mod cache;
 pub mod error;
 pub mod fake;
 pub mod governor;
+pub mod keyring;
 
 pub use api::{DataKey, EncryptionContext, KeyDescription, KmsApi, KmsFuture, SdkKms, WrappedKey};
 pub use cache::KeyCache;
 pub use error::{KmsError, KmsErrorKind, Operation, UnavailableReason};
 pub use governor::{GovernedKms, KmsCounters, RateLimiter, RetryPolicy};
+pub use keyring::{DiscoveryFilter, EdkRef, GeneratedIkm, Ikm, KmsKeyringError, MrkDiscoveryKeyring, MrkKeyring};
