@@ -127,8 +127,9 @@ pub fn normalize_number(s: &str) -> Option<String> {
     }
     // Decimal point position relative to the start of `digits`.
     let point = int.len() as i64 + exp - lead as i64;
-    // Magnitude: value = 0.digits × 10^point, so 10^(point-1) ≤ |value| < 10^point.
-    if point - 1 >= 126 || point - 1 < -130 {
+    // Magnitude: value = 0.digits × 10^point, so 10^(point-1) ≤ |value| < 10^point; DynamoDB allows
+    // 1E-130 ≤ |value| < 1E126.
+    if !(-129..=126).contains(&point) {
         return None;
     }
     let len = digits.len() as i64;
@@ -223,6 +224,21 @@ pub fn binary<'a>(item: &'a Item, name: &str) -> Option<&'a [u8]> {
 pub fn legend(head: &[u8]) -> Option<&[u8]> {
     let n = usize::from(u16::from_be_bytes(head.get(34..36)?.try_into().ok()?));
     head.get(36..36 + n)
+}
+
+/// The byte range of the encrypted data keys in an `aws_dbe_head` value (after the EDK count, up to the
+/// 32-byte commitment): version, flavor, message id, legend, stored context, EDK count, EDKs, commitment.
+pub fn edk_region(head: &[u8]) -> Option<std::ops::Range<usize>> {
+    let u16_at = |at: usize| Some(usize::from(u16::from_be_bytes(head.get(at..at + 2)?.try_into().ok()?)));
+    let mut at = 36 + u16_at(34)?;
+    let pairs = u16_at(at)?;
+    at += 2;
+    for _ in 0..2 * pairs {
+        at += 2 + u16_at(at)?;
+    }
+    let start = at + 1;
+    let end = head.len().checked_sub(32)?;
+    (start <= end).then_some(start..end)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -353,10 +369,8 @@ pub mod ours {
         decrypt_with(cfg, &keyring(), item).await
     }
 
-    /// Whether ddbguard classifies a decrypt failure as tampering: an integrity failure or a policy
-    /// violation (not, say, an unavailable key or an internal error).
-    pub fn is_tamper_verdict(e: &DbeError) -> bool {
-        let verdict = format!("{:?}", e.verdict()).to_lowercase();
-        verdict.contains("integrity") || verdict.contains("policy")
+    /// ddbguard's verdict label for a failure: `integrity_failed`, `policy_violation`, `key_not_mrk`, …
+    pub fn verdict(e: &DbeError) -> &'static str {
+        e.verdict().as_str()
     }
 }
