@@ -10,10 +10,12 @@
 //!   `ddbguard_kms_requests_total{region,operation,outcome}` metric);
 //! - [`cache`]: [`KeyCache`], a bounded TTL cache of unwrapped intermediate keys;
 //! - [`keyring`]: [`MrkKeyring`] (`kms-mrk`) and [`MrkDiscoveryKeyring`] (`kms-mrk-discovery`);
+//! - [`check`]: [`check::check_keys`], the per-region state and round-trip matrix of `ddbguard keys check`;
 //! - [`fake`]: an in-memory multi-region KMS and a fault-injecting wrapper for tests.
 
 pub mod api;
 pub mod cache;
+pub mod check;
 pub mod error;
 pub mod fake;
 pub mod governor;
