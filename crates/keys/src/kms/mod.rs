@@ -16,6 +16,7 @@
 pub mod api;
 pub mod cache;
 pub mod check;
+mod dbe;
 pub mod error;
 pub mod fake;
 pub mod governor;
