@@ -1,5 +1,59 @@
 //! DynamoDB Streams reader for `ddbguard verify`.
 //!
-//! This crate will own shard discovery and lineage, one lease per shard in a DynamoDB lease table,
-//! checkpoints, iterator refresh, throttling backoff and trimmed-data gap detection (architecture §5).
-//! It is intentionally empty until the stream-verifier issue lands: nothing here pretends to work yet.
+//! Module map:
+//! - [`api`]: the narrow [`StreamsApi`] trait (DescribeStream, GetShardIterator, GetRecords) and [`SdkStreams`].
+//! - [`lease`]: [`LeaseStore`] (one lease per shard, fenced conditional writes) and [`MemoryLeaseStore`].
+//! - [`dynamo_lease`]: [`DynamoLeaseStore`], leases in a DynamoDB table created if missing.
+//! - [`reader`]: [`StreamReader`], its [`ReaderConfig`], the [`RecordSink`] callback and the [`RunSummary`].
+//! - [`status`]: [`ReaderStatus`] snapshots (leases held, per-shard lag, stalled shards).
+//! - [`model`]: records, shards, sequence numbers, gaps. [`error`]: typed errors. [`backoff`]: jittered backoff.
+//! - `fake` (feature `fake`): `FakeStreams`, a scripted in-process stream with fault injection.
+//!
+//! Guarantees (see the crate README): at-least-once delivery, order within a shard, children after parents,
+//! gaps always reported, bounded memory.
+//!
+//! ```no_run
+//! use ddbguard_stream::{MemoryLeaseStore, ReaderConfig, RecordBatch, RecordSink, SdkStreams, SinkError, StreamReader};
+//!
+//! struct Print;
+//! impl RecordSink for Print {
+//!     async fn process(&self, batch: &RecordBatch) -> Result<(), SinkError> {
+//!         println!("{} records from {}", batch.records.len(), batch.shard_id);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn example(client: aws_sdk_dynamodbstreams::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ReaderConfig::new("arn:aws:dynamodb:eu-west-1:123456789012:table/t/stream/x", "worker-1");
+//! let reader = StreamReader::new(config, SdkStreams::new(client), MemoryLeaseStore::new(), Print)?;
+//! let summary = reader.run(tokio::signal::ctrl_c()).await?;
+//! println!("{} records", summary.records);
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod backoff;
+pub mod dynamo_lease;
+pub mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+pub mod lease;
+pub mod model;
+pub mod reader;
+pub mod status;
+
+#[cfg(test)]
+mod tests;
+
+pub use api::{SdkStreams, StreamsApi};
+pub use dynamo_lease::DynamoLeaseStore;
+pub use error::{LeaseError, ReaderError, SinkError, StreamsError};
+pub use lease::{Checkpoint, Lease, LeaseGrant, LeaseStore, MemoryLeaseStore};
+pub use model::{
+    AttributeValue, EventName, GapReason, IteratorPosition, RecordBatch, RecordsPage, SequenceNumber, Shard, ShardPage,
+    StreamGap, StreamRecord, table_name_from_stream_arn,
+};
+pub use reader::{ReaderConfig, RecordSink, RunSummary, StartPosition, StreamReader};
+pub use status::{ReaderStatus, ShardStatus, StatusHandle};

@@ -1,0 +1,965 @@
+//! The reader: shard discovery and lineage, lease balancing and renewal, one polling task per leased shard,
+//! graceful shutdown and the until-caught-up mode.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::api::StreamsApi;
+use crate::backoff::Backoff;
+use crate::error::{LeaseError, ReaderError, SinkError, StreamsError};
+use crate::lease::{Checkpoint, Lease, LeaseGrant, LeaseStore};
+use crate::model::{
+    GapReason, IteratorPosition, RecordBatch, SequenceNumber, Shard, StreamGap, table_name_from_stream_arn,
+};
+use crate::status::StatusHandle;
+
+/// Where shards start when the reader first reads them in this process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartPosition {
+    /// Every shard known at startup is read from the oldest retained record, ignoring stored checkpoints
+    /// (re-verification audits). Shards created later, and shards taken back later in the same run, resume from
+    /// their checkpoint.
+    TrimHorizon,
+    /// Shards open at startup start at their tip and shards closed at startup are marked finished unread,
+    /// ignoring stored checkpoints. Shards created later are read from their start (nothing after startup is
+    /// skipped, also across a split).
+    Latest,
+    /// Resume every shard after its checkpoint; shards without one start at the trim horizon. The default.
+    #[default]
+    Checkpoint,
+}
+
+/// Reader settings. [`ReaderConfig::new`] gives production defaults.
+#[derive(Clone, Debug)]
+pub struct ReaderConfig {
+    /// The stream to read.
+    pub stream_arn: String,
+    /// The `table` label of metrics and gap reports (defaults to the table name in the stream ARN).
+    pub table_label: String,
+    /// Unique id of this worker (e.g. ECS task id); the lease owner name.
+    pub worker_id: String,
+    /// Where shards start (see [`StartPosition`]).
+    pub start_position: StartPosition,
+    /// A lease whose counter has not moved for this long is considered abandoned and taken over.
+    pub lease_duration: Duration,
+    /// How often held leases are renewed (heartbeat); well below `lease_duration`.
+    pub renew_interval: Duration,
+    /// How often shards are listed and leases rebalanced (also right after a shard finishes).
+    pub discovery_interval: Duration,
+    /// First delay after a read that found the shard's tip; doubles (with jitter) up to `max_poll_interval`.
+    pub poll_interval: Duration,
+    /// Cap of the idle polling delay.
+    pub max_poll_interval: Duration,
+    /// First delay after a throttled or failed call; doubles (with jitter) up to `max_error_backoff`.
+    pub error_backoff: Duration,
+    /// Cap of the error backoff.
+    pub max_error_backoff: Duration,
+    /// `Limit` of each `GetRecords` call (1..=1000): the largest batch handed to the sink.
+    pub max_records_per_batch: u32,
+    /// At most this many shards are leased, and so read concurrently, by this worker.
+    pub max_concurrent_shards: usize,
+    /// A held shard is stalled after `stall_after_polls × max_poll_interval` without a successful `GetRecords`.
+    pub stall_after_polls: u32,
+    /// The stream's retention period: a checkpoint whose record is older is a gap.
+    pub retention: Duration,
+    /// Shutdown returns within this time even if the sink hangs (then the in-flight batch is not checkpointed).
+    pub shutdown_deadline: Duration,
+    /// Take leases from workers holding more than their share (one per discovery round).
+    pub steal_leases: bool,
+    /// Return from [`StreamReader::run`] once every shard is finished or read to its tip.
+    pub until_caught_up: bool,
+}
+
+impl ReaderConfig {
+    /// Defaults: 20 s leases renewed every 5 s, discovery every 30 s, idle polling 1 s → 5 s, error backoff
+    /// 100 ms → 10 s, 1000 records per batch, 64 shards, stalled after 6 polls, 24 h retention, 20 s shutdown.
+    pub fn new(stream_arn: impl Into<String>, worker_id: impl Into<String>) -> Self {
+        let stream_arn = stream_arn.into();
+        Self {
+            table_label: table_name_from_stream_arn(&stream_arn).to_owned(),
+            stream_arn,
+            worker_id: worker_id.into(),
+            start_position: StartPosition::Checkpoint,
+            lease_duration: Duration::from_secs(20),
+            renew_interval: Duration::from_secs(5),
+            discovery_interval: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            max_poll_interval: Duration::from_secs(5),
+            error_backoff: Duration::from_millis(100),
+            max_error_backoff: Duration::from_secs(10),
+            max_records_per_batch: 1000,
+            max_concurrent_shards: 64,
+            stall_after_polls: 6,
+            retention: Duration::from_secs(24 * 3600),
+            shutdown_deadline: Duration::from_secs(20),
+            steal_leases: true,
+            until_caught_up: false,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ReaderError> {
+        let bad = |m: &str| Err(ReaderError::Config(m.to_owned()));
+        if self.worker_id.is_empty() {
+            return bad("worker_id is empty");
+        }
+        if !(1..=1000).contains(&self.max_records_per_batch) {
+            return bad("max_records_per_batch must be within 1..=1000");
+        }
+        if self.max_concurrent_shards == 0 {
+            return bad("max_concurrent_shards must be at least 1");
+        }
+        if self.renew_interval.is_zero() || self.renew_interval >= self.lease_duration {
+            return bad("renew_interval must be non-zero and shorter than lease_duration");
+        }
+        if self.poll_interval.is_zero() || self.discovery_interval.is_zero() || self.error_backoff.is_zero() {
+            return bad("poll_interval, discovery_interval and error_backoff must be non-zero");
+        }
+        Ok(())
+    }
+
+    fn stall_after(&self) -> Duration {
+        self.max_poll_interval
+            .max(self.poll_interval)
+            .saturating_mul(self.stall_after_polls.max(1))
+    }
+}
+
+/// Receives batches and gap reports. Implemented by the verifier.
+pub trait RecordSink: Send + Sync + 'static {
+    /// Processes one batch. The checkpoint is written only after this returns `Ok`; on `Err` the same batch is
+    /// offered again after a backoff. Called concurrently for different shards, never twice at once for one shard.
+    fn process(&self, batch: &RecordBatch) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Called once per gap, before reading continues at the trim horizon. The reader has already counted it in
+    /// `ddbguard_stream_gaps_total` and logged it with target `alert`.
+    fn on_gap(&self, gap: &StreamGap) {
+        let _ = gap;
+    }
+}
+
+impl<T: RecordSink> RecordSink for Arc<T> {
+    fn process(&self, batch: &RecordBatch) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).process(batch)
+    }
+
+    fn on_gap(&self, gap: &StreamGap) {
+        (**self).on_gap(gap)
+    }
+}
+
+/// What [`StreamReader::run`] did.
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    /// Records handed to the sink.
+    pub records: u64,
+    /// Of those, redeliveries of already checkpointed records.
+    pub duplicates: u64,
+    /// Gaps declared during the run.
+    pub gaps: Vec<StreamGap>,
+    /// Shards finished (read to their end) by this worker during the run.
+    pub shards_finished: Vec<String>,
+    /// `true` when the run ended because every shard was finished or read to its tip (until-caught-up mode).
+    pub caught_up: bool,
+    /// Leases released at shutdown.
+    pub leases_released: usize,
+    /// `true` if some shard task did not finish within the shutdown deadline and was aborted.
+    pub shutdown_timed_out: bool,
+}
+
+/// The DynamoDB Streams reader. Generic over the Streams API, the lease store and the sink so that tests plug in
+/// fakes.
+pub struct StreamReader<S, L, K> {
+    shared: Arc<Shared<S, L, K>>,
+}
+
+impl<S, L, K> std::fmt::Debug for StreamReader<S, L, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamReader")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared<S, L, K> {
+    config: ReaderConfig,
+    api: S,
+    leases: L,
+    sink: K,
+    status: StatusHandle,
+    summary: std::sync::Mutex<RunSummary>,
+}
+
+/// Why a shard task is asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Run,
+    Shutdown,
+    LeaseLost,
+}
+
+/// How a shard task ended.
+#[derive(Debug)]
+enum Outcome {
+    Finished,
+    Stopped,
+    LeaseLost,
+}
+
+/// Where a shard task starts.
+#[derive(Clone, Debug)]
+enum Initial {
+    Checkpoint,
+    Position(IteratorPosition),
+    SkipToEnd,
+}
+
+struct Held {
+    grant: LeaseGrant,
+    stop: watch::Sender<Stop>,
+    last_renewed: Instant,
+}
+
+/// What another worker's lease looked like when we last saw it change.
+struct Observed {
+    owner: Option<String>,
+    counter: u64,
+    since: Instant,
+}
+
+impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
+    /// Creates a reader. Nothing is called until [`StreamReader::run`].
+    pub fn new(config: ReaderConfig, api: S, leases: L, sink: K) -> Result<Self, ReaderError> {
+        config.validate()?;
+        let status = StatusHandle::new(&config.worker_id, config.stall_after());
+        Ok(Self {
+            shared: Arc::new(Shared {
+                config,
+                api,
+                leases,
+                sink,
+                status,
+                summary: std::sync::Mutex::new(RunSummary::default()),
+            }),
+        })
+    }
+
+    /// A handle to the live status (lag, leases held, stalled shards), usable while `run` is going.
+    pub fn status(&self) -> StatusHandle {
+        self.shared.status.clone()
+    }
+
+    /// Reads until `shutdown` completes (or, in until-caught-up mode, until every shard is finished or read to its
+    /// tip). On shutdown: stops reading, lets the in-flight batches finish and checkpoints them, releases the
+    /// leases, and returns within `shutdown_deadline`.
+    pub async fn run(self, shutdown: impl Future) -> Result<RunSummary, ReaderError> {
+        let shared = self.shared.clone();
+        shared.leases.initialize().await?;
+        let mut coord = Coordinator {
+            shared: shared.clone(),
+            shards: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            observed: HashMap::new(),
+            held: HashMap::new(),
+            tasks: JoinSet::new(),
+            task_shards: HashMap::new(),
+            first_discovery: None,
+            started: HashSet::new(),
+        };
+        tokio::pin!(shutdown);
+        let cfg = &shared.config;
+        let mut renew = tokio::time::interval_at(Instant::now() + cfg.renew_interval, cfg.renew_interval);
+        renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut next_sync = Instant::now();
+        let mut caught_up_check = tokio::time::interval(cfg.poll_interval);
+        caught_up_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut caught_up = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(done) = coord.tasks.join_next_with_id(), if !coord.tasks.is_empty() => {
+                    if coord.task_done(done) {
+                        next_sync = Instant::now();
+                    }
+                }
+                _ = renew.tick() => coord.renew().await,
+                _ = tokio::time::sleep_until(next_sync) => {
+                    let discovered = tokio::select! {
+                        biased;
+                        _ = &mut shutdown => break,
+                        d = coord.discover() => d,
+                    };
+                    match discovered {
+                        Ok(Some(shards)) => coord.sync(shards).await,
+                        Ok(None) => {}
+                        Err(e) => {
+                            coord.shutdown().await;
+                            return Err(e);
+                        }
+                    }
+                    next_sync = Instant::now() + cfg.discovery_interval;
+                }
+                _ = caught_up_check.tick(), if cfg.until_caught_up => {
+                    if coord.all_caught_up() {
+                        caught_up = true;
+                        break;
+                    }
+                }
+            }
+        }
+        coord.shutdown().await;
+        let mut summary = std::mem::take(&mut *shared.summary.lock().unwrap_or_else(|e| e.into_inner()));
+        summary.caught_up = caught_up;
+        Ok(summary)
+    }
+}
+
+struct Coordinator<S, L, K> {
+    shared: Arc<Shared<S, L, K>>,
+    /// Shards from the last successful discovery.
+    shards: BTreeMap<String, Shard>,
+    /// Leases from the last listing, updated locally when our tasks finish shards.
+    leases: BTreeMap<String, Lease>,
+    observed: HashMap<String, Observed>,
+    held: HashMap<String, Held>,
+    tasks: JoinSet<Outcome>,
+    task_shards: HashMap<tokio::task::Id, String>,
+    /// Shards (id → closed?) seen by the first discovery of this run; drives `StartPosition`.
+    first_discovery: Option<HashMap<String, bool>>,
+    /// Shards this process has already started reading once.
+    started: HashSet<String>,
+}
+
+impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
+    fn cfg(&self) -> &ReaderConfig {
+        &self.shared.config
+    }
+
+    /// Lists all shards (paginated), retrying throttles with backoff. `Ok(None)` when it keeps failing: the next
+    /// round tries again. A missing stream is fatal only on the first discovery.
+    async fn discover(&self) -> Result<Option<Vec<Shard>>, ReaderError> {
+        let cfg = self.cfg();
+        let mut shards = Vec::new();
+        let mut start: Option<String> = None;
+        let mut backoff = Backoff::new(cfg.error_backoff, cfg.max_error_backoff);
+        loop {
+            match self.shared.api.describe_stream(&cfg.stream_arn, start.as_deref()).await {
+                Ok(page) => {
+                    backoff.reset();
+                    shards.extend(page.shards);
+                    match page.last_evaluated_shard_id {
+                        Some(last) => start = Some(last),
+                        None => return Ok(Some(shards)),
+                    }
+                }
+                Err(StreamsError::ResourceNotFound(m)) if self.first_discovery.is_none() => {
+                    return Err(ReaderError::StreamNotFound(m));
+                }
+                Err(e) => {
+                    if matches!(e, StreamsError::Throttled(_)) {
+                        self.shared.status.throttled();
+                        metrics::counter!("ddbguard_stream_throttles_total", "table" => cfg.table_label.clone(), "operation" => "DescribeStream").increment(1);
+                    }
+                    if backoff.attempts() >= 10 {
+                        tracing::warn!(error = %e, "shard discovery keeps failing; retrying next round");
+                        return Ok(None);
+                    }
+                    tracing::debug!(error = %e, "DescribeStream failed; backing off");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    /// Creates missing leases, observes others' heartbeats, takes available leases up to this worker's share,
+    /// steals one if unbalanced, and starts shard tasks.
+    async fn sync(&mut self, shards: Vec<Shard>) {
+        if self.first_discovery.is_none() {
+            self.first_discovery = Some(shards.iter().map(|s| (s.id.clone(), s.is_closed())).collect());
+        }
+        self.shards = shards.into_iter().map(|s| (s.id.clone(), s)).collect();
+        let leases = match self.shared.leases.list_leases().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing leases failed");
+                return;
+            }
+        };
+        self.leases = leases.into_iter().map(|l| (l.shard_id.clone(), l)).collect();
+        let missing: Vec<Lease> = self
+            .shards
+            .values()
+            .filter(|s| !self.leases.contains_key(&s.id))
+            .map(|s| Lease::new(s.id.clone(), s.parent_id.iter().cloned().collect()))
+            .collect();
+        for lease in missing {
+            match self.shared.leases.create_lease_if_absent(&lease).await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(shard = %lease.shard_id, error = %e, "creating lease failed"),
+            }
+        }
+        if let Ok(l) = self.shared.leases.list_leases().await {
+            self.leases = l.into_iter().map(|l| (l.shard_id.clone(), l)).collect();
+        }
+
+        let now = Instant::now();
+        let cfg = self.cfg().clone();
+        for l in self.leases.values() {
+            let changed = match self.observed.get(&l.shard_id) {
+                Some(o) => o.owner != l.owner || o.counter != l.counter,
+                None => true,
+            };
+            if changed {
+                self.observed.insert(
+                    l.shard_id.clone(),
+                    Observed {
+                        owner: l.owner.clone(),
+                        counter: l.counter,
+                        since: now,
+                    },
+                );
+            }
+        }
+        self.observed.retain(|id, _| self.leases.contains_key(id));
+
+        let readable: Vec<&Lease> = self
+            .leases
+            .values()
+            .filter(|l| !l.finished && self.parents_done(l))
+            .collect();
+        let expired = |l: &Lease| -> bool {
+            match &l.owner {
+                None => true,
+                Some(o) if *o == cfg.worker_id => true, // a previous incarnation of this worker
+                Some(_) => self
+                    .observed
+                    .get(&l.shard_id)
+                    .is_some_and(|o| now - o.since >= cfg.lease_duration),
+            }
+        };
+        let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+        load.insert(&cfg.worker_id, 0);
+        for l in &readable {
+            if let Some(o) = &l.owner
+                && !expired(l)
+            {
+                *load.entry(o).or_default() += 1;
+            }
+        }
+        let target = readable.len().div_ceil(load.len()).min(cfg.max_concurrent_shards);
+        let mut to_take: Vec<(String, u64)> = readable
+            .iter()
+            .filter(|l| !self.held.contains_key(&l.shard_id) && expired(l))
+            .map(|l| (l.shard_id.clone(), l.counter))
+            .collect();
+        // Parents before children, then by id: deterministic and lineage-friendly.
+        to_take.sort();
+        let room = target.saturating_sub(self.held.len());
+        to_take.truncate(room);
+        if to_take.is_empty() && cfg.steal_leases && self.held.len() < target {
+            let victim = load
+                .iter()
+                .filter(|(w, n)| **w != cfg.worker_id && **n > target)
+                .max_by_key(|(_, n)| **n)
+                .map(|(w, _)| w.to_string());
+            if let Some(victim) = victim
+                && let Some(l) = readable.iter().find(|l| l.owner.as_deref() == Some(victim.as_str()))
+            {
+                tracing::info!(shard = %l.shard_id, from = %victim, "stealing lease to balance load");
+                to_take.push((l.shard_id.clone(), l.counter));
+            }
+        }
+        for (shard_id, counter) in to_take {
+            match self.shared.leases.take_lease(&shard_id, &cfg.worker_id, counter).await {
+                Ok(grant) => self.start_shard(grant),
+                Err(LeaseError::Conflict(_)) => tracing::debug!(shard = %shard_id, "lease taken by someone else first"),
+                Err(e) => tracing::warn!(shard = %shard_id, error = %e, "taking lease failed"),
+            }
+        }
+        self.publish_leases_held();
+    }
+
+    fn parents_done(&self, lease: &Lease) -> bool {
+        let mut parents: Vec<&String> = lease.parent_shard_ids.iter().collect();
+        if let Some(p) = self.shards.get(&lease.shard_id).and_then(|s| s.parent_id.as_ref()) {
+            parents.push(p);
+        }
+        parents.into_iter().all(|p| match self.leases.get(p) {
+            Some(pl) => pl.finished,
+            // The parent is past retention and gone from the stream: nothing left to read before this child.
+            None => !self.shards.contains_key(p),
+        })
+    }
+
+    fn start_shard(&mut self, grant: LeaseGrant) {
+        let shard_id = grant.shard_id.clone();
+        let lease = self
+            .leases
+            .get(&shard_id)
+            .cloned()
+            .unwrap_or_else(|| Lease::new(shard_id.clone(), vec![]));
+        let first_time = self.started.insert(shard_id.clone());
+        let at_startup = self.first_discovery.as_ref().and_then(|m| m.get(&shard_id)).copied();
+        let initial = match (self.cfg().start_position, first_time, at_startup) {
+            (StartPosition::TrimHorizon, true, Some(_)) => Initial::Position(IteratorPosition::TrimHorizon),
+            (StartPosition::Latest, true, Some(false)) => Initial::Position(IteratorPosition::Latest),
+            (StartPosition::Latest, true, Some(true)) => Initial::SkipToEnd,
+            _ => Initial::Checkpoint,
+        };
+        tracing::info!(shard = %shard_id, token = grant.token, ?initial, "lease taken");
+        let (stop_tx, stop_rx) = watch::channel(Stop::Run);
+        self.shared
+            .status
+            .lease_taken(&shard_id, lease.checkpoint.as_ref().map(|c| c.sequence_number.clone()));
+        let task = ShardTask {
+            shared: self.shared.clone(),
+            grant: grant.clone(),
+            lease,
+            initial,
+            stop: stop_rx,
+        };
+        let handle = self.tasks.spawn(task.run());
+        self.task_shards.insert(handle.id(), shard_id.clone());
+        self.held.insert(
+            shard_id,
+            Held {
+                grant,
+                stop: stop_tx,
+                last_renewed: Instant::now(),
+            },
+        );
+    }
+
+    /// Handles a finished shard task; returns whether discovery should run now (a shard finished).
+    fn task_done(&mut self, done: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>) -> bool {
+        let (id, outcome) = match done {
+            Ok((id, o)) => (id, Ok(o)),
+            Err(e) => (e.id(), Err(e)),
+        };
+        let Some(shard_id) = self.task_shards.remove(&id) else {
+            return false;
+        };
+        self.shared.status.lease_dropped(&shard_id);
+        let held = self.held.remove(&shard_id);
+        let mut resync = false;
+        match outcome {
+            Ok(Outcome::Finished) => {
+                if let Some(l) = self.leases.get_mut(&shard_id) {
+                    l.finished = true;
+                }
+                self.shared.summary_mut().shards_finished.push(shard_id.clone());
+                tracing::info!(shard = %shard_id, "shard finished");
+                resync = true;
+            }
+            Ok(Outcome::LeaseLost) => tracing::warn!(shard = %shard_id, "lease lost; stopped reading the shard"),
+            Ok(Outcome::Stopped) => {}
+            Err(e) => {
+                tracing::error!(shard = %shard_id, error = %e, "shard task failed; releasing its lease");
+                if let Some(h) = held {
+                    let shared = self.shared.clone();
+                    tokio::spawn(async move {
+                        let _ = shared.leases.release_lease(&h.grant).await;
+                    });
+                }
+                resync = true;
+            }
+        }
+        self.publish_leases_held();
+        resync
+    }
+
+    /// Heartbeat for every held lease; a conflict (or no successful renewal for a whole lease duration) stops
+    /// the shard task, because another worker may now own the lease.
+    async fn renew(&mut self) {
+        let lease_duration = self.cfg().lease_duration;
+        let now = Instant::now();
+        for (shard_id, h) in &mut self.held {
+            match self.shared.leases.renew_lease(&h.grant).await {
+                Ok(_) => h.last_renewed = now,
+                Err(LeaseError::Conflict(_)) => {
+                    tracing::warn!(shard = %shard_id, "lease renewal refused: lease lost");
+                    let _ = h.stop.send(Stop::LeaseLost);
+                }
+                Err(e) => {
+                    tracing::warn!(shard = %shard_id, error = %e, "lease renewal failed");
+                    if now - h.last_renewed >= lease_duration {
+                        let _ = h.stop.send(Stop::LeaseLost);
+                    }
+                }
+            }
+        }
+    }
+
+    fn all_caught_up(&self) -> bool {
+        if self.first_discovery.is_none() {
+            return false;
+        }
+        self.shards.keys().all(|id| {
+            self.leases.get(id).is_some_and(|l| l.finished)
+                || (self.held.contains_key(id) && self.shared.status.is_caught_up(id))
+        })
+    }
+
+    fn publish_leases_held(&self) {
+        metrics::gauge!("ddbguard_leases_held", "table" => self.cfg().table_label.clone())
+            .set(self.shared.status.leases_held() as f64);
+    }
+
+    /// Stops all shard tasks, waits for in-flight batches and their checkpoints (bounded by the deadline) and
+    /// releases the leases.
+    async fn shutdown(&mut self) {
+        let deadline = Instant::now() + self.cfg().shutdown_deadline;
+        for h in self.held.values() {
+            let _ = h.stop.send(Stop::Shutdown);
+        }
+        // Leave a little of the deadline for releasing leases.
+        let wait_until = deadline - self.cfg().shutdown_deadline / 5;
+        while !self.tasks.is_empty() {
+            match tokio::time::timeout_at(wait_until, self.tasks.join_next_with_id()).await {
+                Ok(Some(done)) => {
+                    let id = match &done {
+                        Ok((id, _)) => *id,
+                        Err(e) => e.id(),
+                    };
+                    if let Some(shard) = self.task_shards.remove(&id) {
+                        if matches!(done, Ok((_, Outcome::Finished))) {
+                            self.shared.summary_mut().shards_finished.push(shard.clone());
+                        }
+                        if !matches!(done, Ok((_, Outcome::Stopped))) {
+                            self.held.remove(&shard);
+                        }
+                        self.shared.status.lease_dropped(&shard);
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        remaining = self.tasks.len(),
+                        "shutdown deadline reached; aborting shard tasks"
+                    );
+                    self.shared.summary_mut().shutdown_timed_out = true;
+                    self.tasks.abort_all();
+                    while self.tasks.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        let mut released = 0;
+        for (shard_id, h) in self.held.drain() {
+            match tokio::time::timeout_at(deadline, self.shared.leases.release_lease(&h.grant)).await {
+                Ok(Ok(())) => released += 1,
+                Ok(Err(e)) => tracing::warn!(shard = %shard_id, error = %e, "releasing lease failed"),
+                Err(_) => tracing::warn!(shard = %shard_id, "releasing lease timed out"),
+            }
+            self.shared.status.lease_dropped(&shard_id);
+        }
+        self.shared.summary_mut().leases_released += released;
+        self.publish_leases_held();
+        tracing::info!(released, "stream reader stopped");
+    }
+}
+
+impl<S, L, K> Shared<S, L, K> {
+    fn summary_mut(&self) -> std::sync::MutexGuard<'_, RunSummary> {
+        self.summary.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The per-shard loop: read a batch, hand it to the sink, checkpoint, repeat.
+struct ShardTask<S, L, K> {
+    shared: Arc<Shared<S, L, K>>,
+    grant: LeaseGrant,
+    lease: Lease,
+    initial: Initial,
+    stop: watch::Receiver<Stop>,
+}
+
+impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
+    fn cfg(&self) -> &ReaderConfig {
+        &self.shared.config
+    }
+
+    fn stopped(&self) -> Option<Outcome> {
+        match *self.stop.borrow() {
+            Stop::Run => None,
+            Stop::Shutdown => Some(Outcome::Stopped),
+            Stop::LeaseLost => Some(Outcome::LeaseLost),
+        }
+    }
+
+    /// Sleeps unless asked to stop first; returns whether the sleep completed.
+    async fn pause(&mut self, d: Duration) -> bool {
+        if self.stopped().is_some() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.stop.changed() => false,
+        }
+    }
+
+    async fn run(mut self) -> Outcome {
+        let shared = self.shared.clone();
+        let shard_id = self.grant.shard_id.clone();
+        let table = self.cfg().table_label.clone();
+        let mut checkpoint = self.lease.checkpoint.clone();
+        let dup_floor = checkpoint.as_ref().map(|c| c.sequence_number.clone());
+        let mut pending_gap: Option<(Option<SequenceNumber>, GapReason)> = None;
+        let restart_position = match &self.initial {
+            Initial::SkipToEnd => {
+                tracing::info!(shard = %shard_id, "closed at startup with start position LATEST: marked finished unread");
+                return match self.write_checkpoint(None, true).await {
+                    Ok(()) => Outcome::Finished,
+                    Err(o) => o,
+                };
+            }
+            Initial::Position(p) => p.clone(),
+            Initial::Checkpoint => IteratorPosition::TrimHorizon,
+        };
+        let mut position = match (&self.initial, &checkpoint) {
+            (Initial::Checkpoint, Some(cp)) => {
+                let age = cp.record_time.and_then(|t| SystemTime::now().duration_since(t).ok());
+                if age.is_some_and(|a| a > self.cfg().retention) {
+                    pending_gap = Some((Some(cp.sequence_number.clone()), GapReason::CheckpointExpired));
+                    IteratorPosition::TrimHorizon
+                } else {
+                    IteratorPosition::AfterSequenceNumber(cp.sequence_number.clone())
+                }
+            }
+            _ => restart_position.clone(),
+        };
+        let mut iterator: Option<String> = None;
+        let mut poll = Backoff::new(self.cfg().poll_interval, self.cfg().max_poll_interval);
+        let mut errors = Backoff::new(self.cfg().error_backoff, self.cfg().max_error_backoff);
+        loop {
+            if let Some(o) = self.stopped() {
+                return o;
+            }
+            let it = match iterator.take() {
+                Some(it) => it,
+                None => {
+                    let got = tokio::select! {
+                        r = shared.api.get_shard_iterator(&shared.config.stream_arn, &shard_id, &position) => r,
+                        _ = self.stop.changed() => continue,
+                    };
+                    match got {
+                        Ok(it) => it,
+                        Err(StreamsError::TrimmedDataAccess(_)) if position != IteratorPosition::TrimHorizon => {
+                            pending_gap = Some((
+                                checkpoint.as_ref().map(|c| c.sequence_number.clone()),
+                                GapReason::Trimmed,
+                            ));
+                            position = IteratorPosition::TrimHorizon;
+                            continue;
+                        }
+                        Err(StreamsError::ResourceNotFound(m)) => return self.shard_gone(&checkpoint, &m).await,
+                        Err(e) => {
+                            self.note_error("GetShardIterator", &e);
+                            let d = errors.next_delay();
+                            self.pause(d).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let got = tokio::select! {
+                r = shared.api.get_records(&it, shared.config.max_records_per_batch) => r,
+                _ = self.stop.changed() => continue,
+            };
+            let page = match got {
+                Ok(page) => page,
+                Err(StreamsError::ExpiredIterator(_)) => {
+                    tracing::debug!(shard = %shard_id, "iterator expired; refreshing from the checkpoint");
+                    metrics::counter!("ddbguard_stream_iterator_refreshes_total", "table" => table.clone())
+                        .increment(1);
+                    position = match &checkpoint {
+                        Some(cp) => IteratorPosition::AfterSequenceNumber(cp.sequence_number.clone()),
+                        None => restart_position.clone(),
+                    };
+                    continue;
+                }
+                Err(StreamsError::TrimmedDataAccess(_)) => {
+                    pending_gap = Some((
+                        checkpoint.as_ref().map(|c| c.sequence_number.clone()),
+                        GapReason::Trimmed,
+                    ));
+                    position = IteratorPosition::TrimHorizon;
+                    continue;
+                }
+                Err(StreamsError::ResourceNotFound(m)) => return self.shard_gone(&checkpoint, &m).await,
+                Err(e) => {
+                    self.note_error("GetRecords", &e);
+                    iterator = Some(it);
+                    let d = errors.next_delay();
+                    self.pause(d).await;
+                    continue;
+                }
+            };
+            errors.reset();
+            if let Some((cp, reason)) = pending_gap.take() {
+                let first = page.records.first().map(|r| r.sequence_number.clone());
+                self.report_gap(cp, first, reason);
+            }
+            let finished = page.next_iterator.is_none();
+            if page.records.is_empty() {
+                self.shared.status.read_ok(&shard_id, Duration::ZERO, true);
+                self.set_lag(Duration::ZERO);
+                if finished {
+                    return match self.write_checkpoint(checkpoint.as_ref(), true).await {
+                        Ok(()) => Outcome::Finished,
+                        Err(o) => o,
+                    };
+                }
+                iterator = page.next_iterator;
+                let d = poll.next_delay();
+                self.pause(d).await;
+                continue;
+            }
+            poll.reset();
+            let last = page.records.last().expect("non-empty");
+            let lag = last
+                .approximate_creation_time
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .unwrap_or(Duration::ZERO);
+            self.shared.status.read_ok(&shard_id, lag, false);
+            self.set_lag(lag);
+            let new_cp = Checkpoint {
+                sequence_number: last.sequence_number.clone(),
+                record_time: last.approximate_creation_time,
+            };
+            let duplicates = match &dup_floor {
+                Some(floor) => page.records.iter().take_while(|r| r.sequence_number <= *floor).count(),
+                None => 0,
+            };
+            let batch = RecordBatch {
+                shard_id: shard_id.clone(),
+                records: page.records,
+                duplicates,
+            };
+            // Deliver; the sink is never cancelled mid-batch (shutdown waits for it).
+            loop {
+                match self.shared.sink.process(&batch).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(shard = %shard_id, error = %e, "record sink failed; offering the batch again");
+                        let d = errors.next_delay();
+                        if !self.pause(d).await {
+                            // Not checkpointed: whoever reads the shard next sees the batch again.
+                            return self.stopped().unwrap_or(Outcome::Stopped);
+                        }
+                    }
+                }
+            }
+            errors.reset();
+            let n = batch.records.len() as u64;
+            if duplicates > 0 {
+                metrics::counter!("ddbguard_stream_duplicate_records_total", "table" => table.clone())
+                    .increment(duplicates as u64);
+            }
+            if let Err(o) = self.write_checkpoint(Some(&new_cp), finished).await {
+                return o;
+            }
+            self.shared
+                .status
+                .delivered(&shard_id, n, duplicates as u64, new_cp.sequence_number.clone());
+            {
+                let mut s = self.shared.summary_mut();
+                s.records += n;
+                s.duplicates += duplicates as u64;
+            }
+            position = IteratorPosition::AfterSequenceNumber(new_cp.sequence_number.clone());
+            checkpoint = Some(new_cp);
+            if finished {
+                return Outcome::Finished;
+            }
+            iterator = page.next_iterator;
+        }
+    }
+
+    fn set_lag(&self, lag: Duration) {
+        metrics::gauge!("ddbguard_shard_lag_seconds", "table" => self.cfg().table_label.clone(), "shard" => self.grant.shard_id.clone())
+            .set(lag.as_secs_f64());
+    }
+
+    fn note_error(&self, operation: &'static str, e: &StreamsError) {
+        if matches!(e, StreamsError::Throttled(_)) {
+            self.shared.status.throttled();
+            metrics::counter!("ddbguard_stream_throttles_total", "table" => self.cfg().table_label.clone(), "operation" => operation).increment(1);
+            tracing::debug!(shard = %self.grant.shard_id, operation, "throttled; backing off");
+        } else {
+            tracing::warn!(shard = %self.grant.shard_id, operation, error = %e, "streams call failed; backing off");
+        }
+    }
+
+    /// The shard disappeared from the stream: whatever was unread is lost; report it and mark the shard finished.
+    async fn shard_gone(&mut self, checkpoint: &Option<Checkpoint>, message: &str) -> Outcome {
+        tracing::debug!(shard = %self.grant.shard_id, message, "shard not found");
+        self.report_gap(
+            checkpoint.as_ref().map(|c| c.sequence_number.clone()),
+            None,
+            GapReason::ShardGone,
+        );
+        match self.write_checkpoint(checkpoint.as_ref(), true).await {
+            Ok(()) => Outcome::Finished,
+            Err(o) => o,
+        }
+    }
+
+    fn report_gap(
+        &self,
+        checkpoint: Option<SequenceNumber>,
+        first_available: Option<SequenceNumber>,
+        reason: GapReason,
+    ) {
+        let gap = StreamGap {
+            table: self.cfg().table_label.clone(),
+            shard_id: self.grant.shard_id.clone(),
+            checkpoint,
+            first_available,
+            reason,
+        };
+        metrics::counter!("ddbguard_stream_gaps_total", "table" => gap.table.clone(), "shard" => gap.shard_id.clone())
+            .increment(1);
+        tracing::warn!(
+            target: "alert",
+            event = "stream_gap",
+            table = %gap.table,
+            shard = %gap.shard_id,
+            checkpoint = gap.checkpoint.as_ref().map(|s| s.as_str()).unwrap_or("none"),
+            first_available = gap.first_available.as_ref().map(|s| s.as_str()).unwrap_or("none"),
+            reason = gap.reason.as_str(),
+            "stream records were trimmed before they were verified; continuing from the trim horizon"
+        );
+        self.shared.status.gap(&gap);
+        self.shared.sink.on_gap(&gap);
+        self.shared.summary_mut().gaps.push(gap);
+    }
+
+    /// Writes the checkpoint, retrying throttles and errors (a few times only once stopping). A conflict means the
+    /// lease is gone.
+    async fn write_checkpoint(&mut self, cp: Option<&Checkpoint>, finished: bool) -> Result<(), Outcome> {
+        let mut backoff = Backoff::new(self.cfg().error_backoff, self.cfg().max_error_backoff);
+        loop {
+            match self.shared.leases.checkpoint(&self.grant, cp, finished).await {
+                Ok(()) => return Ok(()),
+                Err(LeaseError::Conflict(_)) => {
+                    tracing::warn!(shard = %self.grant.shard_id, "checkpoint refused: lease lost");
+                    return Err(Outcome::LeaseLost);
+                }
+                Err(e) => {
+                    tracing::warn!(shard = %self.grant.shard_id, error = %e, "checkpoint failed; retrying");
+                    if self.stopped().is_some() && backoff.attempts() >= 3 {
+                        return Err(self.stopped().unwrap_or(Outcome::Stopped));
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+}
