@@ -458,7 +458,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
             .filter(|l| !self.held.contains_key(&l.shard_id) && expired(l))
             .map(|l| (l.shard_id.clone(), l.counter))
             .collect();
-        // Parents before children, then by id: deterministic and lineage-friendly.
+        // Deterministic order (children whose parents are unfinished are not in the list at all).
         to_take.sort();
         let room = target.saturating_sub(self.held.len());
         to_take.truncate(room);
@@ -545,7 +545,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
         let Some(shard_id) = self.task_shards.remove(&id) else {
             return false;
         };
-        self.shared.status.lease_dropped(&shard_id);
+        self.drop_shard_status(&shard_id);
         let held = self.held.remove(&shard_id);
         let mut resync = false;
         match outcome {
@@ -606,6 +606,14 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
         })
     }
 
+    /// Forgets a shard's live status and zeroes its lag gauge: the new owner (if any) reports the shard from now
+    /// on, and a stale value must not keep a lag alarm firing.
+    fn drop_shard_status(&self, shard_id: &str) {
+        self.shared.status.lease_dropped(shard_id);
+        metrics::gauge!("ddbguard_shard_lag_seconds", "table" => self.cfg().table_label.clone(), "shard" => shard_id.to_owned())
+            .set(0.0);
+    }
+
     fn publish_leases_held(&self) {
         metrics::gauge!("ddbguard_leases_held", "table" => self.cfg().table_label.clone())
             .set(self.shared.status.leases_held() as f64);
@@ -634,7 +642,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
                         if !matches!(done, Ok((_, Outcome::Stopped))) {
                             self.held.remove(&shard);
                         }
-                        self.shared.status.lease_dropped(&shard);
+                        self.drop_shard_status(&shard);
                     }
                 }
                 Ok(None) => break,
@@ -651,13 +659,14 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
             }
         }
         let mut released = 0;
-        for (shard_id, h) in self.held.drain() {
+        let held: Vec<(String, Held)> = self.held.drain().collect();
+        for (shard_id, h) in held {
             match tokio::time::timeout_at(deadline, self.shared.leases.release_lease(&h.grant)).await {
                 Ok(Ok(())) => released += 1,
                 Ok(Err(e)) => tracing::warn!(shard = %shard_id, error = %e, "releasing lease failed"),
                 Err(_) => tracing::warn!(shard = %shard_id, "releasing lease timed out"),
             }
-            self.shared.status.lease_dropped(&shard_id);
+            self.drop_shard_status(&shard_id);
         }
         self.shared.summary_mut().leases_released += released;
         self.publish_leases_held();

@@ -141,7 +141,8 @@ async fn shard_split_reads_children_only_after_parent_and_skips_nothing() {
         expected.insert(fake.put("shard-0", &format!("k{}", i % 3), i));
     }
     let store = MemoryLeaseStore::new();
-    let sink = Arc::new(CollectingSink::default());
+    // A slow sink keeps the parent's tail in progress across several discovery rounds.
+    let sink = Arc::new(CollectingSink::with_delay(Duration::from_secs(3)));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let r = reader(config("w1"), &fake, &store, &sink);
     let run = tokio::spawn(r.run(async move {
