@@ -88,6 +88,11 @@ typed! {
         is_provisioned_throughput_exceeded_exception => Kind::Throttled,
         is_request_limit_exceeded => Kind::Throttled,
     },
+    aws_sdk_dynamodb::operation::delete_item::DeleteItemError => {
+        is_conditional_check_failed_exception => Kind::Conflict,
+        is_provisioned_throughput_exceeded_exception => Kind::Throttled,
+        is_request_limit_exceeded => Kind::Throttled,
+    },
     aws_sdk_dynamodb::operation::scan::ScanError => {
         is_provisioned_throughput_exceeded_exception => Kind::Throttled,
         is_request_limit_exceeded => Kind::Throttled,
@@ -435,6 +440,21 @@ impl LeaseStore for DynamoLeaseStore {
             .send()
             .await
             .map_err(|e| classify(&grant.shard_id, e))?;
+        Ok(())
+    }
+
+    async fn delete_finished_lease(&self, shard_id: &str) -> Result<(), LeaseError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key(shard_id)))
+            .condition_expression("attribute_not_exists(#k) OR #f = :true")
+            .expression_attribute_names("#k", SHARD_ID)
+            .expression_attribute_names("#f", FINISHED)
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map_err(|e| classify(shard_id, e))?;
         Ok(())
     }
 }

@@ -105,6 +105,10 @@ pub trait LeaseStore: Send + Sync + 'static {
 
     /// Gives the lease up (owner cleared, counter incremented) if the grant still holds.
     fn release_lease(&self, grant: &LeaseGrant) -> impl Future<Output = Result<(), LeaseError>> + Send;
+
+    /// Deletes a finished lease (its shard is gone from the stream). [`LeaseError::Conflict`] if it is not
+    /// finished.
+    fn delete_finished_lease(&self, shard_id: &str) -> impl Future<Output = Result<(), LeaseError>> + Send;
 }
 
 /// In-memory [`LeaseStore`]; clones share the same table, so several readers in one process can compete.
@@ -213,6 +217,19 @@ impl LeaseStore for MemoryLeaseStore {
             l.owner = None;
             l.counter += 1;
         })
+    }
+
+    async fn delete_finished_lease(&self, shard_id: &str) -> Result<(), LeaseError> {
+        self.delay().await;
+        let mut map = self.lock();
+        match map.get(shard_id) {
+            Some(l) if l.finished => {
+                map.remove(shard_id);
+                Ok(())
+            }
+            None => Ok(()),
+            Some(_) => Err(LeaseError::Conflict(shard_id.to_owned())),
+        }
     }
 }
 

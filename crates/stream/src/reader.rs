@@ -408,6 +408,8 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
             self.leases = l.into_iter().map(|l| (l.shard_id.clone(), l)).collect();
         }
 
+        self.delete_obsolete_leases().await;
+
         let now = Instant::now();
         let cfg = self.cfg().clone();
         for l in self.leases.values() {
@@ -483,6 +485,27 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
             }
         }
         self.publish_leases_held();
+    }
+
+    /// Deletes finished leases whose shard left the stream (past retention) and that no listed shard names as its
+    /// parent, so that the lease table does not grow forever (shards roll over every few hours).
+    async fn delete_obsolete_leases(&mut self) {
+        let parents: HashSet<&String> = self.shards.values().filter_map(|s| s.parent_id.as_ref()).collect();
+        let obsolete: Vec<String> = self
+            .leases
+            .values()
+            .filter(|l| l.finished && !self.shards.contains_key(&l.shard_id) && !parents.contains(&l.shard_id))
+            .map(|l| l.shard_id.clone())
+            .collect();
+        for shard_id in obsolete {
+            match self.shared.leases.delete_finished_lease(&shard_id).await {
+                Ok(()) => {
+                    tracing::debug!(shard = %shard_id, "deleted the lease of a finished shard gone from the stream");
+                    self.leases.remove(&shard_id);
+                }
+                Err(e) => tracing::debug!(shard = %shard_id, error = %e, "deleting an obsolete lease failed"),
+            }
+        }
     }
 
     fn parents_done(&self, lease: &Lease) -> bool {

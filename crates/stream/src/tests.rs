@@ -525,3 +525,28 @@ async fn invalid_configuration_is_rejected() {
     assert!(matches!(err, crate::ReaderError::Config(_)));
     let _ = MemoryLeaseStore::new().list_leases().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn finished_leases_of_shards_gone_from_the_stream_are_deleted() {
+    let fake = Arc::new(FakeStreams::new());
+    fake.add_shard("old", None);
+    fake.put("old", "k", 0);
+    fake.split_shard("old", "left", "right");
+    fake.add_shard("gone", None);
+    fake.close_shard("gone");
+    let store = MemoryLeaseStore::new();
+    let sink = Arc::new(CollectingSink::default());
+    run_caught_up(config("w1"), &fake, &store, &sink).await;
+    assert!(store.get("old").unwrap().finished);
+    assert!(store.get("gone").unwrap().finished);
+    // Both closed shards leave the stream; "old" is still named as the parent of the listed "left" and "right".
+    fake.remove_shard("old");
+    fake.remove_shard("gone");
+    run_caught_up(config("w1"), &fake, &store, &sink).await;
+    assert!(store.get("gone").is_none(), "obsolete finished lease deleted");
+    assert!(
+        store.get("old").is_some(),
+        "a parent still named by listed children is kept"
+    );
+    assert!(store.get("left").is_some());
+}
