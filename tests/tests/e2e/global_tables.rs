@@ -294,7 +294,14 @@ async fn concurrent_writes_converge_on_last_writer() -> anyhow::Result<()> {
         .item("v", s("second"))
         .send()
         .await?;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // us-east-1 takes the later write once ap-southeast-2's delivery lands; the earlier write, delivered to
+    // ap-southeast-2 first, must have been skipped there rather than overwrite the later one.
+    let east = wait_for_item_where(&primary, &table, pk("k"), Duration::from_secs(3), |i| {
+        i.get("v") == Some(&s("second"))
+    })
+    .await?;
+    assert!(east.is_some(), "us-east-1 never took the later write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     for (name, client) in [("us-east-1", &primary), ("ap-southeast-2", &replica)] {
         let item = get_item(client, &table, pk("k")).await?.expect("item");
         assert_eq!(item.get("v"), Some(&s("second")), "{name}");
