@@ -192,7 +192,8 @@ pub fn sets_sorted_item(item: &Item) -> Item {
 }
 
 /// Whether DynamoDB would store this value as it is (up to number normalization): numbers that
-/// normalize, non-empty sets without duplicates (numbers compared normalized), non-empty map keys.
+/// normalize, non-empty sets without duplicates (numbers compared normalized), non-empty map keys,
+/// at most 32 levels of nesting.
 pub fn ddb_valid(v: &AttributeValue) -> bool {
     fn unique<T: Ord>(v: impl Iterator<Item = T>) -> bool {
         let mut seen = std::collections::BTreeSet::new();
@@ -207,9 +208,19 @@ pub fn ddb_valid(v: &AttributeValue) -> bool {
                 && unique(ns.iter().map(|n| normalize_number(n)))
         }
         AttributeValue::Bs(bs) => !bs.is_empty() && unique(bs.iter()),
-        AttributeValue::M(m) => m.iter().all(|(k, v)| !k.is_empty() && ddb_valid(v)),
-        AttributeValue::L(l) => l.iter().all(ddb_valid),
+        AttributeValue::M(m) => depth(v) <= 31 && m.iter().all(|(k, v)| !k.is_empty() && ddb_valid(v)),
+        AttributeValue::L(l) => depth(v) <= 31 && l.iter().all(ddb_valid),
         _ => true,
+    }
+}
+
+/// Nesting depth in maps and lists (a scalar is 0, a list of scalars 1). DynamoDB and the official
+/// crate allow 32 levels counting the attribute itself, so at most 31 nested maps or lists.
+pub fn depth(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::M(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        AttributeValue::L(l) => 1 + l.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
