@@ -181,6 +181,20 @@ fn assert_tamper_fails(keyring: &HierarchyKeyring, cfg: &TableConfig, encrypted:
     }
 }
 
+/// Encrypting the plaintext again with the test's configuration and the same hierarchical keyring must
+/// decrypt back to it (configs that are only valid for decrypt are skipped; returns whether it ran).
+fn assert_reencrypts(keyring: &HierarchyKeyring, cfg: &TableConfig, plain: &Item, what: &str) -> bool {
+    if cfg.validate().is_err() || plain.keys().any(|k| !cfg.attribute_actions.contains_key(k)) {
+        return false;
+    }
+    let enc = futures::executor::block_on(ddbguard_dbe::encrypt_item(cfg, keyring, plain))
+        .unwrap_or_else(|e| panic!("{what}: re-encrypt failed: {e}"));
+    let back = futures::executor::block_on(decrypt_item(cfg, keyring, &enc))
+        .unwrap_or_else(|e| panic!("{what}: decrypt of re-encrypted item failed: {e}"));
+    assert_eq!(normalize_item(&back.item, true), normalize_item(plain, true), "{what}");
+    true
+}
+
 #[test]
 fn official_decrypt_vectors() {
     let Some(dir) = vectors_dir() else { return };
@@ -195,7 +209,7 @@ fn official_decrypt_vectors() {
         })
         .collect();
     manifests.sort();
-    let (mut positive, mut negative) = (0usize, 0usize);
+    let (mut positive, mut negative, mut reencrypted) = (0usize, 0usize, 0usize);
     let mut failures = Vec::new();
     for path in &manifests {
         let m = read_json(path);
@@ -219,6 +233,8 @@ fn official_decrypt_vectors() {
                     match result {
                         Ok(d) if normalize_item(&d.item, false) == normalize_item(&want, true) => {
                             assert_tamper_fails(&keyring, &cfg, &encrypted, &format!("{file} #{id}"));
+                            reencrypted +=
+                                usize::from(assert_reencrypts(&keyring, &cfg, &d.item, &format!("{file} #{id}")));
                         }
                         Ok(d) => failures.push(format!("{file} #{id}: got {:?}, want {want:?}", d.item)),
                         Err(e) => failures.push(format!("{file} #{id}: {e} ({})", e.reason())),
@@ -242,9 +258,10 @@ fn official_decrypt_vectors() {
         failures.join("\n")
     );
     println!(
-        "{} manifests: {positive} positive, {negative} negative decrypt vectors passed",
+        "{} manifests: {positive} positive, {negative} negative decrypt vectors passed; {reencrypted} re-encrypted",
         manifests.len()
     );
+    assert!(reencrypted >= 30, "re-encrypted only {reencrypted} plaintexts");
     assert_eq!(positive, 38, "positive decrypt vectors");
     assert_eq!(negative, 4, "negative decrypt vectors");
 }
