@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use ddbguard_dbe::{AlgorithmSuite, CryptoAction, TableConfig};
+use ddbguard_keys::arn::KmsArn;
+use ddbguard_keys::kms::DiscoveryFilter;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -62,8 +64,20 @@ impl fmt::Display for Location {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    pub aws: Option<RawAws>,
     #[serde(default)]
     pub tables: Vec<RawTable>,
+}
+
+/// The `[aws]` section as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAws {
+    pub region: String,
+    #[serde(default)]
+    pub regions: Vec<String>,
+    pub endpoint_url: Option<String>,
+    pub kms_requests_per_second: Option<f64>,
 }
 
 /// One `[[tables]]` entry as written.
@@ -92,6 +106,8 @@ pub struct RawKeyring {
     pub key_name: Option<String>,
     pub key_base64: Option<String>,
     pub key_file: Option<PathBuf>,
+    pub key_arn: Option<String>,
+    pub discovery_filter: Option<DiscoveryFilter>,
 }
 
 /// The validated configuration.
@@ -99,8 +115,27 @@ pub struct RawKeyring {
 pub struct Config {
     /// The file it was read from (for messages).
     pub path: PathBuf,
+    /// Where the process runs and which regions the global tables span; required by KMS keyrings.
+    pub aws: Option<AwsSettings>,
     pub tables: Vec<TableSettings>,
 }
+
+/// The validated `[aws]` section.
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    /// The process's local region: KMS keyrings decrypt with the key's replica here.
+    pub region: String,
+    /// Every replica region of the global tables (includes `region`).
+    pub regions: Vec<String>,
+    /// A non-AWS endpoint (the local environment), for every service.
+    pub endpoint_url: Option<String>,
+    /// The process-wide KMS request rate (token bucket shared by all tasks).
+    pub kms_requests_per_second: f64,
+}
+
+/// Default KMS request budget of one process: well under the smallest regional KMS quota for
+/// symmetric cryptographic operations (5,500/s), leaving room for the applications.
+pub const DEFAULT_KMS_REQUESTS_PER_SECOND: f64 = 100.0;
 
 /// A table's validated settings: the DB-ESDK table configuration and its keyring.
 #[derive(Debug)]
@@ -119,6 +154,10 @@ pub enum KeyringSettings {
         name: String,
         key: Zeroizing<[u8; 32]>,
     },
+    /// An AWS KMS multi-Region key: decrypts with its replica in the local region.
+    KmsMrk { key_arn: String },
+    /// Any `aws-kms` key, through the local replica of its MRK (or the key itself in its own region).
+    KmsMrkDiscovery { filter: Option<DiscoveryFilter> },
 }
 
 impl fmt::Debug for KeyringSettings {
@@ -130,6 +169,10 @@ impl fmt::Debug for KeyringSettings {
                 .field("name", name)
                 .field("key", &"<redacted>")
                 .finish(),
+            KeyringSettings::KmsMrk { key_arn } => f.debug_struct("KmsMrk").field("key_arn", key_arn).finish(),
+            KeyringSettings::KmsMrkDiscovery { filter } => {
+                f.debug_struct("KmsMrkDiscovery").field("filter", filter).finish()
+            }
         }
     }
 }
@@ -155,6 +198,7 @@ impl Config {
 
     /// Validates a parsed file into typed settings.
     pub fn from_raw(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+        let aws = raw.aws.map(|a| AwsSettings::from_raw(path, a)).transpose()?;
         let mut seen = BTreeSet::new();
         let mut tables = Vec::with_capacity(raw.tables.len());
         for table in raw.tables {
@@ -167,10 +211,19 @@ impl Config {
                     message: "this table is configured twice".into(),
                 });
             }
+            if settings.keyring.needs_aws() && aws.is_none() {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    location: Location::Table(settings.name),
+                    field: "keyring.kind".into(),
+                    message: "KMS keyrings need an [aws] section with the local `region`".into(),
+                });
+            }
             tables.push(settings);
         }
         Ok(Config {
             path: path.to_owned(),
+            aws,
             tables,
         })
     }
@@ -186,9 +239,73 @@ impl Config {
                 known: if self.tables.is_empty() {
                     "none".to_owned()
                 } else {
-                    self.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+                    self.tables
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 },
             })
+    }
+}
+
+impl AwsSettings {
+    fn from_raw(path: &Path, raw: RawAws) -> Result<AwsSettings, ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            location: Location::Section("aws"),
+            field: field.to_owned(),
+            message,
+        };
+        let valid_region = |r: &str| {
+            !r.is_empty()
+                && r.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        if !valid_region(&raw.region) {
+            return Err(invalid(
+                "region",
+                format!("{:?} is not a region name like \"us-east-1\"", raw.region),
+            ));
+        }
+        let mut regions = raw.regions;
+        if let Some(bad) = regions.iter().find(|r| !valid_region(r)) {
+            return Err(invalid(
+                "regions",
+                format!("{bad:?} is not a region name like \"us-east-1\""),
+            ));
+        }
+        if regions.is_empty() {
+            regions.push(raw.region.clone());
+        } else if !regions.contains(&raw.region) {
+            return Err(invalid(
+                "regions",
+                format!(
+                    "must include the local region {:?} (it lists the global table's replica regions)",
+                    raw.region
+                ),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        regions.retain(|r| seen.insert(r.clone()));
+        if let Some(url) = &raw.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid("endpoint_url", format!("{url:?} is not an http(s) URL")));
+        }
+        let rate = raw.kms_requests_per_second.unwrap_or(DEFAULT_KMS_REQUESTS_PER_SECOND);
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(invalid(
+                "kms_requests_per_second",
+                format!("must be a positive number, got {rate}"),
+            ));
+        }
+        Ok(AwsSettings {
+            region: raw.region,
+            regions,
+            endpoint_url: raw.endpoint_url,
+            kms_requests_per_second: rate,
+        })
     }
 }
 
@@ -208,7 +325,9 @@ impl TableSettings {
             Some(s) => parse_suite(s).ok_or_else(|| {
                 invalid(
                     "algorithm_suite",
-                    format!("unknown algorithm suite {s:?}; expected \"0x6700\" (HMAC only) or \"0x6701\" (ECDSA P-384)"),
+                    format!(
+                        "unknown algorithm suite {s:?}; expected \"0x6700\" (HMAC only) or \"0x6701\" (ECDSA P-384)"
+                    ),
                 )
             })?,
         };
@@ -234,10 +353,10 @@ impl TableSettings {
             allowed_unsigned_attribute_prefix: raw.allowed_unsigned_attribute_prefix.clone(),
             algorithm_suite,
         };
-        dbe.validate().map_err(|e| invalid("attribute_actions", e.to_string()))?;
-        let keyring = KeyringSettings::from_raw(path, &raw.keyring).map_err(|(field, message)| {
-            invalid(&format!("keyring.{field}"), message)
-        })?;
+        dbe.validate()
+            .map_err(|e| invalid("attribute_actions", e.to_string()))?;
+        let keyring = KeyringSettings::from_raw(path, &raw.keyring)
+            .map_err(|(field, message)| invalid(&format!("keyring.{field}"), message))?;
         Ok(TableSettings {
             name: raw.name,
             dbe,
@@ -253,6 +372,11 @@ fn parse_suite(s: &str) -> Option<AlgorithmSuite> {
 }
 
 impl KeyringSettings {
+    /// Whether this keyring calls AWS (and so needs the `[aws]` section).
+    pub fn needs_aws(&self) -> bool {
+        !matches!(self, KeyringSettings::RawAes { .. })
+    }
+
     /// Validates a keyring section; errors are `(field, message)` for the caller to place.
     fn from_raw(config_path: &Path, raw: &RawKeyring) -> Result<KeyringSettings, (&'static str, String)> {
         match raw.kind.as_str() {
@@ -272,13 +396,30 @@ impl KeyringSettings {
                     (Some(_), Some(_)) => {
                         return Err(("key_base64", "set either key_base64 or key_file, not both".into()));
                     }
-                    (None, None) => return Err(("key_base64", "a raw-aes keyring needs key_base64 or key_file".into())),
+                    (None, None) => {
+                        return Err(("key_base64", "a raw-aes keyring needs key_base64 or key_file".into()));
+                    }
                 };
                 Ok(KeyringSettings::RawAes { namespace, name, key })
             }
+            "kms-mrk" => {
+                let key_arn = required(&raw.key_arn, "key_arn")?;
+                KmsArn::parse_key(&key_arn).map_err(|e| ("key_arn", e.to_string()))?;
+                Ok(KeyringSettings::KmsMrk { key_arn })
+            }
+            "kms-mrk-discovery" => {
+                if let Some(f) = &raw.discovery_filter
+                    && (f.partition.is_empty() || f.accounts.is_empty())
+                {
+                    return Err(("discovery_filter", "needs a partition and at least one account".into()));
+                }
+                Ok(KeyringSettings::KmsMrkDiscovery {
+                    filter: raw.discovery_filter.clone(),
+                })
+            }
             other => Err((
                 "kind",
-                format!("unknown keyring kind {other:?}; this version supports \"raw-aes\""),
+                format!("unknown keyring kind {other:?}; expected \"raw-aes\", \"kms-mrk\" or \"kms-mrk-discovery\""),
             )),
         }
     }
@@ -369,12 +510,18 @@ ssn = "ENCRYPT_AND_SIGN"
     #[test]
     fn errors_name_file_table_and_field() {
         let e = err(&table("algorithm_suite = \"0x6702\"", &raw_aes()));
-        assert!(e.contains("ddbguard.toml") && e.contains("\"Customers\"") && e.contains("algorithm_suite"), "{e}");
+        assert!(
+            e.contains("ddbguard.toml") && e.contains("\"Customers\"") && e.contains("algorithm_suite"),
+            "{e}"
+        );
 
         let e = err(&table("", &raw_aes()).replace("\"ENCRYPT_AND_SIGN\"", "\"ENCRYPT\""));
         assert!(e.contains("attribute_actions.ssn") && e.contains("ENCRYPT"), "{e}");
 
-        let e = err(&table("", "kind = \"raw-aes\"\nkey_namespace = \"ops\"\nkey_name = \"k\"\nkey_base64 = \"AAAA\""));
+        let e = err(&table(
+            "",
+            "kind = \"raw-aes\"\nkey_namespace = \"ops\"\nkey_name = \"k\"\nkey_base64 = \"AAAA\"",
+        ));
         assert!(e.contains("keyring.key_base64") && e.contains("32 bytes"), "{e}");
 
         let e = err(&table("", "kind = \"kms\""));
@@ -392,6 +539,55 @@ ssn = "ENCRYPT_AND_SIGN"
         let bad = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
         let e = err(&table("", &raw_aes().replace(KEY, &format!("{bad}!"))));
         assert!(!e.contains(bad), "{e}");
+    }
+
+    const AWS: &str = "[aws]\nregion = \"ap-southeast-2\"\nregions = [\"us-east-1\", \"ap-southeast-2\"]\n";
+    const MRK: &str = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+
+    #[test]
+    fn kms_keyrings_and_aws_section() {
+        let text = format!(
+            "{AWS}{}",
+            table("", &format!("kind = \"kms-mrk\"\nkey_arn = \"{MRK}\""))
+        );
+        let config = Config::parse(Path::new("x.toml"), &text).unwrap();
+        let aws = config.aws.as_ref().unwrap();
+        assert_eq!(aws.region, "ap-southeast-2");
+        assert_eq!(aws.regions, ["us-east-1", "ap-southeast-2"]);
+        assert_eq!(aws.kms_requests_per_second, DEFAULT_KMS_REQUESTS_PER_SECOND);
+        assert!(matches!(&config.tables[0].keyring, KeyringSettings::KmsMrk { key_arn } if key_arn == MRK));
+
+        let discovery =
+            "kind = \"kms-mrk-discovery\"\ndiscovery_filter = { partition = \"aws\", accounts = [\"111122223333\"] }";
+        let config = Config::parse(Path::new("x.toml"), &format!("{AWS}{}", table("", discovery))).unwrap();
+        assert!(
+            matches!(&config.tables[0].keyring, KeyringSettings::KmsMrkDiscovery { filter: Some(f) } if f.accounts.len() == 1)
+        );
+    }
+
+    #[test]
+    fn kms_config_errors_are_precise() {
+        let alias = "arn:aws:kms:us-east-1:111122223333:alias/customers";
+        let e = err(&format!(
+            "{AWS}{}",
+            table("", &format!("kind = \"kms-mrk\"\nkey_arn = \"{alias}\""))
+        ));
+        assert!(e.contains("keyring.key_arn") && e.contains("alias"), "{e}");
+
+        let e = err(&table("", &format!("kind = \"kms-mrk\"\nkey_arn = \"{MRK}\"")));
+        assert!(e.contains("[aws]"), "{e}");
+
+        let e = err(&format!(
+            "[aws]\nregion = \"eu-west-1\"\nregions = [\"us-east-1\"]\n{}",
+            table("", &raw_aes())
+        ));
+        assert!(
+            e.contains("[aws]") && e.contains("regions") && e.contains("eu-west-1"),
+            "{e}"
+        );
+
+        let e = err(&format!("[aws]\nregion = \"US East\"\n{}", table("", &raw_aes())));
+        assert!(e.contains("region"), "{e}");
     }
 
     #[test]

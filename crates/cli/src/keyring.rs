@@ -1,15 +1,97 @@
-//! Builds the keyring a table's settings describe.
+//! Builds the AWS clients and the keyring a table's settings describe.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
 use ddbguard_dbe::Keyring;
 use ddbguard_keys::RawAesKeyring;
+use ddbguard_keys::kms::{
+    GovernedKms, KeyCache, KmsApi, KmsCounters, MrkDiscoveryKeyring, MrkKeyring, RateLimiter, RetryPolicy, SdkKms,
+};
 
-use crate::config::KeyringSettings;
+use crate::config::{AwsSettings, KeyringSettings};
 
-/// The keyring for these settings, ready to decrypt and encrypt.
-pub fn build(settings: &KeyringSettings) -> Box<dyn Keyring> {
-    match settings {
+/// Unwrapped intermediate keys kept per process (each 32 bytes plus bookkeeping), and for how long.
+const KEY_CACHE_ENTRIES: usize = 10_000;
+const KEY_CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// The process's AWS clients: one governed KMS client per configured region, all sharing one KMS rate
+/// limiter, one set of call counters and one cache of unwrapped keys.
+#[derive(Debug)]
+pub struct AwsContext {
+    pub settings: AwsSettings,
+    pub kms: BTreeMap<String, Arc<dyn KmsApi>>,
+    pub counters: Arc<KmsCounters>,
+    pub cache: Arc<KeyCache>,
+}
+
+impl AwsContext {
+    /// Loads the SDK configuration (credentials from the default chain) for every region of `settings`.
+    pub async fn new(settings: &AwsSettings) -> AwsContext {
+        let limiter = Arc::new(RateLimiter::new(
+            settings.kms_requests_per_second,
+            settings.kms_requests_per_second.ceil().max(1.0) as u32,
+        ));
+        let counters = KmsCounters::new();
+        let mut kms: BTreeMap<String, Arc<dyn KmsApi>> = BTreeMap::new();
+        for region in &settings.regions {
+            let sdk = sdk_config(settings, region).await;
+            let client = SdkKms::new(aws_sdk_kms::Client::new(&sdk), region.clone());
+            let governed = GovernedKms::new(
+                Arc::new(client),
+                Some(limiter.clone()),
+                RetryPolicy::default(),
+                counters.clone(),
+            );
+            kms.insert(region.clone(), Arc::new(governed));
+        }
+        AwsContext {
+            settings: settings.clone(),
+            kms,
+            counters,
+            cache: Arc::new(KeyCache::new(KEY_CACHE_ENTRIES, KEY_CACHE_TTL)),
+        }
+    }
+
+    /// The KMS client of the local region.
+    pub fn local_kms(&self) -> anyhow::Result<Arc<dyn KmsApi>> {
+        self.kms
+            .get(&self.settings.region)
+            .cloned()
+            .with_context(|| format!("no KMS client for the local region {}", self.settings.region))
+    }
+}
+
+/// The SDK configuration for one region, honouring `endpoint_url` (the local environment).
+pub async fn sdk_config(settings: &AwsSettings, region: &str) -> aws_config::SdkConfig {
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(region.to_owned()));
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+/// The keyring for these settings, ready to decrypt (and, except discovery, encrypt).
+pub fn build(settings: &KeyringSettings, aws: Option<&AwsContext>) -> anyhow::Result<Box<dyn Keyring>> {
+    let aws = || aws.context("KMS keyrings need the [aws] section of the config");
+    Ok(match settings {
         KeyringSettings::RawAes { namespace, name, key } => {
             Box::new(RawAesKeyring::new(namespace.clone(), name.clone(), key.clone()))
         }
-    }
+        KeyringSettings::KmsMrk { key_arn } => {
+            let aws = aws()?;
+            Box::new(MrkKeyring::new(key_arn, aws.local_kms()?, Some(aws.cache.clone()))?)
+        }
+        KeyringSettings::KmsMrkDiscovery { filter } => {
+            let aws = aws()?;
+            Box::new(MrkDiscoveryKeyring::new(
+                aws.local_kms()?,
+                filter.clone(),
+                Some(aws.cache.clone()),
+            )?)
+        }
+    })
 }

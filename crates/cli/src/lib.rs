@@ -20,6 +20,7 @@ use clap::{Args, Parser, Subcommand};
 pub mod config;
 pub mod item;
 pub mod keyring;
+pub mod keys;
 
 use config::Config;
 
@@ -48,6 +49,32 @@ pub enum LogFormat {
 pub enum Command {
     /// Decrypt, encrypt or inspect DB-ESDK items given as DynamoDB JSON.
     Item(ItemArgs),
+    /// Check KMS keys: state per region, replica coverage, cross-region round trips.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// For every table's KMS key and every region of `[aws] regions`: key state, replica coverage and a
+    /// round-trip matrix (data key generated in each region, decrypted in every other). Exit 0 when every
+    /// cell works, 1 when any fails, 2 on config errors. Usable as a deploy gate or an ECS health probe.
+    Check(KeysCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysCheckArgs {
+    /// The ddbguard config file (TOML).
+    #[arg(long, env = "DDBGUARD_CONFIG")]
+    pub config: PathBuf,
+
+    /// Only this table (physical name); default every table with a `kms-mrk` keyring.
+    #[arg(long)]
+    pub table: Option<String>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -76,7 +103,10 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // Output to a closed pipe (`ddbguard item … | head`) is not an error worth reporting.
-            if e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)) {
+            if e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("ddbguard: error: {e:#}");
@@ -88,7 +118,9 @@ pub fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DDBGUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -104,6 +136,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         match cli.command {
             Command::Item(args) => run_item(args).await,
+            Command::Keys(KeysCommand::Check(args)) => run_keys_check(args).await,
         }
     })
 }
@@ -114,7 +147,13 @@ async fn run_item(args: ItemArgs) -> anyhow::Result<ExitCode> {
     let input = read_input(args.input.as_deref())?;
     let keyring = match args.op {
         item::ItemOp::Inspect => None,
-        _ => Some(keyring::build(&table.keyring)),
+        _ => {
+            let aws = match (&config.aws, table.keyring.needs_aws()) {
+                (Some(settings), true) => Some(keyring::AwsContext::new(settings).await),
+                _ => None,
+            };
+            Some(keyring::build(&table.keyring, aws.as_ref())?)
+        }
     };
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -125,14 +164,33 @@ async fn run_item(args: ItemArgs) -> anyhow::Result<ExitCode> {
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+async fn run_keys_check(args: KeysCheckArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let checks = keys::check(&config, args.table.as_deref()).await?;
+    let ok = checks.iter().all(|c| c.report.ok);
+    let mut out = io::stdout().lock();
+    if args.json {
+        let doc = serde_json::json!({ "ok": ok, "tables": checks });
+        serde_json::to_writer_pretty(&mut out, &doc).context("cannot write output")?;
+        writeln!(out).context("cannot write output")?;
+    } else {
+        write!(out, "{}", keys::render(&checks)).context("cannot write output")?;
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 fn read_input(path: Option<&std::path::Path>) -> anyhow::Result<String> {
     let mut input = String::new();
     match path {
         None => {
-            io::stdin().read_to_string(&mut input).context("cannot read items from stdin")?;
+            io::stdin()
+                .read_to_string(&mut input)
+                .context("cannot read items from stdin")?;
         }
         Some(p) if p.as_os_str() == "-" => {
-            io::stdin().read_to_string(&mut input).context("cannot read items from stdin")?;
+            io::stdin()
+                .read_to_string(&mut input)
+                .context("cannot read items from stdin")?;
         }
         Some(p) => {
             input = std::fs::read_to_string(p).with_context(|| format!("cannot read items from {}", p.display()))?;

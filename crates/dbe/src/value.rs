@@ -60,8 +60,19 @@ pub mod type_id {
     pub const BINARY: u16 = 0xFFFF;
 }
 
-/// Deepest nesting of maps and lists accepted (DynamoDB allows 32 levels).
+/// Deepest nesting accepted, counting the top-level attribute as the first level (DynamoDB and the
+/// official DB-ESDK allow 32 levels, so at most 31 nested maps/lists around a scalar).
 pub const MAX_DEPTH: usize = 32;
+
+/// Whether a map or list at `depth` (0 = the top-level attribute) exceeds [`MAX_DEPTH`].
+fn too_deep(depth: usize) -> bool {
+    depth + 1 >= MAX_DEPTH
+}
+
+/// Map keys are attribute names: 1..=65535 UTF-8 bytes, as the official SDKs and DynamoDB require.
+fn valid_map_key(key: &str) -> bool {
+    (1..=usize::from(u16::MAX)).contains(&key.len())
+}
 
 /// Why a value cannot be (de)serialized. Never contains the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,13 +150,16 @@ impl AttributeValue {
                 write_set(out, sorted.iter().copied())?;
             }
             AttributeValue::M(map) => {
-                if depth >= MAX_DEPTH {
+                if too_deep(depth) {
                     return Err(ValueError::Bad("nested deeper than 32 levels"));
                 }
                 let mut entries: Vec<(&String, &AttributeValue)> = map.iter().collect();
                 entries.sort_unstable_by(|a, b| cmp_utf16(a.0, b.0));
                 put_u32(out, entries.len())?;
                 for (k, v) in entries {
+                    if !valid_map_key(k) {
+                        return Err(ValueError::Bad("map key is empty or longer than 65535 bytes"));
+                    }
                     out.extend_from_slice(&type_id::STRING.to_be_bytes());
                     put_u32(out, k.len())?;
                     out.extend_from_slice(k.as_bytes());
@@ -153,7 +167,7 @@ impl AttributeValue {
                 }
             }
             AttributeValue::L(list) => {
-                if depth >= MAX_DEPTH {
+                if too_deep(depth) {
                     return Err(ValueError::Bad("nested deeper than 32 levels"));
                 }
                 put_u32(out, list.len())?;
@@ -222,7 +236,7 @@ impl AttributeValue {
             type_id::NUMBER_SET => AttributeValue::Ns(read_set(bytes, utf8)?),
             type_id::BINARY_SET => AttributeValue::Bs(read_set(bytes, |b| Ok(b.to_vec()))?),
             type_id::MAP => {
-                if depth >= MAX_DEPTH {
+                if too_deep(depth) {
                     return Err(ValueError::Bad("nested deeper than 32 levels"));
                 }
                 let mut r = Reader(bytes);
@@ -234,6 +248,9 @@ impl AttributeValue {
                     }
                     let klen = r.u32()?;
                     let key = utf8(r.take(klen)?)?;
+                    if !valid_map_key(&key) {
+                        return Err(ValueError::Bad("map key is empty or longer than 65535 bytes"));
+                    }
                     let vt = r.u16()?;
                     let vlen = r.u32()?;
                     let value = Self::deserialize_depth(vt, r.take(vlen)?, depth + 1)?;
@@ -245,7 +262,7 @@ impl AttributeValue {
                 AttributeValue::M(map)
             }
             type_id::LIST => {
-                if depth >= MAX_DEPTH {
+                if too_deep(depth) {
                     return Err(ValueError::Bad("nested deeper than 32 levels"));
                 }
                 let mut r = Reader(bytes);
@@ -418,11 +435,31 @@ pub(crate) mod tests {
             v = AttributeValue::L(vec![v]);
         }
         assert!(v.serialize().is_err());
+        // 31 containers around a scalar is the deepest the official SDKs read and write.
         let mut v = AttributeValue::Null;
-        for _ in 0..32 {
+        for _ in 0..31 {
             v = AttributeValue::L(vec![v]);
         }
         assert_eq!(round(&v), v);
+        let deeper = AttributeValue::M([("k".to_owned(), v)].into());
+        assert!(deeper.serialize().is_err());
+        // A hand-made 32-container encoding is rejected on read as well.
+        let mut bytes = vec![0, 0, 0, 0];
+        for _ in 0..31 {
+            let mut outer = vec![0, 0, 0, 1, 0x03, 0x00];
+            outer.extend_from_slice(&u32::try_from(bytes.len()).unwrap().to_be_bytes());
+            outer.extend_from_slice(&bytes);
+            bytes = outer;
+        }
+        assert!(AttributeValue::deserialize(type_id::LIST, &bytes).is_err());
+    }
+
+    #[test]
+    fn empty_map_keys_are_rejected_both_ways() {
+        let v = AttributeValue::M([(String::new(), AttributeValue::Null)].into());
+        assert!(v.serialize().is_err());
+        let bytes = [0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(AttributeValue::deserialize(type_id::MAP, &bytes).is_err());
     }
 
     pub(crate) fn arb_number() -> impl Strategy<Value = String> {
@@ -451,7 +488,7 @@ pub(crate) mod tests {
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..4).prop_map(AttributeValue::L),
-                proptest::collection::btree_map("\\PC{0,6}", inner, 0..4).prop_map(AttributeValue::M),
+                proptest::collection::btree_map("\\PC{1,6}", inner, 0..4).prop_map(AttributeValue::M),
             ]
         })
     }
