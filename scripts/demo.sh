@@ -12,7 +12,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ddbguard/target}"
 export DDBGUARD_LOCAL_PORT="${DDBGUARD_LOCAL_PORT:-4566}"
 endpoint="http://127.0.0.1:$DDBGUARD_LOCAL_PORT"
 table=DemoCustomers
-config=config/demo.toml
 key='{"pk":{"S":"customer#4711"},"sk":{"S":"profile"}}'
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -42,14 +41,23 @@ fi
 aws() { .venv/bin/python scripts/demo/demo_aws.py --endpoint "$endpoint" "$@"; }
 
 step "a multi-Region key in us-east-1, replicated to ap-southeast-2"
-aws mrk
+aws mrk --arn-file "$work/key_arn"
+key_arn=$(cat "$work/key_arn")
+for region in us-east-1 ap-southeast-2; do
+  sed -e "s|@REGION@|$region|" -e "s|@KEY_ARN@|$key_arn|" -e "s|@ENDPOINT@|$endpoint|" \
+    config/demo.toml.in > "$work/$region.toml"
+done
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
+
+step "ddbguard keys check: key state and round trips in every region"
+"$ddbguard" keys check --config "$work/ap-southeast-2.toml"
 
 step "a global table over us-east-1 and ap-southeast-2"
 aws table "$table"
 
-step "encrypt a customer item with ddbguard (suite 0x6701, record version 1)"
+step "encrypt a customer item in us-east-1 with ddbguard (kms-mrk keyring, suite 0x6701)"
 echo "  plaintext: $(tr -d '\n ' < scripts/demo/customer.json | cut -c1-100)…"
-"$ddbguard" item encrypt --config "$config" --table "$table" scripts/demo/customer.json > "$work/encrypted.json"
+"$ddbguard" item encrypt --config "$work/us-east-1.toml" --table "$table" scripts/demo/customer.json > "$work/encrypted.json"
 python3 -c 'import json,sys; i=json.load(open(sys.argv[1])); print("  encrypted: " + ", ".join(f"{k}:{next(iter(v))}" for k,v in i.items()))' "$work/encrypted.json"
 
 step "write it in us-east-1; read the replica in ap-southeast-2"
@@ -60,22 +68,30 @@ cmp -s <(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1
   && echo "  the replica is byte-for-byte the item written in us-east-1"
 
 step "ddbguard item inspect (no key needed)"
-"$ddbguard" item inspect --config "$config" --table "$table" "$work/replica.json"
+"$ddbguard" item inspect --config "$work/ap-southeast-2.toml" --table "$table" "$work/replica.json"
 
-step "ddbguard item decrypt in ap-southeast-2"
-"$ddbguard" item decrypt --config "$config" --table "$table" "$work/replica.json"
+step "ddbguard item decrypt in ap-southeast-2, with the local replica of the MRK"
+"$ddbguard" item decrypt --config "$work/ap-southeast-2.toml" --table "$table" "$work/replica.json"
+
+expect_failure() {
+  set +e
+  "$@"
+  local code=$?
+  set -e
+  if [ "$code" -ne 1 ]; then
+    echo "  unexpected exit code $code (expected 1)" >&2
+    exit 1
+  fi
+  echo "  exit code 1, as it must be"
+}
 
 step "flip one bit of the encrypted ssn and decrypt again"
 aws flip-bit --attribute ssn < "$work/replica.json" > "$work/tampered.json"
-set +e
-"$ddbguard" item decrypt --config "$config" --table "$table" "$work/tampered.json"
-code=$?
-set -e
-if [ "$code" -eq 1 ]; then
-  echo "  exit code 1: the tampered item is rejected, as it must be"
-else
-  echo "  unexpected exit code $code for a tampered item" >&2
-  exit 1
-fi
+expect_failure "$ddbguard" item decrypt --config "$work/ap-southeast-2.toml" --table "$table" "$work/tampered.json"
+
+step "disable the replica in ap-southeast-2: keys check and decrypt there now fail"
+aws disable --region ap-southeast-2 "${key_arn/us-east-1/ap-southeast-2}"
+expect_failure "$ddbguard" keys check --config "$work/ap-southeast-2.toml"
+expect_failure "$ddbguard" item decrypt --config "$work/ap-southeast-2.toml" --table "$table" "$work/replica.json"
 
 step "done"

@@ -41,6 +41,15 @@ def mrk(args):
           f"{'same 32 bytes' if same else 'MISMATCH'}")
     if not same:
         sys.exit(1)
+    if args.arn_file:
+        with open(args.arn_file, "w") as f:
+            f.write(key["Arn"])
+
+
+def disable(args):
+    kms = client("kms", args.region, args.endpoint)
+    kms.disable_key(KeyId=args.key_arn)
+    print(f"  DisableKey {args.key_arn}")
 
 
 def table(args):
@@ -131,7 +140,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--endpoint", required=True)
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("mrk").set_defaults(func=mrk)
+    m = sub.add_parser("mrk")
+    m.add_argument("--arn-file", help="write the primary key ARN here")
+    m.set_defaults(func=mrk)
+    d = sub.add_parser("disable")
+    d.add_argument("--region", required=True)
+    d.add_argument("key_arn")
+    d.set_defaults(func=disable)
     t = sub.add_parser("table")
     t.add_argument("table")
     t.set_defaults(func=table)
