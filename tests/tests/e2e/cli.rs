@@ -1,0 +1,424 @@
+//! The `ddbguard` binary end to end: `item encrypt|decrypt|inspect` with a raw AES key and with a KMS MRK across
+//! the two local regions, batch (JSON lines) output and exit codes, config errors, and `keys check`.
+//!
+//! The tests run the binary as an operator would, from the target directory this test executable lives in
+//! (`target/<profile>/deps/e2e-…` → `target/<profile>/ddbguard`). Cargo does not build a dependency's binaries,
+//! so the first test of a process runs `cargo build -p ddbguard --bin ddbguard` there (a no-op when it is up to
+//! date); `DDBGUARD_BIN` names a prebuilt binary instead.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use ddbguard_e2e::{LocalAws, PRIMARY_REGION, REPLICA_REGION, repo_root, unique_name};
+use serde_json::{Value, json};
+
+// The dev-dependency only makes the CLI crate part of the test build (see tests/Cargo.toml).
+use ddbguard as _;
+
+/// A 32-byte AES key (bytes 0..=31), base64.
+const RAW_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// The `ddbguard` binary, built on first use.
+fn ddbguard_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("DDBGUARD_BIN") {
+            return PathBuf::from(bin);
+        }
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/<profile>/deps/e2e-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable lives in target/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_owned(),
+            Some(other) => other.to_owned(),
+        };
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "ddbguard",
+                "--bin",
+                "ddbguard",
+                "--profile",
+                &profile,
+            ])
+            .arg("--manifest-path")
+            .arg(repo_root().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir)
+            .stdin(Stdio::null())
+            .status()
+            .expect("running cargo build -p ddbguard");
+        assert!(status.success(), "cargo build -p ddbguard failed: {status}");
+        let bin = profile_dir.join(format!("ddbguard{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self:#?}"))
+    }
+}
+
+/// Runs `ddbguard ARGS` with `stdin` as input, static test credentials and nothing else from the AWS environment.
+fn ddbguard(args: &[&str], stdin: &str) -> Run {
+    let mut command = Command::new(ddbguard_bin());
+    command.args(args);
+    for (name, _) in std::env::vars_os() {
+        if name
+            .to_str()
+            .is_some_and(|n| n.starts_with("AWS_") || n.starts_with("DDBGUARD_"))
+        {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("DDBGUARD_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning ddbguard");
+    let mut pipe = child.stdin.take().expect("stdin pipe");
+    let input = stdin.to_owned();
+    let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("waiting for ddbguard");
+    writer.join().expect("stdin writer").expect("writing stdin");
+    Run {
+        code: out.status.code().expect("ddbguard exited by a signal"),
+        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+    }
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(unique_name("ddbguard-cli", test));
+        std::fs::create_dir_all(&dir).expect("creating the temp dir");
+        TempDir(dir)
+    }
+
+    /// Writes `name` into the directory; returns its path as a string (for arguments).
+    fn write(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("writing a temp file");
+        path.to_str().expect("UTF-8 temp path").to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `Customers` table: `ssn` and `email` encrypted, `Zip` signed (its capital sorts it before `ssn` in
+/// canonical order), `note` neither. The items list the attributes in another order.
+fn customers_table(extra: &str, keyring: &str) -> String {
+    format!(
+        r#"
+[[tables]]
+name = "Customers"
+partition_key = "pk"
+sort_key = "sk"
+allowed_unsigned_attributes = ["note"]
+{extra}
+
+[tables.attribute_actions]
+pk = "SIGN_ONLY"
+sk = "SIGN_ONLY"
+ssn = "ENCRYPT_AND_SIGN"
+email = "ENCRYPT_AND_SIGN"
+Zip = "SIGN_ONLY"
+note = "DO_NOTHING"
+
+[tables.keyring]
+{keyring}
+"#
+    )
+}
+
+fn raw_aes_config() -> String {
+    customers_table(
+        "algorithm_suite = \"0x6701\"",
+        &format!("kind = \"raw-aes\"\nkey_namespace = \"ops\"\nkey_name = \"local-key\"\nkey_base64 = \"{RAW_KEY}\""),
+    )
+}
+
+fn kms_config(region: &str, endpoint: &str, key_arn: &str) -> String {
+    format!(
+        "[aws]\nregion = \"{region}\"\nregions = [\"{PRIMARY_REGION}\", \"{REPLICA_REGION}\"]\nendpoint_url = \"{endpoint}\"\n{}",
+        customers_table("", &format!("kind = \"kms-mrk\"\nkey_arn = \"{key_arn}\""))
+    )
+}
+
+fn customer(id: &str, ssn: &str, email: &str) -> Value {
+    json!({
+        "pk": {"S": id},
+        "sk": {"S": "profile"},
+        "ssn": {"S": ssn},
+        "email": {"S": email},
+        "Zip": {"N": "2000"},
+        "note": {"S": "vip"},
+    })
+}
+
+fn item_cmd<'a>(op: &'a str, config: &'a str) -> [&'a str; 6] {
+    ["item", op, "--config", config, "--table", "Customers"]
+}
+
+/// Encrypts `item` with the CLI and returns the encrypted item.
+fn encrypt(config: &str, item: &Value) -> Value {
+    let run = ddbguard(&item_cmd("encrypt", config), &item.to_string());
+    assert_eq!(run.code, 0, "{run:#?}");
+    let encrypted = run.json();
+    assert!(encrypted.get("aws_dbe_head").is_some(), "{run:#?}");
+    encrypted
+}
+
+#[test]
+fn item_encrypt_decrypt_and_inspect_with_a_raw_aes_key() {
+    let dir = TempDir::new("raw-aes");
+    let config = dir.write("ddbguard.toml", &raw_aes_config());
+    let plain = customer("cust-1", "123-45-6789", "alice@example.com");
+
+    let encrypted = encrypt(&config, &plain);
+    for attribute in ["ssn", "email"] {
+        assert!(
+            encrypted[attribute].get("B").is_some(),
+            "{attribute} is ciphertext: {encrypted}"
+        );
+    }
+    assert_eq!(encrypted["note"], plain["note"]);
+    let text = encrypted.to_string();
+    assert!(
+        !text.contains("123-45-6789") && !text.contains("alice@example.com"),
+        "{text}"
+    );
+
+    let input = dir.write("encrypted.json", &text);
+    let run = ddbguard(&[&item_cmd("decrypt", &config)[..], &[input.as_str()]].concat(), "");
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.json(), plain);
+
+    let run = ddbguard(&item_cmd("inspect", &config), &text);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let header = run.json();
+    assert_eq!(header["version"], 1, "{header:#}");
+    assert_eq!(header["algorithm_suite"], "0x6701", "{header:#}");
+    assert_eq!(header["legend_matches_item"], true, "{header:#}");
+    let signed: Vec<(&str, &str)> = header["signed_attributes"]
+        .as_array()
+        .expect("signed_attributes")
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap_or("?"), a["action"].as_str().unwrap_or("?")))
+        .collect();
+    assert_eq!(
+        signed,
+        // Canonical order: the canonical path prefixes each name with its UTF-16 length, so shorter names come
+        // first, then bytewise (capital `Z` before lowercase `s`) — not the input's order, not plain sorting.
+        [
+            ("pk", "SIGN_ONLY"),
+            ("sk", "SIGN_ONLY"),
+            ("Zip", "SIGN_ONLY"),
+            ("ssn", "ENCRYPT_AND_SIGN"),
+            ("email", "ENCRYPT_AND_SIGN"),
+        ],
+        "{header:#}"
+    );
+    let edks = header["encrypted_data_keys"].as_array().expect("encrypted_data_keys");
+    assert_eq!(edks.len(), 1, "{header:#}");
+    assert_eq!(edks[0]["provider_id"], "ops", "{header:#}");
+    assert_eq!(header["message_id"].as_str().map(str::len), Some(64), "{header:#}");
+}
+
+#[test]
+fn json_lines_give_one_result_per_line_in_order_and_exit_1() {
+    let dir = TempDir::new("batch");
+    let config = dir.write("ddbguard.toml", &raw_aes_config());
+    let good = encrypt(&config, &customer("cust-1", "123-45-6789", "alice@example.com"));
+    // A second customer whose secrets must never be printed: its ciphertext is tampered with.
+    let mut tampered = encrypt(&config, &customer("cust-2", "987-65-4321", "bob@example.com"));
+    let ssn = tampered["ssn"]["B"].as_str().expect("ssn is B").to_owned();
+    let mut chars: Vec<char> = ssn.chars().collect();
+    // A middle character of the base64 text: flipping it changes one ciphertext byte and keeps it valid base64.
+    let i = chars.len() / 2;
+    chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+    tampered["ssn"]["B"] = json!(chars.into_iter().collect::<String>());
+    assert_ne!(tampered["ssn"]["B"], json!(ssn));
+    let input = format!("{good}\n{tampered}\nnot json: ssn 555-12-3456\n");
+
+    let run = ddbguard(&item_cmd("decrypt", &config), &input);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 3, "{run:#?}");
+    for (n, line) in lines.iter().enumerate() {
+        assert_eq!(line["line"], n + 1, "{line}");
+    }
+    assert_eq!(lines[0]["ok"], true, "{}", lines[0]);
+    assert_eq!(lines[0]["item"]["ssn"]["S"], "123-45-6789", "{}", lines[0]);
+    assert_eq!(lines[1]["ok"], false, "{}", lines[1]);
+    assert_eq!(lines[1]["verdict"], "integrity_failed", "{}", lines[1]);
+    assert!(
+        lines[1]["reason"].is_string() && lines[1]["error"].is_string(),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[2]["ok"], false, "{}", lines[2]);
+    assert_eq!(lines[2]["verdict"], "invalid_input", "{}", lines[2]);
+    for secret in ["987-65-4321", "bob@example.com", "555-12-3456"] {
+        assert!(!run.stdout.contains(secret), "stdout shows {secret}: {}", run.stdout);
+        assert!(!run.stderr.contains(secret), "stderr shows {secret}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn config_errors_exit_2_and_name_file_table_and_field() {
+    let dir = TempDir::new("config-errors");
+    let bad = dir.write(
+        "bad-suite.toml",
+        &raw_aes_config().replace("algorithm_suite = \"0x6701\"", "algorithm_suite = \"0x6702\""),
+    );
+    let run = ddbguard(&item_cmd("inspect", &bad), "{}");
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stdout.is_empty(), "{run:#?}");
+    for needle in [bad.as_str(), "\"Customers\"", "algorithm_suite", "0x6702"] {
+        assert!(run.stderr.contains(needle), "stderr lacks {needle}: {}", run.stderr);
+    }
+
+    let bad_action = dir.write(
+        "bad-action.toml",
+        &raw_aes_config().replace("email = \"ENCRYPT_AND_SIGN\"", "email = \"ENCRYPT\""),
+    );
+    let run = ddbguard(&item_cmd("decrypt", &bad_action), "{}");
+    assert_eq!(run.code, 2, "{run:#?}");
+    for needle in [bad_action.as_str(), "\"Customers\"", "attribute_actions.email"] {
+        assert!(run.stderr.contains(needle), "stderr lacks {needle}: {}", run.stderr);
+    }
+
+    let good = dir.write("ddbguard.toml", &raw_aes_config());
+    let run = ddbguard(&["item", "inspect", "--config", &good, "--table", "Orders"], "{}");
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stdout.is_empty(), "{run:#?}");
+    for needle in [good.as_str(), "Orders", "Customers"] {
+        assert!(run.stderr.contains(needle), "stderr lacks {needle}: {}", run.stderr);
+    }
+
+    let missing = dir.0.join("missing.toml");
+    let missing = missing.to_str().expect("UTF-8 path");
+    let run = ddbguard(&item_cmd("inspect", missing), "{}");
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains(missing), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn kms_mrk_item_encrypted_in_us_east_1_decrypts_in_ap_southeast_2() -> anyhow::Result<()> {
+    let env = LocalAws::shared();
+    let mrk = env.create_replicated_mrk(&unique_name("cli", "mrk-item")).await?;
+    let dir = TempDir::new("kms-mrk");
+    let primary = dir.write(
+        "us-east-1.toml",
+        &kms_config(PRIMARY_REGION, env.endpoint(), &mrk.primary_arn),
+    );
+    let replica = dir.write(
+        "ap-southeast-2.toml",
+        &kms_config(REPLICA_REGION, env.endpoint(), &mrk.primary_arn),
+    );
+    let plain = customer("cust-1", "123-45-6789", "alice@example.com");
+
+    let encrypted = encrypt(&primary, &plain);
+    let text = encrypted.to_string();
+    let run = ddbguard(&item_cmd("decrypt", &replica), &text);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.json(), plain);
+
+    let run = ddbguard(&item_cmd("inspect", &replica), &text);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let header = run.json();
+    let edks = header["encrypted_data_keys"].as_array().expect("encrypted_data_keys");
+    assert_eq!(edks.len(), 1, "{header:#}");
+    assert_eq!(edks[0]["provider_id"], "aws-kms", "{header:#}");
+    assert_eq!(edks[0]["key_arn"], mrk.primary_arn.as_str(), "{header:#}");
+    assert_eq!(edks[0]["mrk"], true, "{header:#}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn keys_check_passes_then_fails_naming_the_region_of_a_disabled_replica() -> anyhow::Result<()> {
+    let env = LocalAws::shared();
+    let mrk = env.create_replicated_mrk(&unique_name("cli", "keys-check")).await?;
+    let dir = TempDir::new("keys-check");
+    let config = dir.write(
+        "ddbguard.toml",
+        &kms_config(PRIMARY_REGION, env.endpoint(), &mrk.primary_arn),
+    );
+
+    let run = ddbguard(&["keys", "check", "--config", &config, "--json"], "");
+    assert_eq!(run.code, 0, "{run:#?}");
+    let doc = run.json();
+    assert_eq!(doc["ok"], true, "{doc:#}");
+    assert_eq!(doc["tables"][0]["table"], "Customers", "{doc:#}");
+    assert_eq!(doc["tables"][0]["report"]["ok"], true, "{doc:#}");
+    assert_eq!(
+        doc["tables"][0]["report"]["matrix"].as_array().map(Vec::len),
+        Some(4),
+        "{doc:#}"
+    );
+
+    env.kms(REPLICA_REGION)
+        .await
+        .disable_key()
+        .key_id(mrk.arn_in(REPLICA_REGION))
+        .send()
+        .await?;
+
+    let run = ddbguard(&["keys", "check", "--config", &config], "");
+    assert_eq!(run.code, 1, "{run:#?}");
+    let screen = &run.stdout;
+    let state_row = screen
+        .lines()
+        .find(|l| l.trim_start().starts_with(REPLICA_REGION) && l.contains(&mrk.arn_in(REPLICA_REGION)))
+        .unwrap_or_else(|| panic!("no state row for {REPLICA_REGION}:\n{screen}"));
+    assert!(state_row.contains("DISABLED"), "{screen}");
+    let problems: Vec<&str> = screen
+        .lines()
+        .skip_while(|l| l.trim() != "problems:")
+        .skip(1)
+        .filter(|l| l.trim_start().starts_with("- "))
+        .collect();
+    assert!(!problems.is_empty(), "{screen}");
+    assert!(problems.iter().all(|p| p.contains(REPLICA_REGION)), "{screen}");
+
+    let run = ddbguard(&["keys", "check", "--config", &config, "--json"], "");
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(run.json()["ok"], false, "{run:#?}");
+    Ok(())
+}
