@@ -108,7 +108,15 @@ async fn handle(mut stream: TcpStream, source: &dyn HealthSource) -> std::io::Re
             Readiness::Ready => respond(&mut stream, 200, "text/plain", "ready\n").await,
             Readiness::NotReady(why) => respond(&mut stream, 503, "text/plain", &format!("not ready: {why}\n")).await,
         },
-        _ => respond(&mut stream, 404, "text/plain", "not found: try /metrics, /healthz or /readyz\n").await,
+        _ => {
+            respond(
+                &mut stream,
+                404,
+                "text/plain",
+                "not found: try /metrics, /healthz or /readyz\n",
+            )
+            .await
+        }
     }
 }
 
@@ -187,16 +195,38 @@ mod tests {
 
         let metrics = get(addr, "GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").await;
         assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
-        assert!(metrics.ends_with("ddbguard_records_total{verdict=\"ok\"} 3\n"), "{metrics}");
+        assert!(
+            metrics.ends_with("ddbguard_records_total{verdict=\"ok\"} 3\n"),
+            "{metrics}"
+        );
 
-        assert!(get(addr, "GET /healthz HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 200"));
+        assert!(
+            get(addr, "GET /healthz HTTP/1.1\r\n\r\n")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
         let not_ready = get(addr, "GET /readyz HTTP/1.1\r\n\r\n").await;
-        assert!(not_ready.starts_with("HTTP/1.1 503") && not_ready.contains("no leases held"), "{not_ready}");
+        assert!(
+            not_ready.starts_with("HTTP/1.1 503") && not_ready.contains("no leases held"),
+            "{not_ready}"
+        );
         *source.0.lock().unwrap() = Readiness::Ready;
-        assert!(get(addr, "GET /readyz HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 200"));
+        assert!(
+            get(addr, "GET /readyz HTTP/1.1\r\n\r\n")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
 
-        assert!(get(addr, "GET /nope HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 404"));
-        assert!(get(addr, "POST /metrics HTTP/1.1\r\n\r\n").await.starts_with("HTTP/1.1 405"));
+        assert!(
+            get(addr, "GET /nope HTTP/1.1\r\n\r\n")
+                .await
+                .starts_with("HTTP/1.1 404")
+        );
+        assert!(
+            get(addr, "POST /metrics HTTP/1.1\r\n\r\n")
+                .await
+                .starts_with("HTTP/1.1 405")
+        );
 
         tx.send(()).unwrap();
         server.await.unwrap().unwrap();

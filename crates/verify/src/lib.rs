@@ -1,9 +1,25 @@
 //! The `ddbguard verify` verdict engine and its operational surface.
 //!
-//! This crate will own the record -> verdict decision, the table policy, sampling, canaries, the
-//! origin x replica matrix, metrics and quarantine (architecture §4). The verdict vocabulary itself
-//! lives in [`ddbguard_dbe::Verdict`] so that item-format errors can name their verdict.
+//! Every stream record gets exactly one [`Verdict`](ddbguard_dbe::Verdict) of architecture §4; the verdict
+//! vocabulary itself lives in `ddbguard-dbe` so that item-format errors can name their verdict.
 //!
+//! - [`convert`]: stream images (`aws_sdk_dynamodbstreams` attribute values) to the `ddbguard-dbe` item model.
+//! - [`policy`]: [`VerifyPolicy`], what a table's records must look like (actions, required-encrypted attributes,
+//!   suite, KMS key, sample rate).
+//! - [`engine`]: [`Verifier`], one record in, one [`RecordOutcome`] out, with the `ddbguard_records_total` metric
+//!   and the `alert` log event.
+//! - [`sink`]: [`VerifySink`], the stream reader's `RecordSink`, and the run's [`VerifySummary`].
 //! - [`http`]: the `/metrics`, `/healthz` and `/readyz` endpoint.
 
+pub mod convert;
+pub mod engine;
 pub mod http;
+pub mod policy;
+pub mod sink;
+
+pub use engine::{RecordOutcome, Verifier, verdict_passes};
+pub use policy::{PolicyError, VerifyPolicy};
+pub use sink::{GapSummary, VerifySink, VerifySummary};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+//! The stream reader's [`RecordSink`]: verifies each batch and keeps the run's counts.
+//!
+//! - Records of a batch are verified with bounded concurrency ([`VerifySink::with_concurrency`], default
+//!   [`DEFAULT_CONCURRENCY`]), so a KMS round trip per sampled record does not serialize the batch.
+//! - Redelivered records (`RecordBatch::is_duplicate`) were verified and checkpointed before: they are skipped and
+//!   counted in `duplicates_skipped`, so metrics and the summary count each record once.
+//! - `kms_throttled` is not a final verdict: if any record of a batch is throttled, the throttled records are
+//!   counted (`ddbguard_records_total{verdict="kms_throttled"}`, summary `throttled_retries`) and logged, and the
+//!   batch is returned as a [`SinkError`]. The reader then offers the same batch again after its backoff instead
+//!   of checkpointing past it; the other records' outcomes are discarded and counted when the batch succeeds, so
+//!   nothing is counted twice as a final verdict.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ddbguard_dbe::Verdict;
+use ddbguard_stream::{RecordBatch, RecordSink, SinkError, StreamGap};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::engine::{RecordOutcome, UNKNOWN_ORIGIN, Verifier};
+
+/// Records of one batch verified at the same time.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// A gap as the summary reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GapSummary {
+    /// Table label.
+    pub table: String,
+    /// Shard with the gap.
+    pub shard_id: String,
+    /// Last sequence number processed before the gap.
+    pub checkpoint: Option<String>,
+    /// First sequence number read after the gap.
+    pub first_available: Option<String>,
+    /// Why (`trimmed_data_access`, `checkpoint_older_than_retention`, `shard_not_found`).
+    pub reason: &'static str,
+}
+
+impl From<&StreamGap> for GapSummary {
+    fn from(gap: &StreamGap) -> GapSummary {
+        GapSummary {
+            table: gap.table.clone(),
+            shard_id: gap.shard_id.clone(),
+            checkpoint: gap.checkpoint.as_ref().map(ToString::to_string),
+            first_available: gap.first_available.as_ref().map(ToString::to_string),
+            reason: gap.reason.as_str(),
+        }
+    }
+}
+
+/// What a run verified: the JSON printed by `ddbguard verify --until-caught-up`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct VerifySummary {
+    /// Table label.
+    pub table: String,
+    /// Verifying region.
+    pub region: String,
+    /// Records with a final verdict.
+    pub records: u64,
+    /// Final verdicts by label (`ok`, `ok_structural`, …).
+    pub by_verdict: BTreeMap<&'static str, u64>,
+    /// Final verdicts by origin region (`unknown` when not known) and label: the origin × region matrix row of
+    /// this region.
+    pub by_origin: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    /// Redelivered records skipped (already verified before their checkpoint).
+    pub duplicates_skipped: u64,
+    /// Records that were throttled by KMS and whose batch was handed back for a retry.
+    pub throttled_retries: u64,
+    /// Stream gaps (records trimmed before they could be read).
+    pub gaps: Vec<GapSummary>,
+}
+
+impl VerifySummary {
+    /// Counts one final outcome.
+    pub fn add(&mut self, outcome: &RecordOutcome) {
+        let verdict = outcome.verdict.as_str();
+        let origin = outcome.origin_region.as_deref().unwrap_or(UNKNOWN_ORIGIN);
+        self.records += 1;
+        *self.by_verdict.entry(verdict).or_default() += 1;
+        *self
+            .by_origin
+            .entry(origin.to_owned())
+            .or_default()
+            .entry(verdict)
+            .or_default() += 1;
+    }
+
+    /// Records whose final verdict is not `ok`, `ok_structural` or `remove`.
+    pub fn failures(&self) -> u64 {
+        self.by_verdict
+            .iter()
+            .filter(|(v, _)| !v.parse::<Verdict>().is_ok_and(crate::verdict_passes))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Whether every final verdict passed (`ok`, `ok_structural`, `remove`).
+    pub fn all_verdicts_pass(&self) -> bool {
+        self.failures() == 0
+    }
+
+    /// Whether every verdict passed and no gap was seen (records lost to a gap were never verified).
+    pub fn passed(&self) -> bool {
+        self.all_verdicts_pass() && self.gaps.is_empty()
+    }
+}
+
+/// The [`RecordSink`] of `ddbguard verify`.
+#[derive(Debug)]
+pub struct VerifySink {
+    verifier: Arc<Verifier>,
+    concurrency: usize,
+    summary: Mutex<VerifySummary>,
+}
+
+impl VerifySink {
+    /// A sink verifying with `verifier`, [`DEFAULT_CONCURRENCY`] records at a time.
+    pub fn new(verifier: Arc<Verifier>) -> VerifySink {
+        let summary = VerifySummary {
+            table: verifier.table().to_owned(),
+            region: verifier.region().to_owned(),
+            ..VerifySummary::default()
+        };
+        VerifySink {
+            verifier,
+            concurrency: DEFAULT_CONCURRENCY,
+            summary: Mutex::new(summary),
+        }
+    }
+
+    /// Verifies up to `n` records of a batch at the same time (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> VerifySink {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
+    /// A snapshot of the counts so far.
+    pub fn summary(&self) -> VerifySummary {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VerifySummary> {
+        // The summary is plain counters: a panic elsewhere cannot leave it inconsistent enough to matter.
+        self.summary.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Verifies a batch; `Err` when KMS throttled any record (the batch must be retried, not checkpointed).
+    pub async fn verify_batch(&self, batch: &RecordBatch) -> Result<Vec<RecordOutcome>, SinkError> {
+        let verifier = &self.verifier;
+        // Collected first: iterator adapters with closures held across the await would make this future's
+        // `Send` bound unprovable for the reader's `impl Future + Send`.
+        let pending: Vec<_> = batch
+            .records
+            .iter()
+            .skip(batch.duplicates)
+            .map(|record| verifier.evaluate(record))
+            .collect();
+        let outcomes: Vec<RecordOutcome> = futures::stream::iter(pending)
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+
+        let throttled: Vec<&RecordOutcome> = outcomes.iter().filter(|o| o.verdict == Verdict::KmsThrottled).collect();
+        if !throttled.is_empty() {
+            for outcome in &throttled {
+                verifier.report(outcome);
+            }
+            self.lock().throttled_retries += throttled.len() as u64;
+            return Err(SinkError::new(format!(
+                "{} of {} record(s) from shard {} throttled by KMS; the batch will be retried",
+                throttled.len(),
+                outcomes.len(),
+                batch.shard_id
+            )));
+        }
+
+        let mut summary = self.lock();
+        summary.duplicates_skipped += batch.duplicates.min(batch.records.len()) as u64;
+        for outcome in &outcomes {
+            verifier.report(outcome);
+            summary.add(outcome);
+        }
+        drop(summary);
+        Ok(outcomes)
+    }
+}
+
+impl RecordSink for VerifySink {
+    async fn process(&self, batch: &RecordBatch) -> Result<(), SinkError> {
+        self.verify_batch(batch).await.map(drop)
+    }
+
+    fn on_gap(&self, gap: &StreamGap) {
+        self.lock().gaps.push(GapSummary::from(gap));
+    }
+}
