@@ -43,10 +43,12 @@ pub const HIERARCHY_PROVIDER_ID: &str = "aws-kms-hierarchy";
 /// The `origin_region` metric label when a record's origin is not known (REMOVE, raw or hierarchical keys).
 pub const UNKNOWN_ORIGIN: &str = "unknown";
 
-/// The verdict of one record and what an operator needs to find it.
-#[derive(Debug, Clone, PartialEq)]
+/// The verdict of one record and what an operator needs to find it (serializes with the verdict as its label,
+/// e.g. for a JSON list of failing records).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RecordOutcome {
     /// The verdict.
+    #[serde(serialize_with = "verdict_label")]
     pub verdict: Verdict,
     /// A stable snake_case reason code (e.g. `recipient_tag_mismatch`, `not_sampled`).
     pub reason: &'static str,
@@ -65,6 +67,10 @@ impl RecordOutcome {
     pub fn is_pass(&self) -> bool {
         verdict_passes(self.verdict)
     }
+}
+
+fn verdict_label<S: serde::Serializer>(v: &Verdict, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.as_str())
 }
 
 /// Whether a verdict counts as passing (`ok`, `ok_structural`, `remove`).

@@ -201,6 +201,11 @@ async fn correct_item_is_ok_with_keys_and_no_origin_for_raw_keys() {
     assert_eq!(o.origin_region, None);
     assert_eq!(o.keys, json!({"pk": {"S": "p1"}, "sk": {"N": "1"}}));
     assert!(o.is_pass());
+    let js = serde_json::to_value(&o).unwrap();
+    assert_eq!(
+        (js["verdict"].as_str(), js["reason"].as_str()),
+        (Some("ok"), Some("verified"))
+    );
 }
 
 #[tokio::test]
