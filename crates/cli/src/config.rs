@@ -65,6 +65,7 @@ impl fmt::Display for Location {
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub aws: Option<RawAws>,
+    pub verify: Option<RawVerify>,
     #[serde(default)]
     pub tables: Vec<RawTable>,
 }
@@ -78,6 +79,15 @@ pub struct RawAws {
     pub regions: Vec<String>,
     pub endpoint_url: Option<String>,
     pub kms_requests_per_second: Option<f64>,
+}
+
+/// The `[verify]` section as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    pub lease_table: Option<String>,
+    pub worker_id: Option<String>,
+    pub sample_rate: Option<f64>,
 }
 
 /// One `[[tables]]` entry as written.
@@ -94,6 +104,11 @@ pub struct RawTable {
     pub allowed_unsigned_attribute_prefix: Option<String>,
     #[serde(default)]
     pub attribute_actions: BTreeMap<String, String>,
+    /// `ddbguard verify`: attributes that must be ENCRYPT_AND_SIGN whenever present.
+    #[serde(default)]
+    pub required_encrypted: Vec<String>,
+    /// `ddbguard verify`: records written with another algorithm suite are a `policy_violation`.
+    pub require_suite: Option<String>,
     pub keyring: RawKeyring,
 }
 
@@ -117,7 +132,35 @@ pub struct Config {
     pub path: PathBuf,
     /// Where the process runs and which regions the global tables span; required by KMS keyrings.
     pub aws: Option<AwsSettings>,
+    /// The `[verify]` section, with defaults when absent.
+    pub verify: VerifySettings,
     pub tables: Vec<TableSettings>,
+}
+
+/// The validated `[verify]` section (settings of `ddbguard verify`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifySettings {
+    /// Prefix of the DynamoDB lease tables: the stream of table `T` is leased in `<lease_table>-<T>` (one lease
+    /// table per stream), in the local region, created if missing.
+    pub lease_table: String,
+    /// This process's lease owner name; unique per process.
+    pub worker_id: String,
+    /// Share of records fully decrypted, `0.0..=1.0`; the rest get `ok_structural`.
+    pub sample_rate: f64,
+}
+
+/// Default `[verify] lease_table`.
+pub const DEFAULT_LEASE_TABLE: &str = "ddbguard-leases";
+
+/// The default worker id: `<hostname>-<pid>` (the hostname of an ECS task is unique per task).
+pub fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ddbguard".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// The validated `[aws]` section.
@@ -144,6 +187,10 @@ pub struct TableSettings {
     pub name: String,
     pub dbe: TableConfig,
     pub keyring: KeyringSettings,
+    /// `ddbguard verify`: attributes that must be ENCRYPT_AND_SIGN whenever present, beyond `attribute_actions`.
+    pub required_encrypted: BTreeSet<String>,
+    /// `ddbguard verify`: the only algorithm suite records may use, if set.
+    pub require_suite: Option<AlgorithmSuite>,
 }
 
 /// Which keyring protects a table's items.
@@ -199,6 +246,7 @@ impl Config {
     /// Validates a parsed file into typed settings.
     pub fn from_raw(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         let aws = raw.aws.map(|a| AwsSettings::from_raw(path, a)).transpose()?;
+        let verify = VerifySettings::from_raw(path, raw.verify)?;
         let mut seen = BTreeSet::new();
         let mut tables = Vec::with_capacity(raw.tables.len());
         for table in raw.tables {
@@ -224,6 +272,7 @@ impl Config {
         Ok(Config {
             path: path.to_owned(),
             aws,
+            verify,
             tables,
         })
     }
@@ -309,6 +358,61 @@ impl AwsSettings {
     }
 }
 
+impl VerifySettings {
+    fn from_raw(path: &Path, raw: Option<RawVerify>) -> Result<VerifySettings, ConfigError> {
+        let raw = raw.unwrap_or(RawVerify {
+            lease_table: None,
+            worker_id: None,
+            sample_rate: None,
+        });
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            location: Location::Section("verify"),
+            field: field.to_owned(),
+            message,
+        };
+        let lease_table = raw.lease_table.unwrap_or_else(|| DEFAULT_LEASE_TABLE.to_owned());
+        // The table name suffix takes at least 4 more characters ("-" and a 3-character table name).
+        if lease_table.len() < 3 || lease_table.len() > 200 {
+            return Err(invalid(
+                "lease_table",
+                format!("{lease_table:?} must be 3 to 200 characters long"),
+            ));
+        }
+        if !lease_table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(invalid(
+                "lease_table",
+                format!("{lease_table:?} is not a DynamoDB table name (letters, digits, '_', '-' and '.')"),
+            ));
+        }
+        let worker_id = match raw.worker_id {
+            Some(id) if id.trim().is_empty() => return Err(invalid("worker_id", "must not be empty".into())),
+            Some(id) => id,
+            None => default_worker_id(),
+        };
+        let sample_rate = raw.sample_rate.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&sample_rate) {
+            return Err(invalid(
+                "sample_rate",
+                format!("must be between 0 and 1 (share of records fully decrypted), got {sample_rate}"),
+            ));
+        }
+        Ok(VerifySettings {
+            lease_table,
+            worker_id,
+            sample_rate,
+        })
+    }
+
+    /// The lease table of the stream of `table`.
+    pub fn lease_table_for(&self, table: &str) -> String {
+        format!("{}-{table}", self.lease_table)
+    }
+}
+
 impl TableSettings {
     fn from_raw(path: &Path, raw: RawTable) -> Result<TableSettings, ConfigError> {
         let invalid = |field: &str, message: String| ConfigError::Invalid {
@@ -357,10 +461,49 @@ impl TableSettings {
             .map_err(|e| invalid("attribute_actions", e.to_string()))?;
         let keyring = KeyringSettings::from_raw(path, &raw.keyring)
             .map_err(|(field, message)| invalid(&format!("keyring.{field}"), message))?;
+        let mut required_encrypted = BTreeSet::new();
+        for attribute in &raw.required_encrypted {
+            if attribute.is_empty() {
+                return Err(invalid(
+                    "required_encrypted",
+                    "attribute names must not be empty".into(),
+                ));
+            }
+            if *attribute == dbe.partition_key || dbe.sort_key.as_ref() == Some(attribute) {
+                return Err(invalid(
+                    "required_encrypted",
+                    format!("{attribute:?} is a primary key attribute, which is never encrypted"),
+                ));
+            }
+            if let Some(action) = dbe.attribute_actions.get(attribute)
+                && *action != CryptoAction::EncryptAndSign
+            {
+                return Err(invalid(
+                    "required_encrypted",
+                    format!("{attribute:?} has action {action} in attribute_actions, not ENCRYPT_AND_SIGN"),
+                ));
+            }
+            if !required_encrypted.insert(attribute.clone()) {
+                return Err(invalid("required_encrypted", format!("{attribute:?} is listed twice")));
+            }
+        }
+        let require_suite = match raw.require_suite.as_deref() {
+            None => None,
+            Some(s) => Some(parse_suite(s).ok_or_else(|| {
+                invalid(
+                    "require_suite",
+                    format!(
+                        "unknown algorithm suite {s:?}; expected \"0x6700\" (HMAC only) or \"0x6701\" (ECDSA P-384)"
+                    ),
+                )
+            })?),
+        };
         Ok(TableSettings {
             name: raw.name,
             dbe,
             keyring,
+            required_encrypted,
+            require_suite,
         })
     }
 }
@@ -608,5 +751,100 @@ ssn = "ENCRYPT_AND_SIGN"
         let config = Config::parse(&dir.join("c.toml"), &table("", keyring)).unwrap();
         assert!(matches!(config.tables[0].keyring, KeyringSettings::RawAes { ref key, .. } if key[31] == 31));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+    #[test]
+    fn verify_section_defaults() {
+        let config = Config::parse(Path::new("x.toml"), &table("", &raw_aes())).unwrap();
+        assert_eq!(config.verify.lease_table, DEFAULT_LEASE_TABLE);
+        assert_eq!(config.verify.sample_rate, 1.0);
+        assert!(
+            config.verify.worker_id.ends_with(&format!("-{}", std::process::id())),
+            "{}",
+            config.verify.worker_id
+        );
+        assert_eq!(config.verify.lease_table_for("Customers"), "ddbguard-leases-Customers");
+        let t = &config.tables[0];
+        assert!(t.required_encrypted.is_empty());
+        assert_eq!(t.require_suite, None);
+    }
+
+    #[test]
+    fn verify_section_and_table_policy_are_read() {
+        let text = format!(
+            "[verify]\nlease_table = \"ops.leases\"\nworker_id = \"task-1\"\nsample_rate = 0.25\n{}",
+            table(
+                "required_encrypted = [\"ssn\", \"dob\"]\nrequire_suite = \"0x6701\"",
+                &raw_aes()
+            )
+        );
+        let config = Config::parse(Path::new("x.toml"), &text).unwrap();
+        assert_eq!(
+            config.verify,
+            VerifySettings {
+                lease_table: "ops.leases".into(),
+                worker_id: "task-1".into(),
+                sample_rate: 0.25,
+            }
+        );
+        let t = &config.tables[0];
+        assert_eq!(
+            t.required_encrypted,
+            BTreeSet::from(["dob".to_owned(), "ssn".to_owned()])
+        );
+        assert_eq!(t.require_suite, Some(AlgorithmSuite::EcdsaP384));
+    }
+
+    #[test]
+    fn verify_errors_name_file_section_and_field() {
+        let with = |verify: &str| err(&format!("[verify]\n{verify}\n{}", table("", &raw_aes())));
+
+        let e = with("sample_rate = 1.5");
+        assert!(
+            e.contains("ddbguard.toml") && e.contains("[verify]") && e.contains("sample_rate") && e.contains("1.5"),
+            "{e}"
+        );
+        let e = with("sample_rate = nan");
+        assert!(e.contains("[verify]") && e.contains("sample_rate"), "{e}");
+        let e = with("lease_table = \"leases table\"");
+        assert!(e.contains("[verify]") && e.contains("lease_table"), "{e}");
+        let e = with("lease_table = \"ab\"");
+        assert!(e.contains("lease_table") && e.contains("3 to 200"), "{e}");
+        let e = with("worker_id = \" \"");
+        assert!(e.contains("[verify]") && e.contains("worker_id"), "{e}");
+        let e = with("lease = \"x\"");
+        assert!(e.contains("ddbguard.toml") && e.contains("lease"), "{e}");
+    }
+
+    #[test]
+    fn table_verify_policy_errors_name_table_and_field() {
+        let e = err(&table("require_suite = \"0x6799\"", &raw_aes()));
+        assert!(
+            e.contains("ddbguard.toml") && e.contains("\"Customers\"") && e.contains("require_suite"),
+            "{e}"
+        );
+        let e = err(&table("required_encrypted = [\"pk\"]", &raw_aes()));
+        assert!(
+            e.contains("\"Customers\"") && e.contains("required_encrypted") && e.contains("primary key"),
+            "{e}"
+        );
+        let e = err(&table("required_encrypted = [\"sk\"]", &raw_aes()));
+        assert!(e.contains("required_encrypted"), "{e}");
+        let e = err(&table("required_encrypted = [\"ssn\", \"ssn\"]", &raw_aes()));
+        assert!(e.contains("required_encrypted") && e.contains("twice"), "{e}");
+        let e = err(&table("required_encrypted = [\"\"]", &raw_aes()));
+        assert!(e.contains("required_encrypted") && e.contains("empty"), "{e}");
+        let e = err(&table("", &raw_aes())
+            .replace(
+                "ssn = \"ENCRYPT_AND_SIGN\"",
+                "ssn = \"ENCRYPT_AND_SIGN\"\nzip = \"SIGN_ONLY\"",
+            )
+            .replace(
+                "[tables.attribute_actions]",
+                "required_encrypted = [\"zip\"]\n[tables.attribute_actions]",
+            ));
+        assert!(
+            e.contains("required_encrypted") && e.contains("zip") && e.contains("SIGN_ONLY"),
+            "{e}"
+        );
     }
 }

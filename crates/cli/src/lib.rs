@@ -21,6 +21,7 @@ pub mod config;
 pub mod item;
 pub mod keyring;
 pub mod keys;
+pub mod verify;
 
 use config::Config;
 
@@ -52,6 +53,10 @@ pub enum Command {
     /// Check KMS keys: state per region, replica coverage, cross-region round trips.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Verify a table's DynamoDB stream in the local region: one verdict per record, Prometheus metrics,
+    /// /healthz and /readyz. Runs until SIGTERM/SIGINT, or with --until-caught-up prints a JSON summary and
+    /// exits 0 when every verdict passed and no gap was seen, 1 otherwise; 2 on config or startup errors.
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +142,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         match cli.command {
             Command::Item(args) => run_item(args).await,
             Command::Keys(KeysCommand::Check(args)) => run_keys_check(args).await,
+            Command::Verify(args) => verify::run(args).await,
         }
     })
 }

@@ -422,3 +422,151 @@ async fn keys_check_passes_then_fails_naming_the_region_of_a_disabled_replica() 
     assert_eq!(run.json()["ok"], false, "{run:#?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn verify_until_caught_up_reports_ok_items_and_a_plaintext_one_from_the_replica_stream() -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    /// DynamoDB JSON (as `ddbguard item encrypt` prints it) to an SDK item.
+    fn to_sdk(value: &Value) -> AttributeValue {
+        let (kind, inner) = value
+            .as_object()
+            .and_then(|o| o.iter().next())
+            .unwrap_or_else(|| panic!("not DynamoDB JSON: {value}"));
+        let text = || inner.as_str().unwrap_or_else(|| panic!("{kind}: {inner}")).to_owned();
+        match kind.as_str() {
+            "S" => AttributeValue::S(text()),
+            "N" => AttributeValue::N(text()),
+            "B" => AttributeValue::B(aws_smithy_types::base64::decode(text()).expect("base64").into()),
+            "BOOL" => AttributeValue::Bool(inner.as_bool().expect("BOOL")),
+            "NULL" => AttributeValue::Null(true),
+            "L" => AttributeValue::L(inner.as_array().expect("L").iter().map(to_sdk).collect()),
+            "M" => AttributeValue::M(item(inner)),
+            other => panic!("unexpected type {other} in {value}"),
+        }
+    }
+    fn item(value: &Value) -> HashMap<String, AttributeValue> {
+        value
+            .as_object()
+            .expect("an item is an object")
+            .iter()
+            .map(|(k, v)| (k.clone(), to_sdk(v)))
+            .collect()
+    }
+    fn config(region: &str, endpoint: &str, table: &str, key_arn: &str) -> String {
+        format!(
+            r#"[aws]
+region = "{region}"
+regions = ["{PRIMARY_REGION}", "{REPLICA_REGION}"]
+endpoint_url = "{endpoint}"
+
+[[tables]]
+name = "{table}"
+partition_key = "pk"
+
+[tables.attribute_actions]
+pk = "SIGN_ONLY"
+ssn = "ENCRYPT_AND_SIGN"
+Zip = "SIGN_ONLY"
+
+[tables.keyring]
+kind = "kms-mrk"
+key_arn = "{key_arn}"
+"#
+        )
+    }
+
+    let env = LocalAws::shared();
+    let mrk = env.create_replicated_mrk(&unique_name("cli", "verify")).await?;
+    let table = unique_name("cli", "verify");
+    env.create_global_table(&table).await?;
+    let dir = TempDir::new("verify");
+    let primary = dir.write(
+        "us-east-1.toml",
+        &config(PRIMARY_REGION, env.endpoint(), &table, &mrk.primary_arn),
+    );
+    let replica = dir.write(
+        "ap-southeast-2.toml",
+        &config(REPLICA_REGION, env.endpoint(), &table, &mrk.primary_arn),
+    );
+
+    let writer = env.dynamodb(PRIMARY_REGION).await;
+    let encrypted_ids = ["cust-1", "cust-2", "cust-3"];
+    for (n, id) in encrypted_ids.iter().enumerate() {
+        let plain = json!({"pk": {"S": id}, "ssn": {"S": format!("123-45-000{n}")}, "Zip": {"N": "2000"}});
+        let run = ddbguard(
+            &["item", "encrypt", "--config", &primary, "--table", &table],
+            &plain.to_string(),
+        );
+        assert_eq!(run.code, 0, "{run:#?}");
+        let encrypted = run.json();
+        assert!(encrypted.get("aws_dbe_head").is_some(), "{run:#?}");
+        writer
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(item(&encrypted)))
+            .send()
+            .await?;
+    }
+    // A protected attribute in plain text: what a writer without the encryption client would store.
+    let leaked = "999-88-7777";
+    writer
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(item(&json!({"pk": {"S": "cust-plain"}, "ssn": {"S": leaked}}))))
+        .send()
+        .await?;
+
+    let replica_ddb = env.dynamodb(REPLICA_REGION).await;
+    for id in encrypted_ids.iter().chain(&["cust-plain"]) {
+        let arrived =
+            ddbguard_e2e::wait_for_item(&replica_ddb, &table, ddbguard_e2e::pk(id), Duration::from_secs(10)).await?;
+        assert!(arrived.is_some(), "{id} was not replicated to {REPLICA_REGION}");
+    }
+
+    let run = ddbguard(
+        &[
+            "verify",
+            "--config",
+            &replica,
+            "--table",
+            &table,
+            "--until-caught-up",
+            "--from",
+            "trim-horizon",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    let summary = run.json();
+    assert_eq!(summary["table"], table.as_str(), "{summary:#}");
+    assert_eq!(summary["region"], REPLICA_REGION, "{summary:#}");
+    assert_eq!(summary["records"], encrypted_ids.len() + 1, "{summary:#}");
+    assert_eq!(summary["by_verdict"]["ok"], encrypted_ids.len(), "{summary:#}");
+    assert_eq!(summary["by_verdict"]["plaintext"], 1, "{summary:#}");
+    assert_eq!(
+        summary["by_verdict"].as_object().map(|m| m.len()),
+        Some(2),
+        "{summary:#}"
+    );
+    assert_eq!(
+        summary["by_origin"][PRIMARY_REGION]["ok"],
+        encrypted_ids.len(),
+        "{summary:#}"
+    );
+    assert_eq!(summary["gaps"].as_array().map(Vec::len), Some(0), "{summary:#}");
+    assert_eq!(summary["caught_up"], true, "{summary:#}");
+    assert_eq!(summary["passed"], false, "{summary:#}");
+    // The alert names the record's key, never the leaked value.
+    assert!(
+        run.stderr.contains("plaintext") && run.stderr.contains("cust-plain"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains(leaked) && !run.stderr.contains(leaked), "{run:#?}");
+    Ok(())
+}
