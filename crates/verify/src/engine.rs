@@ -372,8 +372,12 @@ impl Verifier {
         } else {
             &record.keys
         };
+        // Sorted by name so that log lines and quarantine entries are the same whatever the map order
+        // (serde_json keeps insertion order when another crate enables its `preserve_order` feature).
+        let mut sorted: Vec<_> = keys.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let mut out = serde_json::Map::new();
-        for (name, value) in keys {
+        for (name, value) in sorted {
             let json = match attribute_from_stream(value, name) {
                 Ok(v) => ddbguard_dbe::json::attribute_to_ddb_json(&v),
                 Err(e) => Value::String(format!("<{}>", e.reason())),
