@@ -632,6 +632,16 @@ ssn = "ENCRYPT_AND_SIGN"
     }
 
     #[test]
+    fn the_documented_config_is_valid() {
+        let text = include_str!("../../../config/ddbguard.toml");
+        let config = Config::parse(Path::new("config/ddbguard.toml"), text).unwrap();
+        let t = config.table("Customers").unwrap();
+        assert!(matches!(t.keyring, KeyringSettings::KmsMrk { .. }));
+        assert!(t.required_encrypted.contains("ssn"));
+        assert_eq!(config.aws.as_ref().unwrap().regions.len(), 2);
+    }
+
+    #[test]
     fn valid_config_gets_defaults() {
         let config = Config::parse(Path::new("x.toml"), &table("", &raw_aes())).unwrap();
         let t = config.table("Customers").unwrap();
