@@ -7,8 +7,9 @@
 #
 # Uses cargo-fuzz (installed on first use) with libFuzzer and AddressSanitizer. cargo-fuzz passes
 # nightly-only sanitizer flags; on the stable toolchain they are enabled with RUSTC_BOOTSTRAP=1, which
-# affects only this fuzz build. New corpus entries are kept in fuzz/corpus/<target>; crashes land in
-# fuzz/artifacts/<target> and make this script fail.
+# affects only this fuzz build. Each run starts from the committed seeds in fuzz/seeds/<target> plus
+# the corpus grown by earlier runs in fuzz/corpus/<target> (not committed); new entries go to the
+# latter. Crashes land in fuzz/artifacts/<target> and make this script fail. See fuzz/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
@@ -32,7 +33,7 @@ for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"
   log="$(mktemp)"
   status=0
-  cargo fuzz run -O "$target" "corpus/$target" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 \
+  cargo fuzz run -O "$target" "corpus/$target" "seeds/$target" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 \
     || status=$?
   grep -E '^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==ERROR|SUMMARY)' "$log" || true
   if [ "$status" -ne 0 ]; then
