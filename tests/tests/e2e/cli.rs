@@ -65,21 +65,21 @@ fn ddbguard_bin() -> &'static Path {
 
 /// What one run of the binary did.
 #[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self:#?}"))
     }
 }
 
 /// Runs `ddbguard ARGS` with `stdin` as input, static test credentials and nothing else from the AWS environment.
-fn ddbguard(args: &[&str], stdin: &str) -> Run {
+pub(crate) fn ddbguard(args: &[&str], stdin: &str) -> Run {
     let mut command = Command::new(ddbguard_bin());
     command.args(args);
     for (name, _) in std::env::vars_os() {
@@ -113,17 +113,17 @@ fn ddbguard(args: &[&str], stdin: &str) -> Run {
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(test: &str) -> TempDir {
+    pub(crate) fn new(test: &str) -> TempDir {
         let dir = std::env::temp_dir().join(unique_name("ddbguard-cli", test));
         std::fs::create_dir_all(&dir).expect("creating the temp dir");
         TempDir(dir)
     }
 
     /// Writes `name` into the directory; returns its path as a string (for arguments).
-    fn write(&self, name: &str, text: &str) -> String {
+    pub(crate) fn write(&self, name: &str, text: &str) -> String {
         let path = self.0.join(name);
         std::fs::write(&path, text).expect("writing a temp file");
         path.to_str().expect("UTF-8 temp path").to_owned()

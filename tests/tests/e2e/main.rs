@@ -9,3 +9,4 @@ mod global_tables;
 mod keys_kms;
 mod kms_mrk;
 mod local_env;
+mod verify;
