@@ -52,19 +52,21 @@ fn edk_refs(edks: &[EncryptedDataKey]) -> Vec<EdkRef<'_>> {
         .collect()
 }
 
+/// The item format's view of an intermediate key a KMS keyring unwrapped.
+fn unwrapped(ikm: super::keyring::Ikm) -> UnwrappedKey {
+    UnwrappedKey {
+        ikm: SecretKey::new(ikm.key),
+        edk_index: ikm.edk_index,
+    }
+}
+
 impl Keyring for MrkKeyring {
     fn unwrap_key<'a>(
         &'a self,
         edks: &'a [EncryptedDataKey],
         ec: &'a EncryptionContext,
     ) -> KeyringFuture<'a, UnwrappedKey> {
-        Box::pin(async move {
-            let ikm = self.unwrap_ikm(&edk_refs(edks), ec).await?;
-            Ok(UnwrappedKey {
-                ikm: SecretKey::new(ikm.key),
-                edk_index: ikm.edk_index,
-            })
-        })
+        Box::pin(async move { Ok(unwrapped(self.unwrap_ikm(&edk_refs(edks), ec).await?)) })
     }
 
     fn wrap_key<'a>(&'a self, ec: &'a EncryptionContext) -> KeyringFuture<'a, WrappedKey> {
@@ -86,13 +88,7 @@ impl Keyring for MrkDiscoveryKeyring {
         edks: &'a [EncryptedDataKey],
         ec: &'a EncryptionContext,
     ) -> KeyringFuture<'a, UnwrappedKey> {
-        Box::pin(async move {
-            let ikm = self.unwrap_ikm(&edk_refs(edks), ec).await?;
-            Ok(UnwrappedKey {
-                ikm: SecretKey::new(ikm.key),
-                edk_index: ikm.edk_index,
-            })
-        })
+        Box::pin(async move { Ok(unwrapped(self.unwrap_ikm(&edk_refs(edks), ec).await?)) })
     }
 
     fn wrap_key<'a>(&'a self, _ec: &'a EncryptionContext) -> KeyringFuture<'a, WrappedKey> {
