@@ -425,36 +425,9 @@ async fn keys_check_passes_then_fails_naming_the_region_of_a_disabled_replica() 
 
 #[tokio::test]
 async fn verify_until_caught_up_reports_ok_items_and_a_plaintext_one_from_the_replica_stream() -> anyhow::Result<()> {
-    use aws_sdk_dynamodb::types::AttributeValue;
-    use std::collections::HashMap;
+    use crate::verify::sdk_item;
     use std::time::Duration;
 
-    /// DynamoDB JSON (as `ddbguard item encrypt` prints it) to an SDK item.
-    fn to_sdk(value: &Value) -> AttributeValue {
-        let (kind, inner) = value
-            .as_object()
-            .and_then(|o| o.iter().next())
-            .unwrap_or_else(|| panic!("not DynamoDB JSON: {value}"));
-        let text = || inner.as_str().unwrap_or_else(|| panic!("{kind}: {inner}")).to_owned();
-        match kind.as_str() {
-            "S" => AttributeValue::S(text()),
-            "N" => AttributeValue::N(text()),
-            "B" => AttributeValue::B(aws_smithy_types::base64::decode(text()).expect("base64").into()),
-            "BOOL" => AttributeValue::Bool(inner.as_bool().expect("BOOL")),
-            "NULL" => AttributeValue::Null(true),
-            "L" => AttributeValue::L(inner.as_array().expect("L").iter().map(to_sdk).collect()),
-            "M" => AttributeValue::M(item(inner)),
-            other => panic!("unexpected type {other} in {value}"),
-        }
-    }
-    fn item(value: &Value) -> HashMap<String, AttributeValue> {
-        value
-            .as_object()
-            .expect("an item is an object")
-            .iter()
-            .map(|(k, v)| (k.clone(), to_sdk(v)))
-            .collect()
-    }
     fn config(region: &str, endpoint: &str, table: &str, key_arn: &str) -> String {
         format!(
             r#"[aws]
@@ -506,7 +479,7 @@ key_arn = "{key_arn}"
         writer
             .put_item()
             .table_name(&table)
-            .set_item(Some(item(&encrypted)))
+            .set_item(Some(sdk_item(&encrypted)))
             .send()
             .await?;
     }
@@ -515,7 +488,9 @@ key_arn = "{key_arn}"
     writer
         .put_item()
         .table_name(&table)
-        .set_item(Some(item(&json!({"pk": {"S": "cust-plain"}, "ssn": {"S": leaked}}))))
+        .set_item(Some(sdk_item(
+            &json!({"pk": {"S": "cust-plain"}, "ssn": {"S": leaked}}),
+        )))
         .send()
         .await?;
 

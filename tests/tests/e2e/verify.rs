@@ -38,7 +38,7 @@ fn to_sdk(value: &Value) -> AttributeValue {
 }
 
 /// A DynamoDB JSON item to an SDK item.
-fn sdk_item(value: &Value) -> HashMap<String, AttributeValue> {
+pub(crate) fn sdk_item(value: &Value) -> HashMap<String, AttributeValue> {
     value
         .as_object()
         .expect("an item is an object")
