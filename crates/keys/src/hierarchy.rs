@@ -8,8 +8,8 @@
 //! AAD = "aws-kms-hierarchy" || branch key id || version (16 bytes) || serialized full EC.
 //!
 //! [`BranchKeySource`] is where branch keys come from: [`StaticBranchKeySource`] holds one in memory
-//! (test vectors, offline use); a DynamoDB key-store source with KMS unwrapping and a TTL cache plugs in
-//! behind the same trait.
+//! (test vectors, offline use); [`crate::keystore::CachingBranchKeySource`] over a
+//! [`crate::keystore::DynamoKeyStore`] is the official key store in DynamoDB, unwrapped with KMS and cached.
 
 use std::sync::Arc;
 
@@ -153,10 +153,10 @@ impl BranchKeySource for StaticBranchKeySource {
     }
 }
 
-/// The hierarchical keyring for one branch key id.
+/// The hierarchical keyring: for one branch key id, or (decrypt only) for any branch key of its source.
 #[derive(Debug, Clone)]
 pub struct HierarchyKeyring {
-    branch_key_id: String,
+    branch_key_id: Option<String>,
     source: Arc<dyn BranchKeySource>,
 }
 
@@ -164,9 +164,23 @@ impl HierarchyKeyring {
     /// A keyring using branch key `branch_key_id` from `source`.
     pub fn new(branch_key_id: impl Into<String>, source: Arc<dyn BranchKeySource>) -> HierarchyKeyring {
         HierarchyKeyring {
-            branch_key_id: branch_key_id.into(),
+            branch_key_id: Some(branch_key_id.into()),
             source,
         }
+    }
+
+    /// A keyring that decrypts under whichever branch key of `source` an EDK names (a verifier over a table
+    /// whose items use many branch keys, e.g. one per tenant); it cannot encrypt.
+    pub fn for_any_branch_key(source: Arc<dyn BranchKeySource>) -> HierarchyKeyring {
+        HierarchyKeyring {
+            branch_key_id: None,
+            source,
+        }
+    }
+
+    /// The configured branch key id (`None`: any).
+    pub fn branch_key_id(&self) -> Option<&str> {
+        self.branch_key_id.as_deref()
     }
 
     /// A keyring over one static branch key (the official test vectors' `static-branch-key-1`).
@@ -178,9 +192,20 @@ impl HierarchyKeyring {
         let ec_bytes = serialize_context(ec).map_err(|e| KeyringError::Other { message: e.to_string() })?;
         let mut last_err: Option<KeyringError> = None;
         for (index, edk) in edks.iter().enumerate() {
-            if edk.provider_id != PROVIDER_ID || edk.provider_info != self.branch_key_id.as_bytes() {
+            if edk.provider_id != PROVIDER_ID {
                 continue;
             }
+            let branch_key_id = match (&self.branch_key_id, std::str::from_utf8(&edk.provider_info)) {
+                (Some(id), _) if id.as_bytes() != edk.provider_info.as_slice() => continue,
+                (Some(id), _) => id.as_str(),
+                (None, Ok(id)) => id,
+                (None, Err(_)) => {
+                    last_err = Some(KeyringError::IntegrityFailed {
+                        message: format!("hierarchy EDK {index} has a branch key id that is not UTF-8"),
+                    });
+                    continue;
+                }
+            };
             let Some(ct) = edk
                 .ciphertext
                 .get(..PROVIDER_CIPHERTEXT_LEN)
@@ -200,7 +225,7 @@ impl HierarchyKeyring {
             let (wrapped, tag) = rest.split_at(32);
             let mut v = [0u8; VERSION_LEN];
             v.copy_from_slice(version);
-            let branch = match self.source.version(&self.branch_key_id, &v).await {
+            let branch = match self.source.version(branch_key_id, &v).await {
                 Ok(b) => b,
                 Err(e) => {
                     last_err = Some(e);
@@ -220,15 +245,16 @@ impl HierarchyKeyring {
             }
             last_err = Some(KeyringError::IntegrityFailed {
                 message: format!(
-                    "hierarchy EDK {index} for branch key {:?} did not authenticate (wrong branch key or encryption context)",
-                    self.branch_key_id
+                    "hierarchy EDK {index} for branch key {branch_key_id:?} did not authenticate (wrong branch key or encryption context)"
                 ),
             });
         }
         Err(last_err.unwrap_or_else(|| KeyringError::NoMatchingKey {
             message: format!(
-                "no EDK for branch key {:?} among {} EDK(s) from providers [{}]",
-                self.branch_key_id,
+                "no EDK for branch key {} among {} EDK(s) from providers [{}]",
+                self.branch_key_id
+                    .as_deref()
+                    .map_or("(any)".to_owned(), |id| format!("{id:?}")),
                 edks.len(),
                 edks.iter()
                     .map(|e| e.provider_id.as_str())
@@ -241,7 +267,12 @@ impl HierarchyKeyring {
     async fn wrap(&self, ec: &EncryptionContext) -> Result<WrappedKey, KeyringError> {
         let other = |e: ddbguard_dbe::DbeError| KeyringError::Other { message: e.to_string() };
         let ec_bytes = serialize_context(ec).map_err(other)?;
-        let branch = self.source.active(&self.branch_key_id).await?;
+        let Some(branch_key_id) = &self.branch_key_id else {
+            return Err(KeyringError::Other {
+                message: "this hierarchical keyring has no branch_key_id configured, so it can only decrypt".into(),
+            });
+        };
+        let branch = self.source.active(branch_key_id).await?;
         let ikm = SecretKey::random().map_err(other)?;
         let mut salt = [0u8; SALT_LEN];
         random_fill(&mut salt).map_err(other)?;
@@ -259,7 +290,7 @@ impl HierarchyKeyring {
         Ok(WrappedKey {
             ikm,
             provider_id: PROVIDER_ID.to_owned(),
-            provider_info: self.branch_key_id.as_bytes().to_vec(),
+            provider_info: branch_key_id.as_bytes().to_vec(),
             wrapped,
         })
     }

@@ -2,6 +2,7 @@
 
 pub mod arn;
 pub mod hierarchy;
+pub mod keystore;
 pub mod kms;
 pub mod raw_aes;
 

@@ -94,6 +94,25 @@ pub trait KmsApi: Send + Sync + fmt::Debug {
 
     /// `DescribeKey(KeyId)`.
     fn describe_key<'a>(&'a self, key_id: &'a str) -> KmsFuture<'a, KeyDescription>;
+
+    /// `ReEncrypt(SourceKeyId, CiphertextBlob, SourceEncryptionContext, DestinationKeyId,
+    /// DestinationEncryptionContext)`; the answer's `KeyId` is the destination key.
+    fn re_encrypt<'a>(&'a self, request: ReEncryptRequest<'a>) -> KmsFuture<'a, WrappedKey>;
+}
+
+/// The arguments of [`KmsApi::re_encrypt`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReEncryptRequest<'a> {
+    /// The key the ciphertext is under.
+    pub source_key_id: &'a str,
+    /// The ciphertext blob.
+    pub ciphertext: &'a [u8],
+    /// The encryption context the ciphertext is bound to.
+    pub source_encryption_context: &'a EncryptionContext,
+    /// The key to re-encrypt under.
+    pub destination_key_id: &'a str,
+    /// The encryption context to bind the new ciphertext to.
+    pub destination_encryption_context: &'a EncryptionContext,
 }
 
 impl<T: KmsApi + ?Sized> KmsApi for std::sync::Arc<T> {
@@ -116,6 +135,9 @@ impl<T: KmsApi + ?Sized> KmsApi for std::sync::Arc<T> {
     }
     fn describe_key<'a>(&'a self, key_id: &'a str) -> KmsFuture<'a, KeyDescription> {
         (**self).describe_key(key_id)
+    }
+    fn re_encrypt<'a>(&'a self, request: ReEncryptRequest<'a>) -> KmsFuture<'a, WrappedKey> {
+        (**self).re_encrypt(request)
     }
 }
 
@@ -320,6 +342,38 @@ impl KmsApi for SdkKms {
                     op,
                     &self.region,
                     key_id,
+                    KmsErrorKind::BadResponse,
+                    "response lacks KeyId or CiphertextBlob".into(),
+                )),
+            }
+        })
+    }
+
+    fn re_encrypt<'a>(&'a self, r: ReEncryptRequest<'a>) -> KmsFuture<'a, WrappedKey> {
+        Box::pin(async move {
+            let op = Operation::ReEncrypt;
+            let out = self
+                .client
+                .re_encrypt()
+                .source_key_id(r.source_key_id)
+                .ciphertext_blob(Blob::new(r.ciphertext))
+                .set_source_encryption_context(ec_map(r.source_encryption_context))
+                .destination_key_id(r.destination_key_id)
+                .set_destination_encryption_context(ec_map(r.destination_encryption_context))
+                .customize()
+                .config_override(Self::no_retry())
+                .send()
+                .await
+                .map_err(|e| self.error(op, r.source_key_id, e))?;
+            match (out.key_id(), out.ciphertext_blob()) {
+                (Some(k), Some(c)) => Ok(WrappedKey {
+                    key_id: k.to_owned(),
+                    ciphertext: c.as_ref().to_vec(),
+                }),
+                _ => Err(KmsError::local(
+                    op,
+                    &self.region,
+                    r.destination_key_id,
                     KmsErrorKind::BadResponse,
                     "response lacks KeyId or CiphertextBlob".into(),
                 )),

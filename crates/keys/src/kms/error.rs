@@ -19,6 +19,8 @@ pub enum Operation {
     GenerateDataKeyWithoutPlaintext,
     /// `DescribeKey`
     DescribeKey,
+    /// `ReEncrypt` (branch key creation and rotation)
+    ReEncrypt,
 }
 
 impl Operation {
@@ -29,6 +31,7 @@ impl Operation {
             Operation::GenerateDataKey => "generate_data_key",
             Operation::GenerateDataKeyWithoutPlaintext => "generate_data_key_without_plaintext",
             Operation::DescribeKey => "describe_key",
+            Operation::ReEncrypt => "re_encrypt",
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use zeroize::Zeroizing;
 
-use super::api::{DataKey, EncryptionContext, KeyDescription, KmsApi, KmsFuture, WrappedKey};
+use super::api::{DataKey, EncryptionContext, KeyDescription, KmsApi, KmsFuture, ReEncryptRequest, WrappedKey};
 use super::error::{KmsError, Operation};
 use crate::arn::KmsArn;
 
@@ -210,6 +210,46 @@ impl KmsApi for FakeKms {
         })
     }
 
+    fn re_encrypt<'a>(&'a self, r: ReEncryptRequest<'a>) -> KmsFuture<'a, WrappedKey> {
+        Box::pin(async move {
+            let op = Operation::ReEncrypt;
+            let plaintext = {
+                let w = self.world.lock();
+                let source = self.usable(op, r.source_key_id, &w)?;
+                let Some((id, blob_ec, pt)) = w.blobs.get(r.ciphertext) else {
+                    return Err(self.err(op, r.source_key_id, "InvalidCiphertextException", ""));
+                };
+                if *id != identity(&source) {
+                    return Err(self.err(
+                        op,
+                        r.source_key_id,
+                        "IncorrectKeyException",
+                        "blob belongs to another key",
+                    ));
+                }
+                if blob_ec != r.source_encryption_context {
+                    return Err(self.err(op, r.source_key_id, "InvalidCiphertextException", ""));
+                }
+                pt.clone()
+            };
+            let mut w = self.world.lock();
+            let dest = self.usable(op, r.destination_key_id, &w)?;
+            w.next += 1;
+            let mut blob = format!("fake-kms-blob/{}/", w.next).into_bytes();
+            let mut nonce = [0u8; 16];
+            rand::fill(&mut nonce);
+            blob.extend_from_slice(&nonce);
+            w.blobs.insert(
+                blob.clone(),
+                (identity(&dest), r.destination_encryption_context.clone(), plaintext),
+            );
+            Ok(WrappedKey {
+                key_id: dest.to_string(),
+                ciphertext: blob,
+            })
+        })
+    }
+
     fn describe_key<'a>(&'a self, key_id: &'a str) -> KmsFuture<'a, KeyDescription> {
         Box::pin(async move {
             let op = Operation::DescribeKey;
@@ -340,6 +380,13 @@ impl KmsApi for FailureKms {
     fn describe_key<'a>(&'a self, key_id: &'a str) -> KmsFuture<'a, KeyDescription> {
         match self.check(Operation::DescribeKey, key_id) {
             Ok(()) => self.inner.describe_key(key_id),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+
+    fn re_encrypt<'a>(&'a self, request: ReEncryptRequest<'a>) -> KmsFuture<'a, WrappedKey> {
+        match self.check(Operation::ReEncrypt, request.source_key_id) {
+            Ok(()) => self.inner.re_encrypt(request),
             Err(e) => Box::pin(async move { Err(e) }),
         }
     }

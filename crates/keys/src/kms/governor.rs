@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::api::{DataKey, EncryptionContext, KeyDescription, KmsApi, KmsFuture, WrappedKey};
+use super::api::{DataKey, EncryptionContext, KeyDescription, KmsApi, KmsFuture, ReEncryptRequest, WrappedKey};
 use super::error::{KmsError, Operation};
 
 /// An async token bucket: `rate` requests per second with bursts up to `burst`.
@@ -272,6 +272,10 @@ impl KmsApi for GovernedKms {
 
     fn describe_key<'a>(&'a self, key_id: &'a str) -> KmsFuture<'a, KeyDescription> {
         Box::pin(self.run(Operation::DescribeKey, move || self.inner.describe_key(key_id)))
+    }
+
+    fn re_encrypt<'a>(&'a self, request: ReEncryptRequest<'a>) -> KmsFuture<'a, WrappedKey> {
+        Box::pin(self.run(Operation::ReEncrypt, move || self.inner.re_encrypt(request)))
     }
 }
 

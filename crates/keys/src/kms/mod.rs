@@ -1,7 +1,7 @@
 //! AWS KMS: the client discipline every KMS call goes through, and the MRK keyrings built on it.
 //!
 //! Module map:
-//! - [`api`]: the narrow [`KmsApi`] trait (Decrypt, GenerateDataKey, GenerateDataKeyWithoutPlaintext,
+//! - [`api`]: the narrow [`KmsApi`] trait (Decrypt, GenerateDataKey, GenerateDataKeyWithoutPlaintext, ReEncrypt,
 //!   DescribeKey) and [`SdkKms`], its `aws-sdk-kms` implementation;
 //! - [`error`]: [`KmsError`] and its classification (`key_unavailable/<reason>`, `integrity_failed`,
 //!   `throttled`, …);
@@ -22,7 +22,7 @@ pub mod fake;
 pub mod governor;
 pub mod keyring;
 
-pub use api::{DataKey, EncryptionContext, KeyDescription, KmsApi, KmsFuture, SdkKms, WrappedKey};
+pub use api::{DataKey, EncryptionContext, KeyDescription, KmsApi, KmsFuture, ReEncryptRequest, SdkKms, WrappedKey};
 pub use cache::KeyCache;
 pub use error::{KmsError, KmsErrorKind, Operation, UnavailableReason};
 pub use governor::{GovernedKms, KmsCounters, RateLimiter, RetryPolicy};

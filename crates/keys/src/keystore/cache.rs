@@ -1,0 +1,409 @@
+//! Unwrapped branch keys, cached: a TTL and an entry bound, and single-flight loading (concurrent misses for
+//! one key wait for one load, so a burst of records under a new branch key version makes one KMS call).
+//!
+//! [`CachingBranchKeySource`] is the [`BranchKeySource`] the hierarchical keyring uses in front of a
+//! [`BranchKeyLoader`] such as [`DynamoKeyStore`]. Failed loads are not cached: the next caller tries again
+//! (behind the KMS governor's rate limit).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ddbguard_dbe::{KeyUnavailableReason, KeyringError, KeyringFuture};
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use super::{DynamoKeyStore, KeyStoreError};
+use crate::arn::KmsArn;
+use crate::hierarchy::{BranchKey, BranchKeySource};
+use crate::kms::KmsKeyringError;
+
+/// Loads branch keys (uncached).
+pub trait BranchKeyLoader: Send + Sync + fmt::Debug {
+    /// The active version of a branch key.
+    fn load_active<'a>(&'a self, branch_key_id: &'a str) -> KeyringFuture<'a, BranchKey>;
+    /// One version (UUID bytes) of a branch key.
+    fn load_version<'a>(&'a self, branch_key_id: &'a str, version: &'a [u8; 16]) -> KeyringFuture<'a, BranchKey>;
+}
+
+/// Cache bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// How long an unwrapped branch key is used before it is loaded again (also how long encryption keeps using
+    /// an active version after a rotation).
+    pub ttl: Duration,
+    /// At most this many branch key versions are held (each is 32 bytes plus bookkeeping).
+    pub max_entries: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            ttl: Duration::from_secs(600),
+            max_entries: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Slot {
+    Active(String),
+    Version(String, [u8; 16]),
+}
+
+struct Entry {
+    created: Instant,
+    cell: Arc<OnceCell<Arc<BranchKey>>>,
+}
+
+/// The cache itself: slots for "the active version of id" and "version v of id".
+pub struct BranchKeyCache {
+    settings: CacheSettings,
+    entries: Mutex<HashMap<Slot, Entry>>,
+    loads: AtomicU64,
+    hits: AtomicU64,
+}
+
+impl fmt::Debug for BranchKeyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BranchKeyCache")
+            .field("settings", &self.settings)
+            .field("entries", &self.len())
+            .field("loads", &self.loads())
+            .finish()
+    }
+}
+
+impl BranchKeyCache {
+    /// An empty cache (a zero bound is raised to one entry).
+    pub fn new(settings: CacheSettings) -> BranchKeyCache {
+        BranchKeyCache {
+            settings: CacheSettings {
+                max_entries: settings.max_entries.max(1),
+                ..settings
+            },
+            entries: Mutex::new(HashMap::new()),
+            loads: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    /// Loads started (cache misses that went to the loader).
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+
+    /// Lookups answered from the cache.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Entries held (loaded or loading).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The fresh cell for `slot`, made (evicting if full) when missing or expired.
+    fn cell(&self, slot: &Slot, value: Option<Arc<BranchKey>>) -> Arc<OnceCell<Arc<BranchKey>>> {
+        let mut entries = self.lock();
+        let now = Instant::now();
+        let ttl = self.settings.ttl;
+        if let Some(e) = entries.get(slot)
+            && now.duration_since(e.created) < ttl
+        {
+            return e.cell.clone();
+        }
+        entries.remove(slot);
+        if entries.len() >= self.settings.max_entries {
+            entries.retain(|_, e| now.duration_since(e.created) < ttl);
+        }
+        while entries.len() >= self.settings.max_entries {
+            let oldest = entries.iter().min_by_key(|(_, e)| e.created).map(|(s, _)| s.clone());
+            match oldest {
+                Some(s) => entries.remove(&s),
+                None => break,
+            };
+        }
+        let cell = Arc::new(match value {
+            Some(v) => OnceCell::new_with(Some(v)),
+            None => OnceCell::new(),
+        });
+        entries.insert(
+            slot.clone(),
+            Entry {
+                created: now,
+                cell: cell.clone(),
+            },
+        );
+        cell
+    }
+
+    async fn get_or_load<F, Fut>(&self, slot: Slot, load: F) -> Result<Arc<BranchKey>, KeyringError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<BranchKey, KeyringError>>,
+    {
+        let cell = self.cell(&slot, None);
+        if let Some(k) = cell.get() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(k.clone());
+        }
+        let key = cell
+            .get_or_try_init(|| async {
+                self.loads.fetch_add(1, Ordering::Relaxed);
+                load().await.map(Arc::new)
+            })
+            .await?;
+        Ok(key.clone())
+    }
+
+    /// Records an already loaded key in `slot` unless a fresh entry exists.
+    fn offer(&self, slot: Slot, key: Arc<BranchKey>) {
+        let cell = self.cell(&slot, Some(key.clone()));
+        let _ = cell.set(key);
+    }
+}
+
+/// A [`BranchKeySource`] that caches what a [`BranchKeyLoader`] loads.
+#[derive(Debug)]
+pub struct CachingBranchKeySource<L> {
+    loader: L,
+    cache: BranchKeyCache,
+}
+
+impl<L: BranchKeyLoader> CachingBranchKeySource<L> {
+    /// `loader` behind a cache with these bounds.
+    pub fn new(loader: L, settings: CacheSettings) -> CachingBranchKeySource<L> {
+        CachingBranchKeySource {
+            loader,
+            cache: BranchKeyCache::new(settings),
+        }
+    }
+
+    /// The cache (for its counters).
+    pub fn cache(&self) -> &BranchKeyCache {
+        &self.cache
+    }
+
+    /// The loader.
+    pub fn loader(&self) -> &L {
+        &self.loader
+    }
+}
+
+impl<L: BranchKeyLoader> BranchKeySource for CachingBranchKeySource<L> {
+    fn active<'a>(&'a self, branch_key_id: &'a str) -> KeyringFuture<'a, Arc<BranchKey>> {
+        Box::pin(async move {
+            let key = self
+                .cache
+                .get_or_load(Slot::Active(branch_key_id.to_owned()), || {
+                    self.loader.load_active(branch_key_id)
+                })
+                .await?;
+            // What encrypts now is what decrypts next: no second load for the same version.
+            self.cache
+                .offer(Slot::Version(branch_key_id.to_owned(), key.version), key.clone());
+            Ok(key)
+        })
+    }
+
+    fn version<'a>(&'a self, branch_key_id: &'a str, version: &'a [u8; 16]) -> KeyringFuture<'a, Arc<BranchKey>> {
+        Box::pin(async move {
+            self.cache
+                .get_or_load(Slot::Version(branch_key_id.to_owned(), *version), || {
+                    self.loader.load_version(branch_key_id, version)
+                })
+                .await
+        })
+    }
+}
+
+impl From<KeyStoreError> for KeyringError {
+    fn from(e: KeyStoreError) -> KeyringError {
+        let message = e.to_string();
+        match e {
+            KeyStoreError::Kms(k) => KmsKeyringError::Kms(k).into(),
+            // The record names a branch key version this region's key store does not have (yet).
+            KeyStoreError::NotFound { branch_key_id, .. } => KeyringError::KeyUnavailable {
+                reason: KeyUnavailableReason::NotFound,
+                key: branch_key_id,
+                message,
+            },
+            KeyStoreError::KeyMismatch { stored, .. } => {
+                if KmsArn::parse(&stored).is_ok_and(|a| a.is_mrk()) {
+                    KeyringError::NoMatchingKey { message }
+                } else {
+                    KeyringError::KeyNotMrk { key: stored, message }
+                }
+            }
+            KeyStoreError::Dynamo {
+                throttled: true, table, ..
+            } => KeyringError::Throttled { key: table, message },
+            _ => KeyringError::Other { message },
+        }
+    }
+}
+
+impl BranchKeyLoader for DynamoKeyStore {
+    fn load_active<'a>(&'a self, branch_key_id: &'a str) -> KeyringFuture<'a, BranchKey> {
+        Box::pin(async move { Ok(self.active_branch_key(branch_key_id).await?) })
+    }
+
+    fn load_version<'a>(&'a self, branch_key_id: &'a str, version: &'a [u8; 16]) -> KeyringFuture<'a, BranchKey> {
+        Box::pin(async move {
+            let v = uuid::Uuid::from_bytes(*version).to_string();
+            Ok(self.branch_key_version(branch_key_id, &v).await?)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use zeroize::Zeroizing;
+
+    use super::*;
+
+    const V1: &str = "e9ce18a3-edb5-4272-9f86-1cacb7997ff6";
+    const V2: &str = "0d7a9d2c-5b8e-4a51-9d1b-2f6a1c3e4b5d";
+
+    /// Counts loads; each load takes 10 ms (so concurrent callers overlap) and may fail.
+    #[derive(Debug, Default)]
+    struct CountingLoader {
+        loads: AtomicUsize,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl CountingLoader {
+        fn key(id: &str, version: &str) -> BranchKey {
+            BranchKey::new(id, version, Zeroizing::new([3; 32])).unwrap()
+        }
+        async fn load(&self, id: &str, version: &str) -> Result<BranchKey, KeyringError> {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(KeyringError::Other {
+                    message: "injected".into(),
+                });
+            }
+            Ok(Self::key(id, version))
+        }
+    }
+
+    impl BranchKeyLoader for CountingLoader {
+        fn load_active<'a>(&'a self, id: &'a str) -> KeyringFuture<'a, BranchKey> {
+            Box::pin(self.load(id, V1))
+        }
+        fn load_version<'a>(&'a self, id: &'a str, v: &'a [u8; 16]) -> KeyringFuture<'a, BranchKey> {
+            Box::pin(async move { self.load(id, &uuid::Uuid::from_bytes(*v).to_string()).await })
+        }
+    }
+
+    fn source(ttl_secs: u64, max: usize) -> Arc<CachingBranchKeySource<CountingLoader>> {
+        Arc::new(CachingBranchKeySource::new(
+            CountingLoader::default(),
+            CacheSettings {
+                ttl: Duration::from_secs(ttl_secs),
+                max_entries: max,
+            },
+        ))
+    }
+
+    fn uuid(v: &str) -> [u8; 16] {
+        *uuid::Uuid::parse_str(v).unwrap().as_bytes()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_misses_make_one_load() {
+        let s = source(60, 10);
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.version("bk", &uuid(V2)).await.map(|k| k.version) })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), uuid(V2));
+        }
+        assert_eq!(s.loader().loads.load(Ordering::SeqCst), 1);
+        assert_eq!(s.cache().loads(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn active_key_also_serves_its_version_and_expires() {
+        let s = source(60, 10);
+        let k = s.active("bk").await.unwrap();
+        assert_eq!(k.version, uuid(V1));
+        s.version("bk", &uuid(V1)).await.unwrap();
+        s.active("bk").await.unwrap();
+        assert_eq!(s.loader().loads.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        s.version("bk", &uuid(V1)).await.unwrap();
+        assert_eq!(s.loader().loads.load(Ordering::SeqCst), 2, "expired after the TTL");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn size_is_bounded_and_failures_are_not_cached() {
+        let s = source(600, 3);
+        for i in 0..10u8 {
+            let mut v = uuid(V2);
+            v[15] = i;
+            s.version("bk", &v).await.unwrap();
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert_eq!(s.cache().len(), 3);
+        s.loader().fail.store(true, Ordering::SeqCst);
+        assert!(s.version("other", &uuid(V2)).await.is_err());
+        assert!(s.version("other", &uuid(V2)).await.is_err());
+        assert_eq!(
+            s.loader().loads.load(Ordering::SeqCst),
+            12,
+            "each failed lookup loads again"
+        );
+        s.loader().fail.store(false, Ordering::SeqCst);
+        assert!(s.version("other", &uuid(V2)).await.is_ok());
+        assert!(s.cache().len() <= 3);
+    }
+
+    #[test]
+    fn key_store_errors_become_verdict_errors() {
+        let nf = KeyStoreError::NotFound {
+            table: "t".into(),
+            branch_key_id: "bk".into(),
+            item_type: "branch:version:x".into(),
+        };
+        assert!(matches!(
+            KeyringError::from(nf),
+            KeyringError::KeyUnavailable {
+                reason: KeyUnavailableReason::NotFound,
+                ..
+            }
+        ));
+        let single = KeyStoreError::KeyMismatch {
+            branch_key_id: "bk".into(),
+            stored: "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".into(),
+            configured: "arn:aws:kms:us-east-1:111122223333:key/mrk-1".into(),
+        };
+        assert!(matches!(KeyringError::from(single), KeyringError::KeyNotMrk { .. }));
+        let throttled = KeyStoreError::Dynamo {
+            operation: "GetItem",
+            table: "t".into(),
+            message: "ThrottlingException".into(),
+            throttled: true,
+        };
+        assert!(matches!(KeyringError::from(throttled), KeyringError::Throttled { .. }));
+    }
+}

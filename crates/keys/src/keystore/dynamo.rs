@@ -1,0 +1,577 @@
+//! [`DynamoKeyStore`]: the key store's operations over DynamoDB and KMS (`CreateKeyStore`, `CreateKey`,
+//! `VersionKey`, `GetActiveBranchKey`, `GetBranchKeyVersion`, and a `describe` for operators).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put, ScalarAttributeType,
+    TransactWriteItem,
+};
+use zeroize::Zeroizing;
+
+use super::{
+    ATTR_CREATE_TIME, ATTR_ENC, ATTR_HIERARCHY_VERSION, ATTR_ID, ATTR_KMS_ARN, ATTR_TYPE, ATTR_VERSION, BRANCH_ACTIVE,
+    EC_TABLE_NAME, KeyStoreError, VERSION_PREFIX, create_time_now, custom_context, version_contexts, version_of,
+};
+use crate::arn::{KmsArn, mrk_match};
+use crate::hierarchy::BranchKey;
+use crate::kms::{EncryptionContext, KmsApi, ReEncryptRequest};
+
+/// What `describe` shows of one key store item (no key material, no KMS call).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BranchKeyItemInfo {
+    /// `type`: `branch:ACTIVE`, `branch:version:<uuid>` or `beacon:ACTIVE`.
+    #[serde(rename = "type")]
+    pub item_type: String,
+    /// For `branch:ACTIVE`: the active version (`branch:version:<uuid>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `create-time`.
+    pub create_time: String,
+    /// `kms-arn`.
+    pub kms_arn: String,
+    /// `hierarchy-version`.
+    pub hierarchy_version: String,
+    /// The custom encryption context (without the `aws-crypto-ec:` prefix).
+    pub encryption_context: BTreeMap<String, String>,
+}
+
+/// The branch key store in one region: a DynamoDB table and the KMS key that wraps its branch keys, used
+/// through that region's KMS client (for an MRK, its replica in the client's region).
+pub struct DynamoKeyStore {
+    ddb: aws_sdk_dynamodb::Client,
+    table: String,
+    logical_name: String,
+    configured: KmsArn,
+    kms_key_id: String,
+    kms: Arc<dyn KmsApi>,
+}
+
+impl fmt::Debug for DynamoKeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynamoKeyStore")
+            .field("table", &self.table)
+            .field("logical_name", &self.logical_name)
+            .field("kms_key_id", &self.kms_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+impl DynamoKeyStore {
+    /// A store over `table` (logical name `logical_name`, bound into every branch key) whose branch keys are
+    /// wrapped under `kms_key_arn`, a key ARN (not an alias). `kms` is the KMS client of the local region; an MRK
+    /// is used through its replica there.
+    pub fn new(
+        ddb: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        logical_name: impl Into<String>,
+        kms_key_arn: &str,
+        kms: Arc<dyn KmsApi>,
+    ) -> Result<DynamoKeyStore, KeyStoreError> {
+        let configured = KmsArn::parse_key(kms_key_arn)
+            .map_err(|e| KeyStoreError::InvalidInput(format!("key store KMS key {kms_key_arn:?}: {e}")))?;
+        let kms_key_id = if configured.is_mrk() {
+            configured
+                .replica_in(kms.region())
+                .map_err(|e| KeyStoreError::InvalidInput(e.to_string()))?
+                .to_string()
+        } else {
+            configured.to_string()
+        };
+        let table = table.into();
+        let logical_name = logical_name.into();
+        if table.is_empty() || logical_name.is_empty() {
+            return Err(KeyStoreError::InvalidInput(
+                "the key store table and logical name must not be empty".into(),
+            ));
+        }
+        Ok(DynamoKeyStore {
+            ddb,
+            table,
+            logical_name,
+            configured,
+            kms_key_id,
+            kms,
+        })
+    }
+
+    /// The key store table.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The KMS key id calls are made with (the local replica of an MRK).
+    pub fn kms_key_id(&self) -> &str {
+        &self.kms_key_id
+    }
+
+    fn dynamo<E, R>(&self, operation: &'static str, e: SdkError<E, R>) -> KeyStoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: fmt::Debug,
+    {
+        let code = e.code().unwrap_or("").to_owned();
+        let message = match (e.code(), e.message()) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (Some(c), None) => c.to_owned(),
+            _ => {
+                let mut s = e.to_string();
+                if let Some(src) = std::error::Error::source(&e) {
+                    s.push_str(": ");
+                    s.push_str(&src.to_string());
+                }
+                s
+            }
+        };
+        KeyStoreError::Dynamo {
+            operation,
+            table: self.table.clone(),
+            message,
+            throttled: code.contains("Throttl") || code == "ProvisionedThroughputExceededException",
+        }
+    }
+
+    /// `CreateKeyStore`: creates the table (on-demand) if it does not exist and checks the key schema if it
+    /// does. Returns whether it was created. Production key stores are usually created by infrastructure code
+    /// as a global table; this is for first setups and the local environment.
+    pub async fn create_key_store(&self) -> Result<bool, KeyStoreError> {
+        match self.ddb.describe_table().table_name(&self.table).send().await {
+            Ok(out) => {
+                let table = out
+                    .table
+                    .unwrap_or_else(|| aws_sdk_dynamodb::types::TableDescription::builder().build());
+                let schema: Vec<(String, KeyType)> = table
+                    .key_schema()
+                    .iter()
+                    .map(|k| (k.attribute_name().to_owned(), k.key_type().clone()))
+                    .collect();
+                let types: HashMap<&str, &ScalarAttributeType> = table
+                    .attribute_definitions()
+                    .iter()
+                    .map(|d| (d.attribute_name(), d.attribute_type()))
+                    .collect();
+                let ok = schema.len() == 2
+                    && schema.contains(&(ATTR_ID.to_owned(), KeyType::Hash))
+                    && schema.contains(&(ATTR_TYPE.to_owned(), KeyType::Range))
+                    && types.get(ATTR_ID) == Some(&&ScalarAttributeType::S)
+                    && types.get(ATTR_TYPE) == Some(&&ScalarAttributeType::S);
+                if ok {
+                    Ok(false)
+                } else {
+                    Err(KeyStoreError::BadSchema {
+                        table: self.table.clone(),
+                        found: format!("{schema:?}"),
+                    })
+                }
+            }
+            Err(e) if e.code() == Some("ResourceNotFoundException") => {
+                let key = |name: &str, t: KeyType| {
+                    KeySchemaElement::builder()
+                        .attribute_name(name)
+                        .key_type(t)
+                        .build()
+                        .map_err(|e| KeyStoreError::InvalidInput(e.to_string()))
+                };
+                let def = |name: &str| {
+                    AttributeDefinition::builder()
+                        .attribute_name(name)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .map_err(|e| KeyStoreError::InvalidInput(e.to_string()))
+                };
+                self.ddb
+                    .create_table()
+                    .table_name(&self.table)
+                    .key_schema(key(ATTR_ID, KeyType::Hash)?)
+                    .key_schema(key(ATTR_TYPE, KeyType::Range)?)
+                    .attribute_definitions(def(ATTR_ID)?)
+                    .attribute_definitions(def(ATTR_TYPE)?)
+                    .billing_mode(BillingMode::PayPerRequest)
+                    .send()
+                    .await
+                    .map_err(|e| self.dynamo("CreateTable", e))?;
+                Ok(true)
+            }
+            Err(e) => Err(self.dynamo("DescribeTable", e)),
+        }
+    }
+
+    /// `CreateKey`: a new branch key (id = a random UUID unless given) with its first version and its beacon
+    /// key, bound to the custom encryption context `custom`. Returns the branch key id.
+    ///
+    /// As in the official key store, a caller-chosen id needs a non-empty encryption context.
+    pub async fn create_key(
+        &self,
+        branch_key_id: Option<&str>,
+        custom: &BTreeMap<String, String>,
+    ) -> Result<String, KeyStoreError> {
+        let id = match branch_key_id {
+            Some("") => {
+                return Err(KeyStoreError::InvalidInput(
+                    "the branch key id must not be empty".into(),
+                ));
+            }
+            Some(_) if custom.is_empty() => {
+                return Err(KeyStoreError::InvalidInput(
+                    "a caller-chosen branch key id needs an encryption context (as in the official key store); \
+                     add one or leave the id out to get a random UUID"
+                        .into(),
+                ));
+            }
+            Some(id) => id.to_owned(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let version = uuid::Uuid::new_v4().to_string();
+        let create_time = create_time_now();
+        let kms_arn = self.kms_key_id.clone();
+        let ecs = version_contexts(&id, &version, &create_time, &self.logical_name, &kms_arn, custom);
+        let decrypt_only = self
+            .kms
+            .generate_data_key_without_plaintext(&self.kms_key_id, 32, &ecs.decrypt_only)
+            .await?;
+        let active = self
+            .re_encrypt(&decrypt_only.ciphertext, &ecs.decrypt_only, &ecs.active)
+            .await?;
+        let beacon = self
+            .kms
+            .generate_data_key_without_plaintext(&self.kms_key_id, 32, &ecs.beacon)
+            .await?;
+        let not_exists = "attribute_not_exists(#id)";
+        let puts = [
+            self.put(item(&ecs.decrypt_only, decrypt_only.ciphertext), not_exists, None)?,
+            self.put(item(&ecs.active, active), not_exists, None)?,
+            self.put(item(&ecs.beacon, beacon.ciphertext), not_exists, None)?,
+        ];
+        match self
+            .ddb
+            .transact_write_items()
+            .set_transact_items(Some(puts.to_vec()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(id),
+            Err(e) if e.code() == Some("TransactionCanceledException") => Err(KeyStoreError::AlreadyExists {
+                table: self.table.clone(),
+                branch_key_id: id,
+            }),
+            Err(e) => Err(self.dynamo("TransactWriteItems", e)),
+        }
+    }
+
+    /// `VersionKey`: rotates a branch key. The active item is read, authenticated with KMS, and replaced by a
+    /// new version in one transaction that fails if the active item changed meanwhile. Returns the new
+    /// version (UUID text).
+    pub async fn version_key(&self, branch_key_id: &str) -> Result<String, KeyStoreError> {
+        let old = self.get_item(branch_key_id, BRANCH_ACTIVE, true).await?;
+        let (old_ec, old_enc) = self.authenticated_context(branch_key_id, BRANCH_ACTIVE, &old)?;
+        let stored_arn = old_ec[ATTR_KMS_ARN].clone();
+        // Authenticate the item as it is before building on it.
+        self.re_encrypt(&old_enc, &old_ec, &old_ec).await?;
+        let version = uuid::Uuid::new_v4().to_string();
+        let create_time = create_time_now();
+        let custom = custom_context(&old_ec);
+        let ecs = version_contexts(
+            branch_key_id,
+            &version,
+            &create_time,
+            &self.logical_name,
+            &stored_arn,
+            &custom,
+        );
+        let decrypt_only = self
+            .kms
+            .generate_data_key_without_plaintext(&self.kms_key_id, 32, &ecs.decrypt_only)
+            .await?;
+        let active = self
+            .re_encrypt(&decrypt_only.ciphertext, &ecs.decrypt_only, &ecs.active)
+            .await?;
+        let puts = [
+            self.put(
+                item(&ecs.decrypt_only, decrypt_only.ciphertext),
+                "attribute_not_exists(#id)",
+                None,
+            )?,
+            self.put(
+                item(&ecs.active, active),
+                "attribute_exists(#id) AND #enc = :old",
+                Some(old_enc),
+            )?,
+        ];
+        match self
+            .ddb
+            .transact_write_items()
+            .set_transact_items(Some(puts.to_vec()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(version),
+            Err(e) if e.code() == Some("TransactionCanceledException") => Err(KeyStoreError::ConcurrentRotation {
+                branch_key_id: branch_key_id.to_owned(),
+            }),
+            Err(e) => Err(self.dynamo("TransactWriteItems", e)),
+        }
+    }
+
+    /// `GetActiveBranchKey`: the active version, decrypted.
+    pub async fn active_branch_key(&self, branch_key_id: &str) -> Result<BranchKey, KeyStoreError> {
+        let item = self.get_item(branch_key_id, BRANCH_ACTIVE, false).await?;
+        self.decrypt_item(branch_key_id, BRANCH_ACTIVE, &item).await
+    }
+
+    /// `GetBranchKeyVersion`: one version (UUID text), decrypted.
+    pub async fn branch_key_version(&self, branch_key_id: &str, version: &str) -> Result<BranchKey, KeyStoreError> {
+        let item_type = format!("{VERSION_PREFIX}{version}");
+        let item = self.get_item(branch_key_id, &item_type, false).await?;
+        self.decrypt_item(branch_key_id, &item_type, &item).await
+    }
+
+    /// Every item of a branch key (active, versions, beacon), without decrypting anything.
+    pub async fn describe(&self, branch_key_id: &str) -> Result<Vec<BranchKeyItemInfo>, KeyStoreError> {
+        let mut infos = Vec::new();
+        let mut pages = self
+            .ddb
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#id = :id")
+            .expression_attribute_names("#id", ATTR_ID)
+            .expression_attribute_values(":id", AttributeValue::S(branch_key_id.to_owned()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(|e| self.dynamo("Query", e))?;
+            let item_type = match item.get(ATTR_TYPE) {
+                Some(AttributeValue::S(t)) => t.clone(),
+                _ => "<no type>".to_owned(),
+            };
+            let (ec, _) = self.authenticated_context(branch_key_id, &item_type, &item)?;
+            infos.push(BranchKeyItemInfo {
+                version: ec.get(ATTR_VERSION).cloned(),
+                create_time: ec[ATTR_CREATE_TIME].clone(),
+                kms_arn: ec[ATTR_KMS_ARN].clone(),
+                hierarchy_version: ec[ATTR_HIERARCHY_VERSION].clone(),
+                encryption_context: custom_context(&ec),
+                item_type,
+            });
+        }
+        if infos.is_empty() {
+            return Err(KeyStoreError::NotFound {
+                table: self.table.clone(),
+                branch_key_id: branch_key_id.to_owned(),
+                item_type: "any".into(),
+            });
+        }
+        Ok(infos)
+    }
+
+    async fn get_item(&self, branch_key_id: &str, item_type: &str, consistent: bool) -> Result<Item, KeyStoreError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .key(ATTR_ID, AttributeValue::S(branch_key_id.to_owned()))
+            .key(ATTR_TYPE, AttributeValue::S(item_type.to_owned()))
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(|e| self.dynamo("GetItem", e))?;
+        out.item.ok_or_else(|| KeyStoreError::NotFound {
+            table: self.table.clone(),
+            branch_key_id: branch_key_id.to_owned(),
+            item_type: item_type.to_owned(),
+        })
+    }
+
+    /// The KMS encryption context an item's `enc` is bound to (every other attribute, plus `tablename`), and
+    /// `enc`; checks the record format and that the item's KMS key is the configured one (MRK-aware).
+    fn authenticated_context(
+        &self,
+        branch_key_id: &str,
+        item_type: &str,
+        item: &Item,
+    ) -> Result<(EncryptionContext, Vec<u8>), KeyStoreError> {
+        let malformed = |reason: String| KeyStoreError::Malformed {
+            table: self.table.clone(),
+            branch_key_id: branch_key_id.to_owned(),
+            item_type: item_type.to_owned(),
+            reason,
+        };
+        let mut ec = EncryptionContext::new();
+        let mut enc = None;
+        for (name, value) in item {
+            match (name.as_str(), value) {
+                (ATTR_ENC, AttributeValue::B(b)) => enc = Some(b.as_ref().to_vec()),
+                (ATTR_ENC, _) => return Err(malformed("enc is not a binary attribute".into())),
+                (_, AttributeValue::S(s)) => {
+                    ec.insert(name.clone(), s.clone());
+                }
+                (ATTR_HIERARCHY_VERSION, AttributeValue::N(n)) => {
+                    ec.insert(name.clone(), n.clone());
+                }
+                _ => return Err(malformed(format!("attribute {name:?} is not a string"))),
+            }
+        }
+        let enc = enc.ok_or_else(|| malformed("no enc attribute".into()))?;
+        for required in [
+            ATTR_ID,
+            ATTR_TYPE,
+            ATTR_CREATE_TIME,
+            ATTR_KMS_ARN,
+            ATTR_HIERARCHY_VERSION,
+        ] {
+            match ec.get(required) {
+                Some(v) if !v.is_empty() => {}
+                _ => return Err(malformed(format!("missing or empty {required}"))),
+            }
+        }
+        if ec[ATTR_ID] != branch_key_id || ec[ATTR_TYPE] != item_type {
+            return Err(malformed(format!(
+                "the item's key is {:?}/{:?}",
+                ec[ATTR_ID], ec[ATTR_TYPE]
+            )));
+        }
+        if ec[ATTR_HIERARCHY_VERSION] != "1" {
+            return Err(malformed(format!(
+                "hierarchy-version {} is not supported (only 1)",
+                ec[ATTR_HIERARCHY_VERSION]
+            )));
+        }
+        if ec.contains_key(EC_TABLE_NAME) {
+            return Err(malformed(format!(
+                "the item has a reserved {EC_TABLE_NAME:?} attribute"
+            )));
+        }
+        let stored = &ec[ATTR_KMS_ARN];
+        let compatible = if self.configured.is_mrk() {
+            mrk_match(stored, &self.configured.to_string())
+        } else {
+            *stored == self.configured.to_string()
+        };
+        if !compatible {
+            return Err(KeyStoreError::KeyMismatch {
+                branch_key_id: branch_key_id.to_owned(),
+                stored: stored.clone(),
+                configured: self.configured.to_string(),
+            });
+        }
+        ec.insert(EC_TABLE_NAME.to_owned(), self.logical_name.clone());
+        Ok((ec, enc))
+    }
+
+    async fn decrypt_item(
+        &self,
+        branch_key_id: &str,
+        item_type: &str,
+        item: &Item,
+    ) -> Result<BranchKey, KeyStoreError> {
+        let malformed = |reason: String| KeyStoreError::Malformed {
+            table: self.table.clone(),
+            branch_key_id: branch_key_id.to_owned(),
+            item_type: item_type.to_owned(),
+            reason,
+        };
+        let (ec, enc) = self.authenticated_context(branch_key_id, item_type, item)?;
+        let version = version_of(&ec).map_err(malformed)?.to_owned();
+        let dk = self.kms.decrypt(&self.kms_key_id, &enc, &ec).await?;
+        if !mrk_match(&dk.key_id, &self.kms_key_id) {
+            return Err(malformed(format!(
+                "KMS decrypted it with key {}, not {}",
+                dk.key_id, self.kms_key_id
+            )));
+        }
+        let key: [u8; 32] = dk.plaintext[..].try_into().map_err(|_| {
+            malformed(format!(
+                "the decrypted branch key is {} bytes, not 32",
+                dk.plaintext.len()
+            ))
+        })?;
+        BranchKey::new(branch_key_id, &version, Zeroizing::new(key)).map_err(malformed)
+    }
+
+    async fn re_encrypt(
+        &self,
+        ciphertext: &[u8],
+        source: &EncryptionContext,
+        destination: &EncryptionContext,
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        let out = self
+            .kms
+            .re_encrypt(ReEncryptRequest {
+                source_key_id: &self.kms_key_id,
+                ciphertext,
+                source_encryption_context: source,
+                destination_key_id: &self.kms_key_id,
+                destination_encryption_context: destination,
+            })
+            .await?;
+        Ok(out.ciphertext)
+    }
+
+    fn put(&self, item: Item, condition: &str, old_enc: Option<Vec<u8>>) -> Result<TransactWriteItem, KeyStoreError> {
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .expression_attribute_names("#id", ATTR_ID);
+        if let Some(old) = old_enc {
+            put = put
+                .expression_attribute_names("#enc", ATTR_ENC)
+                .expression_attribute_values(":old", AttributeValue::B(Blob::new(old)));
+        }
+        let put = put.build().map_err(|e| KeyStoreError::InvalidInput(e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+}
+
+/// The DynamoDB item for an encryption context and its `enc`: the context without `tablename`, with
+/// `hierarchy-version` as a number.
+fn item(ec: &EncryptionContext, enc: Vec<u8>) -> Item {
+    let mut item: Item = ec
+        .iter()
+        .filter(|(k, _)| k.as_str() != EC_TABLE_NAME)
+        .map(|(k, v)| {
+            let value = if k == ATTR_HIERARCHY_VERSION {
+                AttributeValue::N(v.clone())
+            } else {
+                AttributeValue::S(v.clone())
+            };
+            (k.clone(), value)
+        })
+        .collect();
+    item.insert(ATTR_ENC.to_owned(), AttributeValue::B(Blob::new(enc)));
+    item
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_hold_the_context_without_the_table_name() {
+        let ecs = version_contexts(
+            "bk",
+            "83eec007-5659-4554-bf11-699b90f41ac6",
+            "t",
+            "Logical",
+            "arn:aws:kms:us-east-1:111122223333:key/mrk-1",
+            &BTreeMap::new(),
+        );
+        let it = item(&ecs.active, vec![1, 2]);
+        assert!(!it.contains_key("tablename"));
+        assert_eq!(it["hierarchy-version"], AttributeValue::N("1".into()));
+        assert_eq!(it["type"], AttributeValue::S(BRANCH_ACTIVE.into()));
+        assert_eq!(
+            it["version"],
+            AttributeValue::S("branch:version:83eec007-5659-4554-bf11-699b90f41ac6".into())
+        );
+        assert_eq!(it["enc"], AttributeValue::B(Blob::new(vec![1, 2])));
+        assert_eq!(it.len(), 7);
+    }
+}
