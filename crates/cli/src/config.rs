@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use ddbguard_dbe::{AlgorithmSuite, CryptoAction, TableConfig};
 use ddbguard_keys::arn::KmsArn;
+use ddbguard_keys::keystore::CacheSettings;
 use ddbguard_keys::kms::DiscoveryFilter;
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -123,6 +124,11 @@ pub struct RawKeyring {
     pub key_file: Option<PathBuf>,
     pub key_arn: Option<String>,
     pub discovery_filter: Option<DiscoveryFilter>,
+    pub key_store_table: Option<String>,
+    pub key_store_logical_name: Option<String>,
+    pub branch_key_id: Option<String>,
+    pub cache_ttl_seconds: Option<u64>,
+    pub cache_max_entries: Option<usize>,
 }
 
 /// The validated configuration.
@@ -205,6 +211,24 @@ pub enum KeyringSettings {
     KmsMrk { key_arn: String },
     /// Any `aws-kms` key, through the local replica of its MRK (or the key itself in its own region).
     KmsMrkDiscovery { filter: Option<DiscoveryFilter> },
+    /// The hierarchical keyring: branch keys from a key store table in DynamoDB, wrapped under `key_arn`
+    /// (used through its local replica), cached per process.
+    Hierarchy(HierarchySettings),
+}
+
+/// Settings of a `hierarchy` keyring.
+#[derive(Debug, Clone)]
+pub struct HierarchySettings {
+    /// The KMS key (ARN; an MRK for global key stores) wrapping the branch keys.
+    pub key_arn: String,
+    /// The key store's DynamoDB table.
+    pub key_store_table: String,
+    /// The logical key store name bound into every branch key (default: the table name).
+    pub logical_name: String,
+    /// The branch key that encrypts; `None`: decrypt only, under any branch key of the store.
+    pub branch_key_id: Option<String>,
+    /// Bounds of the unwrapped branch key cache.
+    pub cache: CacheSettings,
 }
 
 impl fmt::Debug for KeyringSettings {
@@ -220,6 +244,7 @@ impl fmt::Debug for KeyringSettings {
             KeyringSettings::KmsMrkDiscovery { filter } => {
                 f.debug_struct("KmsMrkDiscovery").field("filter", filter).finish()
             }
+            KeyringSettings::Hierarchy(h) => f.debug_tuple("Hierarchy").field(h).finish(),
         }
     }
 }
@@ -560,9 +585,46 @@ impl KeyringSettings {
                     filter: raw.discovery_filter.clone(),
                 })
             }
+            "hierarchy" => {
+                let key_arn = required(&raw.key_arn, "key_arn")?;
+                KmsArn::parse_key(&key_arn).map_err(|e| ("key_arn", e.to_string()))?;
+                let key_store_table = required(&raw.key_store_table, "key_store_table")?;
+                let logical_name = match &raw.key_store_logical_name {
+                    Some(n) if n.is_empty() => return Err(("key_store_logical_name", "must not be empty".into())),
+                    Some(n) => n.clone(),
+                    None => key_store_table.clone(),
+                };
+                if raw.branch_key_id.as_deref() == Some("") {
+                    return Err((
+                        "branch_key_id",
+                        "must not be empty (leave it out to decrypt under any branch key)".into(),
+                    ));
+                }
+                let defaults = CacheSettings::default();
+                let ttl = raw.cache_ttl_seconds.unwrap_or(defaults.ttl.as_secs());
+                if ttl == 0 {
+                    return Err(("cache_ttl_seconds", "must be at least 1".into()));
+                }
+                let max_entries = raw.cache_max_entries.unwrap_or(defaults.max_entries);
+                if max_entries == 0 {
+                    return Err(("cache_max_entries", "must be at least 1".into()));
+                }
+                Ok(KeyringSettings::Hierarchy(HierarchySettings {
+                    key_arn,
+                    key_store_table,
+                    logical_name,
+                    branch_key_id: raw.branch_key_id.clone(),
+                    cache: CacheSettings {
+                        ttl: std::time::Duration::from_secs(ttl),
+                        max_entries,
+                    },
+                }))
+            }
             other => Err((
                 "kind",
-                format!("unknown keyring kind {other:?}; expected \"raw-aes\", \"kms-mrk\" or \"kms-mrk-discovery\""),
+                format!(
+                    "unknown keyring kind {other:?}; expected \"raw-aes\", \"kms-mrk\", \"kms-mrk-discovery\" or \"hierarchy\""
+                ),
             )),
         }
     }
@@ -639,6 +701,42 @@ ssn = "ENCRYPT_AND_SIGN"
         assert!(matches!(t.keyring, KeyringSettings::KmsMrk { .. }));
         assert!(t.required_encrypted.contains("ssn"));
         assert_eq!(config.aws.as_ref().unwrap().regions.len(), 2);
+    }
+
+    #[test]
+    fn hierarchy_keyring_is_read_with_defaults_and_checked() {
+        let mrk = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+        let base = format!("kind = \"hierarchy\"\nkey_arn = \"{mrk}\"\nkey_store_table = \"Keys\"");
+        let config = Config::parse(Path::new("x.toml"), &format!("{AWS}{}", table("", &base))).unwrap();
+        let KeyringSettings::Hierarchy(h) = &config.tables[0].keyring else {
+            panic!("not hierarchy: {:?}", config.tables[0].keyring)
+        };
+        assert_eq!((h.logical_name.as_str(), h.branch_key_id.as_deref()), ("Keys", None));
+        assert_eq!(h.cache, CacheSettings::default());
+        let full = format!(
+            "{base}\nkey_store_logical_name = \"L\"\nbranch_key_id = \"bk\"\ncache_ttl_seconds = 5\ncache_max_entries = 7"
+        );
+        let config = Config::parse(Path::new("x.toml"), &format!("{AWS}{}", table("", &full))).unwrap();
+        let KeyringSettings::Hierarchy(h) = &config.tables[0].keyring else {
+            panic!()
+        };
+        assert_eq!((h.logical_name.as_str(), h.branch_key_id.as_deref()), ("L", Some("bk")));
+        assert_eq!((h.cache.ttl.as_secs(), h.cache.max_entries), (5, 7));
+        let e = err(&format!(
+            "{AWS}{}",
+            table("", &format!("{base}\ncache_ttl_seconds = 0"))
+        ));
+        assert!(e.contains("keyring.cache_ttl_seconds"), "{e}");
+        let e = err(&format!(
+            "{AWS}{}",
+            table("", &base.replace("key_store_table = \"Keys\"", ""))
+        ));
+        assert!(e.contains("keyring.key_store_table"), "{e}");
+        let e = err(&format!(
+            "{AWS}{}",
+            table("", &base.replace(mrk, "arn:aws:kms:us-east-1:111122223333:alias/keys"))
+        ));
+        assert!(e.contains("keyring.key_arn"), "{e}");
     }
 
     #[test]

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ddbguard_dbe::Keyring;
-use ddbguard_keys::RawAesKeyring;
+use ddbguard_keys::keystore::{CachingBranchKeySource, DynamoKeyStore};
 use ddbguard_keys::kms::{
     GovernedKms, KeyCache, KmsApi, KmsCounters, MrkDiscoveryKeyring, MrkKeyring, RateLimiter, RetryPolicy, SdkKms,
 };
+use ddbguard_keys::{HierarchyKeyring, RawAesKeyring};
 
-use crate::config::{AwsSettings, KeyringSettings};
+use crate::config::{AwsSettings, HierarchySettings, KeyringSettings};
 
 /// Unwrapped intermediate keys kept per process (each 32 bytes plus bookkeeping), and for how long.
 const KEY_CACHE_ENTRIES: usize = 10_000;
@@ -25,6 +26,8 @@ pub struct AwsContext {
     pub kms: BTreeMap<String, Arc<dyn KmsApi>>,
     pub counters: Arc<KmsCounters>,
     pub cache: Arc<KeyCache>,
+    /// SDK configuration of the local region (DynamoDB clients for key stores).
+    pub local_sdk: aws_config::SdkConfig,
 }
 
 impl AwsContext {
@@ -52,7 +55,19 @@ impl AwsContext {
             kms,
             counters,
             cache: Arc::new(KeyCache::new(KEY_CACHE_ENTRIES, KEY_CACHE_TTL)),
+            local_sdk: sdk_config(settings, &settings.region).await,
         }
+    }
+
+    /// The key store of a `hierarchy` keyring, in the local region.
+    pub fn key_store(&self, h: &HierarchySettings) -> anyhow::Result<DynamoKeyStore> {
+        Ok(DynamoKeyStore::new(
+            aws_sdk_dynamodb::Client::new(&self.local_sdk),
+            &h.key_store_table,
+            &h.logical_name,
+            &h.key_arn,
+            self.local_kms()?,
+        )?)
     }
 
     /// The KMS client of the local region.
@@ -92,6 +107,13 @@ pub fn build(settings: &KeyringSettings, aws: Option<&AwsContext>) -> anyhow::Re
                 filter.clone(),
                 Some(aws.cache.clone()),
             )?)
+        }
+        KeyringSettings::Hierarchy(h) => {
+            let source = Arc::new(CachingBranchKeySource::new(aws()?.key_store(h)?, h.cache));
+            match &h.branch_key_id {
+                Some(id) => Box::new(HierarchyKeyring::new(id.clone(), source)),
+                None => Box::new(HierarchyKeyring::for_any_branch_key(source)),
+            }
         }
     })
 }

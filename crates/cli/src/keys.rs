@@ -39,12 +39,14 @@ pub async fn check(config: &Config, table: Option<&str>) -> anyhow::Result<Vec<T
         .iter()
         .filter_map(|t| match &t.keyring {
             KeyringSettings::KmsMrk { key_arn } => Some((t.name.as_str(), key_arn.as_str())),
+            // The key that wraps the branch keys must work in every region the key store serves.
+            KeyringSettings::Hierarchy(h) => Some((t.name.as_str(), h.key_arn.as_str())),
             _ => None,
         })
         .collect();
     if targets.is_empty() {
         anyhow::bail!(
-            "{}: no {} uses a `kms-mrk` keyring, so there is no KMS key to check",
+            "{}: no {} uses a `kms-mrk` or `hierarchy` keyring, so there is no KMS key to check",
             config.path.display(),
             table.map_or("table".to_owned(), |t| format!("table named {t:?}"))
         );

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+pub mod branch;
 pub mod config;
 pub mod item;
 pub mod keyring;
@@ -65,6 +66,9 @@ pub enum KeysCommand {
     /// round-trip matrix (data key generated in each region, decrypted in every other). Exit 0 when every
     /// cell works, 1 when any fails, 2 on config errors. Usable as a deploy gate or an ECS health probe.
     Check(KeysCheckArgs),
+    /// Branch keys of a `hierarchy` keyring: create, rotate, show (JSON on stdout).
+    #[command(subcommand)]
+    Branch(branch::BranchCommand),
 }
 
 #[derive(Debug, Args)]
@@ -73,7 +77,7 @@ pub struct KeysCheckArgs {
     #[arg(long, env = "DDBGUARD_CONFIG")]
     pub config: PathBuf,
 
-    /// Only this table (physical name); default every table with a `kms-mrk` keyring.
+    /// Only this table (physical name); default every table with a `kms-mrk` or `hierarchy` keyring.
     #[arg(long)]
     pub table: Option<String>,
 
@@ -142,6 +146,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         match cli.command {
             Command::Item(args) => run_item(args).await,
             Command::Keys(KeysCommand::Check(args)) => run_keys_check(args).await,
+            Command::Keys(KeysCommand::Branch(command)) => {
+                let ok = branch::run(command, &mut io::stdout().lock()).await?;
+                Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            }
             Command::Verify(args) => verify::run(args).await,
         }
     })

@@ -85,6 +85,11 @@ impl BranchKey {
     }
 }
 
+/// A branch key version's UUID bytes as text.
+pub fn version_text(version: &[u8; VERSION_LEN]) -> String {
+    uuid::Uuid::from_bytes(*version).to_string()
+}
+
 /// Where branch keys come from.
 pub trait BranchKeySource: Send + Sync + std::fmt::Debug {
     /// The active version of a branch key (used to encrypt).
