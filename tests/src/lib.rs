@@ -261,21 +261,30 @@ impl LocalAws {
     /// Creates table `name` in [`PRIMARY_REGION`] (hash key [`PK`] of type `S`, on-demand, stream with new and
     /// old images) and adds its replica in [`REPLICA_REGION`]: a global table, version 2019.11.21.
     pub async fn create_global_table(&self, name: &str) -> Result<()> {
+        self.create_global_table_keyed(name, &[(PK, KeyType::Hash)]).await
+    }
+
+    /// Like [`LocalAws::create_global_table`] with another key schema: `(attribute, HASH or RANGE)`, every key
+    /// attribute of type `S` (e.g. a branch key store: `branch-key-id` HASH, `type` RANGE).
+    pub async fn create_global_table_keyed(&self, name: &str, keys: &[(&str, KeyType)]) -> Result<()> {
         let ddb = self.dynamodb(PRIMARY_REGION).await;
-        ddb.create_table()
-            .table_name(name)
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(PK)
-                    .key_type(KeyType::Hash)
-                    .build()?,
-            )
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(PK)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()?,
-            )
+        let mut create = ddb.create_table().table_name(name);
+        for (attribute, key_type) in keys {
+            create = create
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(*attribute)
+                        .key_type(key_type.clone())
+                        .build()?,
+                )
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(*attribute)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()?,
+                );
+        }
+        create
             .billing_mode(BillingMode::PayPerRequest)
             .stream_specification(
                 StreamSpecification::builder()

@@ -6,6 +6,7 @@
 
 mod cli;
 mod global_tables;
+mod hierarchy;
 mod keys_kms;
 mod kms_mrk;
 mod local_env;
