@@ -372,6 +372,90 @@ async fn kms_mrk_item_encrypted_in_us_east_1_decrypts_in_ap_southeast_2() -> any
 }
 
 #[tokio::test]
+async fn keys_branch_create_rotate_show_and_items_under_the_branch_key() -> anyhow::Result<()> {
+    let env = LocalAws::shared();
+    let mrk = env.create_replicated_mrk(&unique_name("cli", "branch")).await?;
+    let key_store = unique_name("keystore", "cli-branch");
+    let dir = TempDir::new("keys-branch");
+    let config = |region: &str, branch_key_id: Option<&str>| {
+        let id = branch_key_id.map_or(String::new(), |id| format!("branch_key_id = \"{id}\"\n"));
+        format!(
+            "[aws]\nregion = \"{region}\"\nregions = [\"{PRIMARY_REGION}\", \"{REPLICA_REGION}\"]\nendpoint_url = \"{}\"\n{}",
+            env.endpoint(),
+            customers_table(
+                "",
+                &format!(
+                    "kind = \"hierarchy\"\nkey_arn = \"{}\"\nkey_store_table = \"{key_store}\"\n{id}",
+                    mrk.primary_arn
+                )
+            )
+        )
+    };
+    let branch = |command: &str, config: &str| {
+        ddbguard(
+            &["keys", "branch", command, "--config", config, "--table", "Customers"],
+            "",
+        )
+    };
+    let setup = dir.write("setup.toml", &config(PRIMARY_REGION, None));
+
+    // create: makes the key store table (missing so far) and a branch key with a random id.
+    let run = branch("create", &setup);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let created = run.json();
+    assert_eq!(created["created_key_store_table"], true, "{created:#}");
+    assert_eq!(created["kms_key"], mrk.primary_arn.as_str(), "{created:#}");
+    let id = created["branch_key_id"].as_str().expect("branch_key_id").to_owned();
+
+    // show without --branch-key-id and none configured: a usage error.
+    let run = branch("show", &setup);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("--branch-key-id"), "{run:#?}");
+
+    let writer = dir.write("writer.toml", &config(PRIMARY_REGION, Some(&id)));
+    let run = branch("show", &writer);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let shown = run.json();
+    assert_eq!(shown["items"].as_array().map(Vec::len), Some(3), "{shown:#}");
+    assert_eq!(shown["active_decrypts_here"]["ok"], true, "{shown:#}");
+
+    let before = encrypt(&writer, &customer("c-1", "078-05-1120", "a@example.com"));
+    let run = branch("rotate", &writer);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let rotated = run.json()["active_version"]
+        .as_str()
+        .expect("active_version")
+        .to_owned();
+    let run = branch("show", &writer);
+    let shown = run.json();
+    assert_eq!(shown["items"].as_array().map(Vec::len), Some(4), "{shown:#}");
+    assert_eq!(shown["active_decrypts_here"]["version"], rotated.as_str(), "{shown:#}");
+    let after = encrypt(&writer, &customer("c-2", "219-09-9999", "b@example.com"));
+
+    // Both versions decrypt; a reader without branch_key_id takes the id from each record.
+    let reader = dir.write("reader.toml", &config(PRIMARY_REGION, None));
+    let batch = format!("{before}\n{after}\n");
+    let run = ddbguard(&item_cmd("decrypt", &reader), &batch);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let lines: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines[0]["item"]["ssn"]["S"], "078-05-1120", "{run:#?}");
+    assert_eq!(lines[1]["item"]["ssn"]["S"], "219-09-9999", "{run:#?}");
+
+    // A reader without a branch key cannot encrypt, and says why.
+    let run = ddbguard(
+        &item_cmd("encrypt", &reader),
+        &customer("c-3", "1", "c@example.com").to_string(),
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stdout.contains("branch_key_id"), "{run:#?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn keys_check_passes_then_fails_naming_the_region_of_a_disabled_replica() -> anyhow::Result<()> {
     let env = LocalAws::shared();
     let mrk = env.create_replicated_mrk(&unique_name("cli", "keys-check")).await?;
