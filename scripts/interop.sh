@@ -3,13 +3,19 @@
 # (aws-db-esdk 1.3.0, a dev-dependency of the separate interop/ crate):
 #
 #   scripts/interop.sh          items written by either side decrypt on the other; edge cases are
-#                               accepted or rejected alike; tampered items fail on both sides.
+#                               accepted or rejected alike; tampered items fail on both sides; branch
+#                               keys made by either key store serve both hierarchical keyrings (one
+#                               region, and across regions over a global key store table).
 #   scripts/interop.sh --bench  decrypt-and-verify µs/item, ddbguard vs the official crate, both
 #                               suites, side by side (release build), plus the bench's peak RSS.
 #
 # The first build of the official crate takes several minutes (longer in release); later runs reuse
 # CARGO_TARGET_DIR_INTEROP (default ~/.cache/ddbguard/target-interop).
 # INTEROP_CASES sets the number of cases per property (default 64 round trips, 96 tampers).
+# The hierarchical keyring tests use the local AWS environment (moto 5.2.5 with multi-Region keys and
+# global tables, scripts/local-aws): this script installs .venv, and the test process starts the
+# environment on a free port and stops it on exit; DDBGUARD_TEST_ENDPOINT=http://HOST:PORT uses a
+# running one instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +29,7 @@ case "${1:-}" in
   "") ;;
   --bench) bench=true ;;
   -h | --help)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -e/p' "$0" | sed -n 's/^# \{0,1\}//p'
     exit 0
     ;;
   *)
@@ -44,6 +50,11 @@ if $bench; then
   # The bench prints the table after criterion's own report: from its header line to the end.
   sed -n '/^suite .*official µs/,$p' "$log"
   exit 0
+fi
+
+if [[ -z "${DDBGUARD_TEST_ENDPOINT:-}" ]]; then
+  step "local AWS environment for the hierarchical keyring tests (moto 5.2.5 in .venv)"
+  ../scripts/local-aws install
 fi
 
 step "interop tests: ddbguard vs aws-db-esdk 1.3.0 (cargo test --locked)"

@@ -1,1 +1,11 @@
-//! Interop tests live in tests/; this library is empty.
+//! Interoperability of ddbguard with the official `aws-db-esdk` crate; run it with `scripts/interop.sh`.
+//!
+//! The tests live in `tests/` and this library is empty:
+//!
+//! - `tests/interop.rs`: items written by either side with a raw AES keyring decrypt on the other, edge
+//!   values are accepted or rejected alike, tampered items fail on both sides;
+//! - `tests/interop/hierarchy.rs`: branch keys made and rotated by either key store (official `KeyStore`,
+//!   ddbguard's `DynamoKeyStore`, under a multi-Region key) serve both hierarchical keyrings, in one region
+//!   and across regions over a global key store table; tampered hierarchy EDKs fail on both sides. These run
+//!   against the local AWS environment (`tests/common/local_aws.rs` starts `scripts/local-aws.d/launcher.py`,
+//!   or uses `DDBGUARD_TEST_ENDPOINT`).

@@ -14,8 +14,13 @@
 //!   policy violation.
 //!
 //! Case counts: `INTEROP_CASES` per property (default 64 round trips, 96 tampers).
+//!
+//! [`hierarchy`]: the same both ways with the official key store and hierarchical keyring, on the local
+//! AWS environment (started by the tests, or `DDBGUARD_TEST_ENDPOINT`).
 
 mod common;
+#[path = "interop/hierarchy.rs"]
+mod hierarchy;
 
 use std::collections::{BTreeMap, BTreeSet};
 

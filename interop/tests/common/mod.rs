@@ -1,7 +1,10 @@
 //! Shared by the interop tests and the decrypt benchmark: conversions between ddbguard's and the AWS
 //! SDK's attribute values, the official item encryptor built from a ddbguard `TableConfig`, ddbguard's
 //! side of the same calls, and the comparison helpers (DynamoDB number normalization, set order).
+//! [`local_aws`]: the local AWS environment the hierarchical keyring tests run against.
 #![allow(dead_code)]
+
+pub mod local_aws;
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -10,6 +13,7 @@ use aws_db_esdk::CryptoAction as OfficialAction;
 use aws_db_esdk::item_encryptor::client as enc_client;
 use aws_db_esdk::item_encryptor::types::dynamo_db_item_encryptor_config::DynamoDbItemEncryptorConfig;
 use aws_db_esdk::material_providers::client as mpl_client;
+use aws_db_esdk::material_providers::types::keyring::KeyringRef;
 use aws_db_esdk::material_providers::types::material_providers_config::MaterialProvidersConfig;
 use aws_db_esdk::material_providers::types::{AesWrappingAlg, DbeAlgorithmSuiteId};
 use aws_sdk_dynamodb::primitives::Blob;
@@ -269,11 +273,15 @@ pub mod official {
         }
     }
 
+    /// The official material providers client.
+    pub fn mpl() -> Result<mpl_client::Client, String> {
+        mpl_client::Client::from_conf(MaterialProvidersConfig::builder().build().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())
+    }
+
     /// An item encryptor with the same configuration and the same raw AES key as ddbguard's side.
     pub async fn client(cfg: &TableConfig) -> Result<Client, String> {
-        let mpl = mpl_client::Client::from_conf(MaterialProvidersConfig::builder().build().map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        let keyring = mpl
+        let keyring = mpl()?
             .create_raw_aes_keyring()
             .key_namespace(KEY_NAMESPACE)
             .key_name(KEY_NAME)
@@ -282,6 +290,11 @@ pub mod official {
             .send()
             .await
             .map_err(|e| e.to_string())?;
+        client_with_keyring(cfg, keyring)
+    }
+
+    /// An item encryptor with ddbguard's table configuration and the given official keyring.
+    pub fn client_with_keyring(cfg: &TableConfig, keyring: KeyringRef) -> Result<Client, String> {
         let actions: HashMap<String, OfficialAction> = cfg
             .attribute_actions
             .iter()
