@@ -552,6 +552,130 @@ fn item(ec: &EncryptionContext, enc: Vec<u8>) -> Item {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kms::fake::FakeKmsWorld;
+
+    const MRK_EAST: &str = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+    const MRK_WEST: &str = "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+    const VERSION: &str = "83eec007-5659-4554-bf11-699b90f41ac6";
+
+    /// A store in eu-west-1 over a fake KMS (the DynamoDB client is never called by these tests).
+    fn offline_store(world: &Arc<FakeKmsWorld>) -> DynamoKeyStore {
+        let conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+            .build();
+        let kms: Arc<dyn KmsApi> = Arc::new(world.client("eu-west-1"));
+        DynamoKeyStore::new(
+            aws_sdk_dynamodb::Client::from_conf(conf),
+            "Keys",
+            "Logical",
+            MRK_EAST,
+            kms,
+        )
+        .unwrap()
+    }
+
+    /// A DECRYPT_ONLY item as the us-east-1 side would write it, with its key from the fake KMS.
+    async fn written_item(world: &Arc<FakeKmsWorld>) -> Item {
+        let ecs = version_contexts(
+            "bk",
+            VERSION,
+            "2026-11-28T17:03:29.358123Z",
+            "Logical",
+            MRK_EAST,
+            &BTreeMap::new(),
+        );
+        let east = world.client("us-east-1");
+        let wrapped = east
+            .generate_data_key_without_plaintext(MRK_EAST, 32, &ecs.decrypt_only)
+            .await
+            .unwrap();
+        item(&ecs.decrypt_only, wrapped.ciphertext)
+    }
+
+    #[tokio::test]
+    async fn an_item_written_in_one_region_decrypts_with_the_local_replica() {
+        let world = FakeKmsWorld::new();
+        world.create_key(MRK_EAST);
+        world.create_key(MRK_WEST);
+        let store = offline_store(&world);
+        assert_eq!(store.kms_key_id(), MRK_WEST);
+        let it = written_item(&world).await;
+        let t = format!("{VERSION_PREFIX}{VERSION}");
+        let key = store.decrypt_item("bk", &t, &it).await.unwrap();
+        assert_eq!(
+            (key.branch_key_id.as_str(), key.version),
+            ("bk", *uuid::Uuid::parse_str(VERSION).unwrap().as_bytes())
+        );
+
+        // Any attribute changed in the table breaks KMS authentication of `enc`.
+        let mut changed = it.clone();
+        changed.insert(
+            "create-time".into(),
+            AttributeValue::S("2020-01-01T00:00:00.000000Z".into()),
+        );
+        let e = store.decrypt_item("bk", &t, &changed).await.unwrap_err();
+        assert!(
+            matches!(e, KeyStoreError::Kms(ref k) if k.code == "InvalidCiphertextException"),
+            "{e}"
+        );
+        // Under another logical key store name, too.
+        let mut other = offline_store(&world);
+        other.logical_name = "Other".into();
+        assert!(matches!(
+            other.decrypt_item("bk", &t, &it).await,
+            Err(KeyStoreError::Kms(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn malformed_items_are_named_errors() {
+        let world = FakeKmsWorld::new();
+        world.create_key(MRK_EAST);
+        let store = offline_store(&world);
+        let good = written_item(&world).await;
+        let t = format!("{VERSION_PREFIX}{VERSION}");
+        let check = |it: &Item, want: &str| {
+            let e = store.authenticated_context("bk", &t, it).unwrap_err();
+            assert!(e.to_string().contains(want), "{e} (wanted {want:?})");
+        };
+        assert!(store.authenticated_context("bk", &t, &good).is_ok());
+        let mut it = good.clone();
+        it.remove("enc");
+        check(&it, "no enc attribute");
+        let mut it = good.clone();
+        it.insert("enc".into(), AttributeValue::S("x".into()));
+        check(&it, "enc is not a binary attribute");
+        let mut it = good.clone();
+        it.insert("hierarchy-version".into(), AttributeValue::N("2".into()));
+        check(&it, "hierarchy-version 2 is not supported");
+        let mut it = good.clone();
+        it.remove("create-time");
+        check(&it, "missing or empty create-time");
+        let mut it = good.clone();
+        it.insert("tablename".into(), AttributeValue::S("x".into()));
+        check(&it, "reserved \"tablename\"");
+        let mut it = good.clone();
+        it.insert("extra".into(), AttributeValue::Bool(true));
+        check(&it, "\"extra\" is not a string");
+        let e = store.authenticated_context("other", &t, &good).unwrap_err();
+        assert!(e.to_string().contains("the item's key is"), "{e}");
+        let mut it = good.clone();
+        it.insert(
+            "kms-arn".into(),
+            AttributeValue::S("arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".into()),
+        );
+        assert!(matches!(
+            store.authenticated_context("bk", &t, &it),
+            Err(KeyStoreError::KeyMismatch { .. })
+        ));
+        // The active item without its version attribute cannot name a version.
+        let ecs = version_contexts("bk", VERSION, "t", "Logical", MRK_EAST, &BTreeMap::new());
+        let mut active = item(&ecs.active, vec![1]);
+        active.remove("version");
+        let e = store.decrypt_item("bk", BRANCH_ACTIVE, &active).await.unwrap_err();
+        assert!(e.to_string().contains("no version attribute"), "{e}");
+    }
 
     #[test]
     fn items_hold_the_context_without_the_table_name() {
