@@ -629,3 +629,117 @@ key_arn = "{key_arn}"
     assert!(!run.stdout.contains(leaked) && !run.stderr.contains(leaked), "{run:#?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn verify_fully_verifies_hierarchy_records_from_a_global_key_store_whatever_the_sample_rate() -> anyhow::Result<()>
+{
+    use crate::verify::sdk_item;
+    use aws_sdk_dynamodb::types::KeyType;
+    use std::time::Duration;
+
+    let env = LocalAws::shared();
+    let mrk = env
+        .create_replicated_mrk(&unique_name("cli", "verify-hierarchy"))
+        .await?;
+    let table = unique_name("cli", "verify-hierarchy");
+    let key_store = unique_name("keystore", "verify-hierarchy");
+    env.create_global_table(&table).await?;
+    env.create_global_table_keyed(
+        &key_store,
+        &[("branch-key-id", KeyType::Hash), ("type", KeyType::Range)],
+    )
+    .await?;
+    let dir = TempDir::new("verify-hierarchy");
+    let config = |region: &str, branch_key_id: &str| {
+        format!(
+            r#"[aws]
+region = "{region}"
+regions = ["{PRIMARY_REGION}", "{REPLICA_REGION}"]
+endpoint_url = "{endpoint}"
+
+[verify]
+sample_rate = 0.0
+
+[[tables]]
+name = "{table}"
+partition_key = "pk"
+
+[tables.attribute_actions]
+pk = "SIGN_ONLY"
+ssn = "ENCRYPT_AND_SIGN"
+
+[tables.keyring]
+kind = "hierarchy"
+key_arn = "{key_arn}"
+key_store_table = "{key_store}"
+{branch_key_id}
+"#,
+            endpoint = env.endpoint(),
+            key_arn = mrk.primary_arn,
+        )
+    };
+    let setup = dir.write("setup.toml", &config(PRIMARY_REGION, ""));
+    let run = ddbguard(&["keys", "branch", "create", "--config", &setup, "--table", &table], "");
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(
+        run.json()["created_key_store_table"],
+        false,
+        "the global key store exists: {run:#?}"
+    );
+    let id = run.json()["branch_key_id"].as_str().expect("id").to_owned();
+    let primary = dir.write(
+        "primary.toml",
+        &config(PRIMARY_REGION, &format!("branch_key_id = \"{id}\"")),
+    );
+    let replica = dir.write("replica.toml", &config(REPLICA_REGION, ""));
+
+    let writer = env.dynamodb(PRIMARY_REGION).await;
+    let ids = ["h-1", "h-2", "h-3"];
+    for (n, pk) in ids.iter().enumerate() {
+        let plain = json!({"pk": {"S": pk}, "ssn": {"S": format!("555-01-000{n}")}});
+        let run = ddbguard(
+            &["item", "encrypt", "--config", &primary, "--table", &table],
+            &plain.to_string(),
+        );
+        assert_eq!(run.code, 0, "{run:#?}");
+        writer
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(sdk_item(&run.json())))
+            .send()
+            .await?;
+    }
+    let replica_ddb = env.dynamodb(REPLICA_REGION).await;
+    for pk in ids {
+        let arrived =
+            ddbguard_e2e::wait_for_item(&replica_ddb, &table, ddbguard_e2e::pk(pk), Duration::from_secs(10)).await?;
+        assert!(arrived.is_some(), "{pk} was not replicated to {REPLICA_REGION}");
+    }
+
+    let run = ddbguard(
+        &[
+            "verify",
+            "--config",
+            &replica,
+            "--table",
+            &table,
+            "--until-caught-up",
+            "--from",
+            "trim-horizon",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    let summary = run.json();
+    // sample_rate = 0 would make every kms-mrk record ok_structural; hierarchy records are all fully verified.
+    assert_eq!(summary["by_verdict"]["ok"], ids.len(), "{summary:#}");
+    assert_eq!(
+        summary["by_verdict"].as_object().map(|m| m.len()),
+        Some(1),
+        "{summary:#}"
+    );
+    assert_eq!(summary["passed"], true, "{summary:#}");
+    Ok(())
+}
