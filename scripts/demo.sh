@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The local demo: two regions, a multi-Region key and a global table on the local AWS environment;
 # an item encrypted by ddbguard in us-east-1, replicated, inspected and decrypted in ap-southeast-2
-# with the replica key; then one flipped ciphertext bit and the verdict it gets.
+# with the replica key; the same with the hierarchical keyring (a branch key store that is a global
+# table, one branch key wrapped under the MRK); then one flipped ciphertext bit and a disabled replica,
+# and the verdicts they get.
 #
 # Needs Rust and Python 3 with venv; installs moto 5.2.5 into .venv on first use. Stops the local
 # environment it started when it ends, also on failure or Ctrl-C.
@@ -72,6 +74,30 @@ step "ddbguard item inspect (no key needed)"
 
 step "ddbguard item decrypt in ap-southeast-2, with the local replica of the MRK"
 "$ddbguard" item decrypt --config "$work/ap-southeast-2.toml" --table "$table" "$work/replica.json"
+
+step "hierarchical keyring: a branch key store (a global table) and a branch key wrapped under the MRK"
+aws table --key-store DemoBranchKeys
+hierarchy_config() { # REGION [BRANCH_KEY_ID]: the demo config with a hierarchy keyring
+  sed '/^\[tables.keyring\]/,$d' "$work/$1.toml"
+  printf '[tables.keyring]\nkind = "hierarchy"\nkey_arn = "%s"\nkey_store_table = "DemoBranchKeys"\n' "$key_arn"
+  if [ -n "${2:-}" ]; then printf 'branch_key_id = "%s"\n' "$2"; fi
+}
+hierarchy_config us-east-1 > "$work/h-setup.toml"
+"$ddbguard" keys branch create --config "$work/h-setup.toml" --table "$table" | tee "$work/branch.json"
+branch_key_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["branch_key_id"])' "$work/branch.json")
+hierarchy_config us-east-1 "$branch_key_id" > "$work/h-us-east-1.toml"
+hierarchy_config ap-southeast-2 > "$work/h-ap-southeast-2.toml"
+
+step "encrypt under the branch key in us-east-1, write it; decrypt the replica in ap-southeast-2"
+sed 's/customer#4711/customer#4712/' scripts/demo/customer.json > "$work/customer2.json"
+"$ddbguard" item encrypt --config "$work/h-us-east-1.toml" --table "$table" "$work/customer2.json" > "$work/h-encrypted.json"
+aws put --region us-east-1 --table "$table" "$work/h-encrypted.json"
+aws get --region ap-southeast-2 --table "$table" --key "${key/4711/4712}" > "$work/h-replica.json"
+"$ddbguard" item decrypt --config "$work/h-ap-southeast-2.toml" --table "$table" "$work/h-replica.json"
+echo "  (no branch_key_id in the ap-southeast-2 config: the reader takes it from the item's EDK)"
+
+step "ddbguard keys branch show in ap-southeast-2: the replicated branch key unwraps with the local replica"
+"$ddbguard" keys branch show --config "$work/h-ap-southeast-2.toml" --table "$table" --branch-key-id "$branch_key_id"
 
 expect_failure() {
   set +e

@@ -60,11 +60,13 @@ def table(args):
             client("dynamodb", region, args.endpoint).delete_table(TableName=args.table)
         except Exception:  # the table did not exist: nothing to clean up
             pass
+    # A branch key store (--key-store) has the official key store's key schema.
+    hash_key, range_key = ("branch-key-id", "type") if args.key_store else ("pk", "sk")
     ddb.create_table(
         TableName=args.table,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                              {"AttributeName": "sk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": hash_key, "KeyType": "HASH"}, {"AttributeName": range_key, "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": hash_key, "AttributeType": "S"},
+                              {"AttributeName": range_key, "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     )
@@ -149,6 +151,7 @@ def main():
     d.set_defaults(func=disable)
     t = sub.add_parser("table")
     t.add_argument("table")
+    t.add_argument("--key-store", action="store_true", help="key schema of a branch key store")
     t.set_defaults(func=table)
     pu = sub.add_parser("put")
     pu.add_argument("--region", required=True)
