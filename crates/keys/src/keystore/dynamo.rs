@@ -486,13 +486,16 @@ impl DynamoKeyStore {
                 dk.key_id, self.kms_key_id
             )));
         }
-        let key: [u8; 32] = dk.plaintext[..].try_into().map_err(|_| {
-            malformed(format!(
+        if dk.plaintext.len() != 32 {
+            return Err(malformed(format!(
                 "the decrypted branch key is {} bytes, not 32",
                 dk.plaintext.len()
-            ))
-        })?;
-        BranchKey::new(branch_key_id, &version, Zeroizing::new(key)).map_err(malformed)
+            )));
+        }
+        // Copied straight into a zeroizing buffer: no stray copy of the key on the stack.
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&dk.plaintext);
+        BranchKey::new(branch_key_id, &version, key).map_err(malformed)
     }
 
     async fn re_encrypt(
