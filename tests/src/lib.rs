@@ -186,6 +186,23 @@ impl LocalAws {
         aws_sdk_kms::Client::new(&self.sdk_config(region, None).await)
     }
 
+    /// ddbguard's governed KMS client for `region` (SDK retries off, the governor's retry policy, no rate
+    /// limit), counting its calls into `counters`.
+    pub async fn governed_kms(
+        &self,
+        region: &str,
+        counters: &std::sync::Arc<ddbguard_keys::kms::KmsCounters>,
+    ) -> std::sync::Arc<dyn ddbguard_keys::kms::KmsApi> {
+        use ddbguard_keys::kms::{GovernedKms, RetryPolicy, SdkKms};
+        let sdk = SdkKms::new(self.kms(region).await, region);
+        std::sync::Arc::new(GovernedKms::new(
+            std::sync::Arc::new(sdk),
+            None,
+            RetryPolicy::default(),
+            counters.clone(),
+        ))
+    }
+
     /// A KMS client for `region` that does not retry: for tests that expect an error.
     pub async fn kms_no_retry(&self, region: &str) -> aws_sdk_kms::Client {
         aws_sdk_kms::Client::new(&self.sdk_config(region, Some(1)).await)

@@ -112,6 +112,25 @@ pub(crate) fn ddbguard(args: &[&str], stdin: &str) -> Run {
     }
 }
 
+/// `ddbguard verify --until-caught-up --from trim-horizon` on `table`, metrics on an ephemeral port.
+pub(crate) fn verify_until_caught_up(config: &str, table: &str) -> Run {
+    ddbguard(
+        &[
+            "verify",
+            "--config",
+            config,
+            "--table",
+            table,
+            "--until-caught-up",
+            "--from",
+            "trim-horizon",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        "",
+    )
+}
+
 /// A fresh directory under the system temp dir, removed on drop.
 pub(crate) struct TempDir(PathBuf);
 
@@ -585,21 +604,7 @@ key_arn = "{key_arn}"
         assert!(arrived.is_some(), "{id} was not replicated to {REPLICA_REGION}");
     }
 
-    let run = ddbguard(
-        &[
-            "verify",
-            "--config",
-            &replica,
-            "--table",
-            &table,
-            "--until-caught-up",
-            "--from",
-            "trim-horizon",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ],
-        "",
-    );
+    let run = verify_until_caught_up(&replica, &table);
     assert_eq!(run.code, 1, "{run:#?}");
     let summary = run.json();
     assert_eq!(summary["table"], table.as_str(), "{summary:#}");
@@ -716,21 +721,7 @@ key_store_table = "{key_store}"
         assert!(arrived.is_some(), "{pk} was not replicated to {REPLICA_REGION}");
     }
 
-    let run = ddbguard(
-        &[
-            "verify",
-            "--config",
-            &replica,
-            "--table",
-            &table,
-            "--until-caught-up",
-            "--from",
-            "trim-horizon",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ],
-        "",
-    );
+    let run = verify_until_caught_up(&replica, &table);
     assert_eq!(run.code, 0, "{run:#?}");
     let summary = run.json();
     // sample_rate = 0 would make every kms-mrk record ok_structural; hierarchy records are all fully verified.

@@ -13,19 +13,9 @@ use ddbguard_dbe::{
 use ddbguard_e2e::{LocalAws, PRIMARY_REGION, REPLICA_REGION, unique_name, wait_for_item};
 use ddbguard_keys::HierarchyKeyring;
 use ddbguard_keys::keystore::{BRANCH_ACTIVE, CacheSettings, CachingBranchKeySource, DynamoKeyStore, VERSION_PREFIX};
-use ddbguard_keys::kms::{GovernedKms, KmsApi, KmsCounters, Operation, RetryPolicy, SdkKms};
+use ddbguard_keys::kms::{KmsCounters, Operation};
 
 const ITEMS: usize = 10_000;
-
-async fn governed(env: &LocalAws, region: &str, counters: &Arc<KmsCounters>) -> Arc<dyn KmsApi> {
-    let sdk = SdkKms::new(env.kms(region).await, region);
-    Arc::new(GovernedKms::new(
-        Arc::new(sdk),
-        None,
-        RetryPolicy::default(),
-        counters.clone(),
-    ))
-}
 
 /// A key store global table wrapped under a fresh replicated MRK: (table, MRK primary ARN, MRK replica ARN).
 async fn key_store(env: &LocalAws, test: &str) -> anyhow::Result<(String, String, String)> {
@@ -49,7 +39,7 @@ async fn store(
         table,
         table,
         key_arn,
-        governed(env, region, counters).await,
+        env.governed_kms(region, counters).await,
     )
     .expect("key store")
 }

@@ -3,25 +3,14 @@
 //! a single-region key, and `keys check`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use ddbguard_dbe::{AttributeValue, CryptoAction, Item, TableConfig, Verdict, decrypt_item, encrypt_item};
 use ddbguard_e2e::{LocalAws, PRIMARY_REGION, REPLICA_REGION, unique_name};
 use ddbguard_keys::kms::check::{KeyState, KmsClients, check_keys};
-use ddbguard_keys::kms::{GovernedKms, KmsApi, KmsCounters, MrkKeyring, Operation, RetryPolicy, SdkKms};
-
-async fn governed(env: &LocalAws, region: &str, counters: &Arc<KmsCounters>) -> Arc<dyn KmsApi> {
-    let sdk = SdkKms::new(env.kms(region).await, region);
-    Arc::new(GovernedKms::new(
-        Arc::new(sdk),
-        None,
-        RetryPolicy::default(),
-        counters.clone(),
-    ))
-}
+use ddbguard_keys::kms::{KmsCounters, MrkKeyring, Operation};
 
 async fn keyring(env: &LocalAws, key_arn: &str, region: &str) -> MrkKeyring {
-    MrkKeyring::new(key_arn, governed(env, region, &KmsCounters::new()).await, None).expect("key ARN")
+    MrkKeyring::new(key_arn, env.governed_kms(region, &KmsCounters::new()).await, None).expect("key ARN")
 }
 
 fn table() -> (TableConfig, Item) {
@@ -57,7 +46,11 @@ async fn item_encrypted_in_us_east_1_decrypts_in_ap_southeast_2_with_the_replica
     let (config, item, encrypted) = encrypted_in_primary(env, &mrk.primary_arn).await;
 
     let counters = KmsCounters::new();
-    let reader = MrkKeyring::new(&mrk.primary_arn, governed(env, REPLICA_REGION, &counters).await, None)?;
+    let reader = MrkKeyring::new(
+        &mrk.primary_arn,
+        env.governed_kms(REPLICA_REGION, &counters).await,
+        None,
+    )?;
     assert_eq!(reader.local_arn().to_string(), mrk.arn_in(REPLICA_REGION));
     let decrypted = decrypt_item(&config, &reader, &encrypted).await?;
     assert_eq!(decrypted.item, item);
@@ -158,7 +151,7 @@ async fn keys_check_healthy_then_disabled_replica_names_the_region() -> anyhow::
     let counters = KmsCounters::new();
     let mut clients = KmsClients::new();
     for r in &regions {
-        clients.insert(r.clone(), governed(env, r, &counters).await);
+        clients.insert(r.clone(), env.governed_kms(r, &counters).await);
     }
     let ec: BTreeMap<String, String> = [("aws-crypto-table-name".to_owned(), "orders".to_owned())].into();
 

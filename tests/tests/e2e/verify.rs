@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use ddbguard_e2e::{LocalAws, Mrk, PRIMARY_REGION, REPLICA_REGION, pk, unique_name, wait_for_item};
 use serde_json::{Value, json};
 
-use crate::cli::{Run, TempDir, ddbguard};
+use crate::cli::{Run, TempDir, ddbguard, verify_until_caught_up};
 
 /// Verdicts that let `verify --until-caught-up` exit 0.
 const PASSING: [&str; 3] = ["ok", "ok_structural", "remove"];
@@ -234,21 +234,7 @@ async fn setup(test: &str) -> anyhow::Result<Setup> {
 impl Setup {
     /// Runs `ddbguard verify --until-caught-up --from trim-horizon` in ap-southeast-2; returns the run and summary.
     fn verify(&self) -> (Run, Value) {
-        let run = ddbguard(
-            &[
-                "verify",
-                "--config",
-                &self.replica,
-                "--table",
-                &self.table,
-                "--until-caught-up",
-                "--from",
-                "trim-horizon",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ],
-            "",
-        );
+        let run = verify_until_caught_up(&self.replica, &self.table);
         let summary = run.json();
         assert_eq!(summary["table"], self.table.as_str(), "{summary:#}");
         assert_eq!(summary["region"], REPLICA_REGION, "{summary:#}");

@@ -15,7 +15,8 @@ use zeroize::Zeroizing;
 
 use super::{
     ATTR_CREATE_TIME, ATTR_ENC, ATTR_HIERARCHY_VERSION, ATTR_ID, ATTR_KMS_ARN, ATTR_TYPE, ATTR_VERSION, BRANCH_ACTIVE,
-    EC_TABLE_NAME, KeyStoreError, VERSION_PREFIX, create_time_now, custom_context, version_contexts, version_of,
+    EC_TABLE_NAME, KeyStoreError, VERSION_PREFIX, VersionContexts, create_time_now, custom_context, version_contexts,
+    version_of,
 };
 use crate::arn::{KmsArn, mrk_match};
 use crate::hierarchy::BranchKey;
@@ -231,37 +232,23 @@ impl DynamoKeyStore {
         let create_time = create_time_now();
         let kms_arn = self.kms_key_id.clone();
         let ecs = version_contexts(&id, &version, &create_time, &self.logical_name, &kms_arn, custom);
-        let decrypt_only = self
-            .kms
-            .generate_data_key_without_plaintext(&self.kms_key_id, 32, &ecs.decrypt_only)
-            .await?;
-        let active = self
-            .re_encrypt(&decrypt_only.ciphertext, &ecs.decrypt_only, &ecs.active)
-            .await?;
+        let (decrypt_only, active) = self.wrapped_version(&ecs).await?;
         let beacon = self
             .kms
             .generate_data_key_without_plaintext(&self.kms_key_id, 32, &ecs.beacon)
             .await?;
         let not_exists = "attribute_not_exists(#id)";
-        let puts = [
-            self.put(item(&ecs.decrypt_only, decrypt_only.ciphertext), not_exists, None)?,
+        let puts = vec![
+            self.put(item(&ecs.decrypt_only, decrypt_only), not_exists, None)?,
             self.put(item(&ecs.active, active), not_exists, None)?,
             self.put(item(&ecs.beacon, beacon.ciphertext), not_exists, None)?,
         ];
-        match self
-            .ddb
-            .transact_write_items()
-            .set_transact_items(Some(puts.to_vec()))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(id),
-            Err(e) if e.code() == Some("TransactionCanceledException") => Err(KeyStoreError::AlreadyExists {
-                table: self.table.clone(),
-                branch_key_id: id,
-            }),
-            Err(e) => Err(self.dynamo("TransactWriteItems", e)),
-        }
+        self.transact(puts, || KeyStoreError::AlreadyExists {
+            table: self.table.clone(),
+            branch_key_id: id.clone(),
+        })
+        .await?;
+        Ok(id)
     }
 
     /// `VersionKey`: rotates a branch key. The active item is read, authenticated with KMS, and replaced by a
@@ -284,6 +271,25 @@ impl DynamoKeyStore {
             &stored_arn,
             &custom,
         );
+        let (decrypt_only, active) = self.wrapped_version(&ecs).await?;
+        let puts = vec![
+            self.put(item(&ecs.decrypt_only, decrypt_only), "attribute_not_exists(#id)", None)?,
+            self.put(
+                item(&ecs.active, active),
+                "attribute_exists(#id) AND #enc = :old",
+                Some(old_enc),
+            )?,
+        ];
+        self.transact(puts, || KeyStoreError::ConcurrentRotation {
+            branch_key_id: branch_key_id.to_owned(),
+        })
+        .await?;
+        Ok(version)
+    }
+
+    /// A new version's key, wrapped twice: for its `branch:version:<uuid>` item (GenerateDataKeyWithoutPlaintext)
+    /// and, re-encrypted under the ACTIVE context, for the `branch:ACTIVE` item.
+    async fn wrapped_version(&self, ecs: &VersionContexts) -> Result<(Vec<u8>, Vec<u8>), KeyStoreError> {
         let decrypt_only = self
             .kms
             .generate_data_key_without_plaintext(&self.kms_key_id, 32, &ecs.decrypt_only)
@@ -291,29 +297,24 @@ impl DynamoKeyStore {
         let active = self
             .re_encrypt(&decrypt_only.ciphertext, &ecs.decrypt_only, &ecs.active)
             .await?;
-        let puts = [
-            self.put(
-                item(&ecs.decrypt_only, decrypt_only.ciphertext),
-                "attribute_not_exists(#id)",
-                None,
-            )?,
-            self.put(
-                item(&ecs.active, active),
-                "attribute_exists(#id) AND #enc = :old",
-                Some(old_enc),
-            )?,
-        ];
+        Ok((decrypt_only.ciphertext, active))
+    }
+
+    /// Writes `puts` in one transaction; a failed condition is `conflict()`.
+    async fn transact(
+        &self,
+        puts: Vec<TransactWriteItem>,
+        conflict: impl FnOnce() -> KeyStoreError,
+    ) -> Result<(), KeyStoreError> {
         match self
             .ddb
             .transact_write_items()
-            .set_transact_items(Some(puts.to_vec()))
+            .set_transact_items(Some(puts))
             .send()
             .await
         {
-            Ok(_) => Ok(version),
-            Err(e) if e.code() == Some("TransactionCanceledException") => Err(KeyStoreError::ConcurrentRotation {
-                branch_key_id: branch_key_id.to_owned(),
-            }),
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("TransactionCanceledException") => Err(conflict()),
             Err(e) => Err(self.dynamo("TransactWriteItems", e)),
         }
     }

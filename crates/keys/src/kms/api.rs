@@ -252,6 +252,31 @@ impl SdkKms {
     }
 }
 
+impl SdkKms {
+    /// The `KeyId` and `CiphertextBlob` of an answer that wraps a key, both required.
+    fn wrapped_key(
+        &self,
+        op: Operation,
+        requested: &str,
+        key_id: Option<&str>,
+        ciphertext: Option<&Blob>,
+    ) -> Result<WrappedKey, KmsError> {
+        match (key_id, ciphertext) {
+            (Some(k), Some(c)) => Ok(WrappedKey {
+                key_id: k.to_owned(),
+                ciphertext: c.as_ref().to_vec(),
+            }),
+            _ => Err(KmsError::local(
+                op,
+                &self.region,
+                requested,
+                KmsErrorKind::BadResponse,
+                "response lacks KeyId or CiphertextBlob".into(),
+            )),
+        }
+    }
+}
+
 fn ec_map(ec: &EncryptionContext) -> Option<std::collections::HashMap<String, String>> {
     if ec.is_empty() {
         None
@@ -333,19 +358,7 @@ impl KmsApi for SdkKms {
                 .send()
                 .await
                 .map_err(|e| self.error(op, key_id, e))?;
-            match (out.key_id(), out.ciphertext_blob()) {
-                (Some(k), Some(c)) => Ok(WrappedKey {
-                    key_id: k.to_owned(),
-                    ciphertext: c.as_ref().to_vec(),
-                }),
-                _ => Err(KmsError::local(
-                    op,
-                    &self.region,
-                    key_id,
-                    KmsErrorKind::BadResponse,
-                    "response lacks KeyId or CiphertextBlob".into(),
-                )),
-            }
+            self.wrapped_key(op, key_id, out.key_id(), out.ciphertext_blob())
         })
     }
 
@@ -365,19 +378,7 @@ impl KmsApi for SdkKms {
                 .send()
                 .await
                 .map_err(|e| self.error(op, r.source_key_id, e))?;
-            match (out.key_id(), out.ciphertext_blob()) {
-                (Some(k), Some(c)) => Ok(WrappedKey {
-                    key_id: k.to_owned(),
-                    ciphertext: c.as_ref().to_vec(),
-                }),
-                _ => Err(KmsError::local(
-                    op,
-                    &self.region,
-                    r.destination_key_id,
-                    KmsErrorKind::BadResponse,
-                    "response lacks KeyId or CiphertextBlob".into(),
-                )),
-            }
+            self.wrapped_key(op, r.destination_key_id, out.key_id(), out.ciphertext_blob())
         })
     }
 
