@@ -115,21 +115,54 @@ impl FakeStreams {
 
     /// Like [`FakeStreams::put`] with an explicit creation time.
     pub fn put_at(&self, shard: &str, pk: &str, v: u64, at: SystemTime) -> SequenceNumber {
-        let mut s = self.lock();
-        s.next_seq += 1;
-        let seq = SequenceNumber::new(s.next_seq.to_string());
         let keys = HashMap::from([("pk".to_owned(), AttributeValue::S(pk.to_owned()))]);
         let mut image = keys.clone();
         image.insert("v".to_owned(), AttributeValue::N(v.to_string()));
+        self.push(shard, EventName::Insert, keys, Some(image), Some(64), at)
+    }
+
+    /// Appends an INSERT or MODIFY record with the caller's primary key attributes and NEW image, created now
+    /// (e.g. an encrypted item, to drive a verifier). `size_bytes` is an estimate of the image's size.
+    ///
+    /// # Panics
+    /// On [`EventName::Remove`] (a REMOVE has no new image), an unknown shard or a closed shard.
+    pub fn put_image(
+        &self,
+        shard: &str,
+        event_name: EventName,
+        keys: HashMap<String, AttributeValue>,
+        new_image: HashMap<String, AttributeValue>,
+    ) -> SequenceNumber {
+        assert_ne!(event_name, EventName::Remove, "a REMOVE record carries no new image");
+        let size = new_image
+            .iter()
+            .map(|(k, v)| k.len() + approximate_size(v))
+            .sum::<usize>();
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        self.push(shard, event_name, keys, Some(new_image), Some(size), SystemTime::now())
+    }
+
+    fn push(
+        &self,
+        shard: &str,
+        event_name: EventName,
+        keys: HashMap<String, AttributeValue>,
+        new_image: Option<HashMap<String, AttributeValue>>,
+        size_bytes: Option<i64>,
+        at: SystemTime,
+    ) -> SequenceNumber {
+        let mut s = self.lock();
+        s.next_seq += 1;
+        let seq = SequenceNumber::new(s.next_seq.to_string());
         let record = StreamRecord {
             event_id: format!("ev-{}", s.next_seq),
-            event_name: EventName::Insert,
+            event_name,
             sequence_number: seq.clone(),
             approximate_creation_time: Some(at),
             keys,
-            new_image: Some(image),
+            new_image,
             old_image: None,
-            size_bytes: Some(64),
+            size_bytes,
         };
         let sh = Self::shard_mut(&mut s, shard);
         assert!(!sh.closed, "cannot write to closed shard {shard}");
@@ -314,5 +347,59 @@ impl StreamsApi for FakeStreams {
         let done = sh.closed && end == sh.records.len();
         let next_iterator = (!done).then(|| Self::new_iterator(&mut s, idx, end));
         Ok(RecordsPage { records, next_iterator })
+    }
+}
+
+/// Roughly the bytes DynamoDB counts for a value (names and payloads; type overhead ignored).
+fn approximate_size(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Ss(v) | AttributeValue::Ns(v) => v.iter().map(String::len).sum(),
+        AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len()).sum(),
+        AttributeValue::M(m) => m.iter().map(|(k, v)| k.len() + approximate_size(v)).sum(),
+        AttributeValue::L(l) => l.iter().map(approximate_size).sum(),
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_image_appends_the_given_keys_and_image() {
+        let fake = FakeStreams::new();
+        fake.add_shard("s1", None);
+        let first = fake.put("s1", "a", 1);
+        let keys = HashMap::from([("id".to_owned(), AttributeValue::S("k1".into()))]);
+        let mut image = keys.clone();
+        image.insert(
+            "blob".to_owned(),
+            AttributeValue::B(aws_smithy_types::Blob::new(vec![0u8; 100])),
+        );
+        let second = fake.put_image("s1", EventName::Modify, keys.clone(), image.clone());
+        assert!(second > first);
+
+        let it = fake
+            .get_shard_iterator("arn", "s1", &IteratorPosition::TrimHorizon)
+            .await
+            .unwrap();
+        let page = fake.get_records(&it, 10).await.unwrap();
+        let r = &page.records[1];
+        assert_eq!(r.sequence_number, second);
+        assert_eq!(r.event_name, EventName::Modify);
+        assert_eq!(r.keys, keys);
+        assert_eq!(r.new_image.as_ref(), Some(&image));
+        assert_eq!(r.size_bytes, Some(2 + 2 + 4 + 100));
+        assert_ne!(r.event_id, page.records[0].event_id);
+    }
+
+    #[test]
+    #[should_panic(expected = "no new image")]
+    fn put_image_refuses_a_remove() {
+        let fake = FakeStreams::new();
+        fake.add_shard("s1", None);
+        fake.put_image("s1", EventName::Remove, HashMap::new(), HashMap::new());
     }
 }
