@@ -7,7 +7,7 @@
 # every verdict, count and checkpoint, and fails if anything was skipped. See crates/verify/README.md#benchmark.
 #
 #   scripts/bench.sh                                  # 30000 records per scenario
-#   DDBGUARD_BENCH_RECORDS=100000 scripts/bench.sh    # more records (the stream is held in memory: ~4 KiB each)
+#   DDBGUARD_BENCH_RECORDS=100000 scripts/bench.sh    # more records (the stream is held in memory: ~5 KiB each)
 #
 # Needs only Rust; nothing runs in the background. Records/s depend on the cores free at the time (the table
 # prints the load average); CPU µs per record much less so.
