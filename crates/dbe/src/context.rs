@@ -119,7 +119,7 @@ pub(crate) fn base_context(
                 .ok_or_else(|| DbeError::MissingKeyAttribute {
                     attribute: key.to_owned(),
                 })?;
-            ec.insert(format!("{EC_ATTR_PREFIX}{key}"), v1_value(f.type_id, f.value));
+            ec.insert([EC_ATTR_PREFIX, key].concat(), v1_value(f.type_id, f.value));
         }
     } else {
         // Sorted by the UTF-8 bytes of the EC key, i.e. of the attribute name.
@@ -151,7 +151,7 @@ pub(crate) fn base_context(
                 _ => ('B', v1_value(f.type_id, f.value)),
             };
             legend.push(ch);
-            ec.insert(format!("{EC_ATTR_PREFIX}{}", f.name), value);
+            ec.insert([EC_ATTR_PREFIX, f.name].concat(), value);
         }
         ec.insert(EC_LEGEND.to_owned(), legend);
     }

@@ -94,13 +94,18 @@ pub(crate) fn header_and_footer<'a>(
 /// Names of the attributes a reader with `config` treats as signed, in canonical order: every attribute
 /// except `aws_dbe_head`, `aws_dbe_foot` and the allowed-unsigned ones.
 pub fn signed_attribute_names<'a>(config: &TableConfig, item: &'a Item) -> Vec<&'a str> {
-    let mut names: Vec<&str> = item
-        .keys()
-        .map(String::as_str)
-        .filter(|n| *n != HEADER_ATTRIBUTE && *n != FOOTER_ATTRIBUTE && !config.is_allowed_unsigned(n))
+    signed_attributes(config, item).into_iter().map(|(n, _)| n).collect()
+}
+
+/// The signed attributes (name and value) in canonical order, as [`signed_attribute_names`] lists them.
+fn signed_attributes<'a>(config: &TableConfig, item: &'a Item) -> Vec<(&'a str, &'a AttributeValue)> {
+    let mut attrs: Vec<(&str, &AttributeValue)> = item
+        .iter()
+        .map(|(n, v)| (n.as_str(), v))
+        .filter(|(n, _)| *n != HEADER_ATTRIBUTE && *n != FOOTER_ATTRIBUTE && !config.is_allowed_unsigned(n))
         .collect();
-    names.sort_unstable_by(|a, b| canonical_cmp(a, b));
-    names
+    attrs.sort_unstable_by(|a, b| canonical_cmp(a.0, b.0));
+    attrs
 }
 
 /// One signed attribute of a record being decrypted.
@@ -129,12 +134,12 @@ fn structure<'a>(config: &TableConfig, item: &'a Item) -> Result<Structure<'a>, 
             });
         }
     }
-    let names = signed_attribute_names(config, item);
-    if names.len() != header.legend.len() {
-        if names.len() > header.legend.len()
-            && let Some(extra) = names
+    let signed = signed_attributes(config, item);
+    if signed.len() != header.legend.len() {
+        if signed.len() > header.legend.len()
+            && let Some((extra, _)) = signed
                 .iter()
-                .find(|n| !config.attribute_actions.contains_key(**n) && !config.key_names().any(|k| k == **n))
+                .find(|(n, _)| !config.attribute_actions.contains_key(*n) && !config.key_names().any(|k| k == *n))
         {
             return Err(DbeError::UnexpectedSignedAttribute {
                 attribute: (*extra).to_owned(),
@@ -142,36 +147,29 @@ fn structure<'a>(config: &TableConfig, item: &'a Item) -> Result<Structure<'a>, 
         }
         return Err(DbeError::LegendMismatch {
             legend: header.legend.len(),
-            signed: names.len(),
+            signed: signed.len(),
         });
     }
-    let mut fields = Vec::with_capacity(names.len());
-    for (name, &action) in names.into_iter().zip(&header.legend) {
-        let Some((name, value)) = item.get_key_value(name) else {
-            continue;
-        };
+    let mut fields = Vec::with_capacity(signed.len());
+    for ((name, value), &action) in signed.into_iter().zip(&header.legend) {
         if action == CryptoAction::EncryptAndSign {
             match value {
                 AttributeValue::B(b) if b.len() >= MIN_ENCRYPTED_LEN => {}
                 AttributeValue::B(_) => {
                     return Err(DbeError::MalformedEncryptedField {
-                        attribute: name.clone(),
+                        attribute: name.to_owned(),
                         what: "is shorter than a type id and a GCM tag",
                     });
                 }
                 _ => {
                     return Err(DbeError::MalformedEncryptedField {
-                        attribute: name.clone(),
+                        attribute: name.to_owned(),
                         what: "is not of type B",
                     });
                 }
             }
         }
-        fields.push(SignedField {
-            name: name.as_str(),
-            value,
-            action,
-        });
+        fields.push(SignedField { name, value, action });
     }
     Ok(Structure {
         header,
@@ -327,11 +325,9 @@ pub async fn decrypt_item(config: &TableConfig, keyring: &dyn Keyring, item: &It
         .filter(|f| f.action == CryptoAction::EncryptAndSign)
         .count();
     let keys = rk.field_keys(encrypted_count)?;
-    let mut out = Item::new();
-    let mut actions = BTreeMap::new();
+    let mut decrypted: Vec<(&str, AttributeValue)> = Vec::with_capacity(encrypted_count);
     let mut ordinal = 0usize;
     for f in &s.fields {
-        actions.insert(f.name.to_owned(), f.action);
         if f.action != CryptoAction::EncryptAndSign {
             continue;
         }
@@ -360,13 +356,21 @@ pub async fn decrypt_item(config: &TableConfig, keyring: &dyn Keyring, item: &It
                 what,
             },
         })?;
-        out.insert(f.name.to_owned(), value);
+        decrypted.push((f.name, value));
     }
-    for (name, value) in item {
-        if name != HEADER_ATTRIBUTE && name != FOOTER_ATTRIBUTE && !out.contains_key(name) {
-            out.insert(name.clone(), value.clone());
-        }
-    }
+    // The plaintext item: every attribute but the header and footer, encrypted ones replaced by their
+    // plaintext. Both sides are walked in the item's (byte) order and collected in bulk.
+    decrypted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut decrypted = decrypted.into_iter().peekable();
+    let out: Item = item
+        .iter()
+        .filter(|(name, _)| *name != HEADER_ATTRIBUTE && *name != FOOTER_ATTRIBUTE)
+        .map(|(name, value)| match decrypted.next_if(|(d, _)| *d == name.as_str()) {
+            Some((_, plaintext)) => (name.clone(), plaintext),
+            None => (name.clone(), value.clone()),
+        })
+        .collect();
+    let actions: BTreeMap<String, CryptoAction> = s.fields.iter().map(|f| (f.name.to_owned(), f.action)).collect();
     Ok(DecryptedItem {
         item: out,
         header,
@@ -424,9 +428,9 @@ pub async fn encrypt_item(config: &TableConfig, keyring: &dyn Keyring, item: &It
     } else {
         1
     };
-    let mut serialized: Vec<(u16, Vec<u8>)> = Vec::with_capacity(fields.len());
+    let mut serialized: Vec<(u16, Cow<'_, [u8]>)> = Vec::with_capacity(fields.len());
     for (name, value, _) in &fields {
-        serialized.push((value.type_id(), value.serialize().map_err(|e| value_error(name, e))?));
+        serialized.push((value.type_id(), value_bytes(name, value)?));
     }
     let ctx_fields: Vec<ContextField<'_>> = fields
         .iter()
@@ -483,7 +487,7 @@ pub async fn encrypt_item(config: &TableConfig, keyring: &dyn Keyring, item: &It
     let encrypted_count = fields.iter().filter(|f| f.2 == CryptoAction::EncryptAndSign).count();
     let keys = rk.field_keys(encrypted_count)?;
     let mut h = hash_prefix(&header_bytes, &ec_bytes);
-    let mut out = item.clone();
+    let mut encrypted: Vec<(&str, Vec<u8>)> = Vec::with_capacity(encrypted_count);
     let mut path = Vec::with_capacity(config.logical_table_name.len() + 64);
     let mut ordinal = 0usize;
     for ((name, _, action), (tid, bytes)) in fields.iter().zip(serialized) {
@@ -497,7 +501,7 @@ pub async fn encrypt_item(config: &TableConfig, keyring: &dyn Keyring, item: &It
             ordinal += 1;
             stored.extend_from_slice(&tag);
             hash_field(&mut h, &path, true, type_id::BINARY, &stored);
-            out.insert((*name).to_owned(), AttributeValue::B(stored));
+            encrypted.push((*name, stored));
         } else {
             hash_field(&mut h, &path, false, tid, &bytes);
         }
@@ -510,6 +514,17 @@ pub async fn encrypt_item(config: &TableConfig, keyring: &dyn Keyring, item: &It
             None => None,
         },
     };
+    // The encrypted item: the input with encrypted attributes replaced by their stored form, collected in
+    // bulk in the item's (byte) order, plus the header and footer.
+    encrypted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut encrypted = encrypted.into_iter().peekable();
+    let mut out: Item = item
+        .iter()
+        .map(|(name, value)| match encrypted.next_if(|(e, _)| *e == name.as_str()) {
+            Some((_, stored)) => (name.clone(), AttributeValue::B(stored)),
+            None => (name.clone(), value.clone()),
+        })
+        .collect();
     out.insert(HEADER_ATTRIBUTE.to_owned(), AttributeValue::B(header_bytes));
     out.insert(FOOTER_ATTRIBUTE.to_owned(), AttributeValue::B(footer.encode()));
     Ok(out)
