@@ -6,8 +6,9 @@
 #                               accepted or rejected alike; tampered items fail on both sides; branch
 #                               keys made by either key store serve both hierarchical keyrings (one
 #                               region, and across regions over a global key store table).
-#   scripts/interop.sh --bench  decrypt-and-verify µs/item, ddbguard vs the official crate, both
-#                               suites, side by side (release build), plus the bench's peak RSS.
+#   scripts/interop.sh --bench  decrypt-and-verify and encrypt µs/item, ddbguard vs the official crate,
+#                               3-, 9- and 30-attribute items, both suites, side by side with the
+#                               primitive floor (release build), plus the bench's peak RSS.
 #
 # The first build of the official crate takes several minutes (longer in release); later runs reuse
 # CARGO_TARGET_DIR_INTEROP (default ~/.cache/ddbguard/target-interop).
@@ -41,14 +42,14 @@ esac
 cd interop
 
 if $bench; then
-  step "interop bench: decrypt-and-verify, ddbguard vs aws-db-esdk 1.3.0 (release)"
+  step "interop bench: decrypt and encrypt, ddbguard vs aws-db-esdk 1.3.0 (release)"
   export CRITERION_HOME="$CARGO_TARGET_DIR/criterion"
   log=$(mktemp)
   trap 'rm -f "$log"' EXIT
-  cargo bench --locked --bench decrypt 2>&1 | tee "$log"
+  cargo bench --locked --bench compare 2>&1 | tee "$log"
   step "summary"
   # The bench prints the table after criterion's own report: from its header line to the end.
-  sed -n '/^suite .*official µs/,$p' "$log"
+  sed -n '/^item .*official µs/,$p' "$log"
   exit 0
 fi
 
