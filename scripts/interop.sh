@@ -5,7 +5,9 @@
 #   scripts/interop.sh          items written by either side decrypt on the other; edge cases are
 #                               accepted or rejected alike; tampered items fail on both sides; branch
 #                               keys made by either key store serve both hierarchical keyrings (one
-#                               region, and across regions over a global key store table).
+#                               region, and across regions over a global key store table);
+#                               `ddbguard item decrypt` (the binary, built first) prints the plaintext
+#                               of an official item and names a flipped bit integrity_failed.
 #   scripts/interop.sh --bench  decrypt-and-verify and encrypt µs/item, ddbguard vs the official crate,
 #                               3-, 9- and 30-attribute items, both suites, side by side with the
 #                               primitive floor (release build), plus the bench's peak RSS.
@@ -20,6 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+main_target="${CARGO_TARGET_DIR:-$HOME/.cache/ddbguard/target}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_INTEROP:-$HOME/.cache/ddbguard/target-interop}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 
@@ -57,6 +60,10 @@ if [[ -z "${DDBGUARD_TEST_ENDPOINT:-}" ]]; then
   step "local AWS environment for the hierarchical keyring tests (moto 5.2.5 in .venv)"
   ../scripts/local-aws install
 fi
+
+step "the ddbguard binary, for item decrypt of official items (main workspace, $main_target)"
+CARGO_TARGET_DIR="$main_target" cargo build --locked --manifest-path ../Cargo.toml -p ddbguard --bin ddbguard
+export DDBGUARD_BIN="$main_target/debug/ddbguard"
 
 step "interop tests: ddbguard vs aws-db-esdk 1.3.0 (cargo test --locked)"
 start=$SECONDS

@@ -15,9 +15,14 @@
 //!
 //! Case counts: `INTEROP_CASES` per property (default 64 round trips, 96 tampers).
 //!
+//! [`cli`]: `ddbguard item decrypt` prints the plaintext of an item the official crate wrote and names a
+//! flipped bit `integrity_failed`.
+//!
 //! [`hierarchy`]: the same both ways with the official key store and hierarchical keyring, on the local
 //! AWS environment (started by the tests, or `DDBGUARD_TEST_ENDPOINT`).
 
+#[path = "interop/cli.rs"]
+mod cli;
 mod common;
 #[path = "interop/hierarchy.rs"]
 mod hierarchy;
