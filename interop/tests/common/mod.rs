@@ -1,10 +1,8 @@
 //! Shared by the interop tests and the decrypt benchmark: conversions between ddbguard's and the AWS
 //! SDK's attribute values, the official item encryptor built from a ddbguard `TableConfig`, ddbguard's
 //! side of the same calls, and the comparison helpers (DynamoDB number normalization, set order).
-//! [`local_aws`]: the local AWS environment the hierarchical keyring tests run against.
+//! The local AWS environment of the hierarchical keyring tests is the workspace's (`ddbguard-e2e`).
 #![allow(dead_code)]
-
-pub mod local_aws;
 
 use std::collections::HashMap;
 use std::sync::LazyLock;

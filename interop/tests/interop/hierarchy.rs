@@ -32,8 +32,9 @@ use ddbguard_keys::keystore::{CacheSettings, CachingBranchKeySource, DynamoKeySt
 use ddbguard_keys::kms::SdkKms;
 
 use super::{Case, fixed_case};
-use crate::common::local_aws::{LocalAws, PRIMARY_REGION, REPLICA_REGION, unique_name};
 use crate::common::*;
+use aws_sdk_dynamodb::types::KeyType;
+use ddbguard_e2e::{LocalAws, PRIMARY_REGION, REPLICA_REGION, unique_name};
 
 type R<T> = Result<T, String>;
 
@@ -92,6 +93,8 @@ fn uuid_text(b: &[u8]) -> String {
 /// One key store: its table, logical name and the multi-Region key that wraps its branch keys.
 struct Store {
     env: &'static LocalAws,
+    /// KMS and DynamoDB clients of [`PRIMARY_REGION`] and [`REPLICA_REGION`], in that order.
+    clients: [(aws_sdk_kms::Client, aws_sdk_dynamodb::Client); 2],
     table: String,
     logical: String,
     primary_arn: String,
@@ -101,14 +104,39 @@ struct Store {
 impl Store {
     async fn new(what: &str) -> R<Store> {
         let env = LocalAws::shared();
-        let (primary_arn, replica_arn) = env.create_replicated_mrk(&format!("interop key store {what}")).await?;
+        let mrk = env
+            .create_replicated_mrk(&format!("interop key store {what}"))
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let replica_arn = mrk.replica_arn.ok_or("the key store MRK has no replica")?;
+        let clients = [
+            (env.kms(PRIMARY_REGION).await, env.dynamodb(PRIMARY_REGION).await),
+            (env.kms(REPLICA_REGION).await, env.dynamodb(REPLICA_REGION).await),
+        ];
         Ok(Store {
             env,
-            table: unique_name(&format!("keystore-{what}")),
+            clients,
+            table: unique_name("keystore", what),
             logical: format!("ddbguard-interop-{what}"),
-            primary_arn,
+            primary_arn: mrk.primary_arn,
             replica_arn,
         })
+    }
+
+    /// Makes the key store table a global table (`branch-key-id` HASH, `type` RANGE) replicated to
+    /// [`REPLICA_REGION`]; without it, the table is made by `CreateKeyStore` in one region.
+    async fn make_global_table(&self) -> R<()> {
+        self.env
+            .create_global_table_keyed(
+                &self.table,
+                &[("branch-key-id", KeyType::Hash), ("type", KeyType::Range)],
+            )
+            .await
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    fn clients(&self, region: &str) -> &(aws_sdk_kms::Client, aws_sdk_dynamodb::Client) {
+        &self.clients[usize::from(region != PRIMARY_REGION)]
     }
 
     /// The MRK's ARN in `region`: what each region configures.
@@ -123,8 +151,8 @@ impl Store {
     /// The official key store in `region` (`KmsMrKeyArn` with the MRK's ARN there).
     fn official(&self, region: &str) -> R<keystore_client::Client> {
         let config = KeyStoreConfig::builder()
-            .kms_client(self.env.kms(region))
-            .ddb_client(self.env.dynamodb(region))
+            .kms_client(self.clients(region).0.clone())
+            .ddb_client(self.clients(region).1.clone())
             .ddb_table_name(&self.table)
             .logical_key_store_name(&self.logical)
             .kms_configuration(KmsConfiguration::KmsMrKeyArn(self.arn_in(region).to_owned()))
@@ -135,15 +163,10 @@ impl Store {
 
     /// ddbguard's key store in `region`.
     fn ours(&self, region: &str) -> R<DynamoKeyStore> {
-        let kms = Arc::new(SdkKms::new(self.env.kms(region), region));
-        DynamoKeyStore::new(
-            self.env.dynamodb(region),
-            &self.table,
-            &self.logical,
-            self.arn_in(region),
-            kms,
-        )
-        .map_err(err("ddbguard key store"))
+        let (kms, dynamodb) = self.clients(region);
+        let kms = Arc::new(SdkKms::new(kms.clone(), region));
+        DynamoKeyStore::new(dynamodb.clone(), &self.table, &self.logical, self.arn_in(region), kms)
+            .map_err(err("ddbguard key store"))
     }
 
     /// Both keyrings for one branch key in `region`, each with a fresh cache.
@@ -426,7 +449,7 @@ fn official_branch_keys_serve_both_keyrings() {
             .map_err(err("ddbguard create_key_store on the official's table"))?;
 
         let random_id = official_create_key(&official, None, &[]).await?;
-        let chosen_id = unique_name("tenant");
+        let chosen_id = unique_name("tenant", "interop");
         official_create_key(
             &official,
             Some(&chosen_id),
@@ -502,7 +525,7 @@ fn ddbguard_branch_keys_serve_both_keyrings() {
             .create_key(None, &BTreeMap::new())
             .await
             .map_err(err("ddbguard create_key"))?;
-        let chosen_id = unique_name("tenant");
+        let chosen_id = unique_name("tenant", "interop");
         let custom = BTreeMap::from([
             ("department".to_owned(), "admin".to_owned()),
             ("tenant".to_owned(), "t-2".to_owned()),
@@ -582,7 +605,7 @@ fn ddbguard_branch_keys_serve_both_keyrings() {
 fn global_key_store_serves_both_keyrings_across_regions() {
     run(async {
         let store = Store::new("global").await?;
-        store.env.create_global_key_store_table(&store.table).await?;
+        store.make_global_table().await?;
         let official_east = store.official(PRIMARY_REGION)?;
         let ours_east = store.ours(PRIMARY_REGION)?;
         let ours_south = store.ours(REPLICA_REGION)?;
