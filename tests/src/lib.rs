@@ -478,6 +478,22 @@ pub async fn wait_for_item(
     wait_for_item_where(ddb, table, key, timeout, |_| true).await
 }
 
+/// Waits until every item `{pk: id}` of `ids` exists in `table` through `replica` (the other region's client),
+/// each within `timeout`; an error names the first that did not arrive.
+pub async fn wait_replicated<'a>(
+    replica: &aws_sdk_dynamodb::Client,
+    table: &str,
+    ids: impl IntoIterator<Item = &'a str>,
+    timeout: Duration,
+) -> Result<()> {
+    for id in ids {
+        if wait_for_item(replica, table, pk(id), timeout).await?.is_none() {
+            bail!("{id} did not reach {table} in the other region within {timeout:?}");
+        }
+    }
+    Ok(())
+}
+
 /// Polls `GetItem` until the item exists and satisfies `accept`, or `timeout` passes (then `None`).
 pub async fn wait_for_item_where(
     ddb: &aws_sdk_dynamodb::Client,

@@ -598,11 +598,8 @@ key_arn = "{key_arn}"
         .await?;
 
     let replica_ddb = env.dynamodb(REPLICA_REGION).await;
-    for id in encrypted_ids.iter().chain(&["cust-plain"]) {
-        let arrived =
-            ddbguard_e2e::wait_for_item(&replica_ddb, &table, ddbguard_e2e::pk(id), Duration::from_secs(10)).await?;
-        assert!(arrived.is_some(), "{id} was not replicated to {REPLICA_REGION}");
-    }
+    let all_ids = encrypted_ids.iter().copied().chain(["cust-plain"]);
+    ddbguard_e2e::wait_replicated(&replica_ddb, &table, all_ids, Duration::from_secs(10)).await?;
 
     let run = verify_until_caught_up(&replica, &table);
     assert_eq!(run.code, 1, "{run:#?}");
@@ -715,11 +712,7 @@ key_store_table = "{key_store}"
             .await?;
     }
     let replica_ddb = env.dynamodb(REPLICA_REGION).await;
-    for pk in ids {
-        let arrived =
-            ddbguard_e2e::wait_for_item(&replica_ddb, &table, ddbguard_e2e::pk(pk), Duration::from_secs(10)).await?;
-        assert!(arrived.is_some(), "{pk} was not replicated to {REPLICA_REGION}");
-    }
+    ddbguard_e2e::wait_replicated(&replica_ddb, &table, ids, Duration::from_secs(10)).await?;
 
     let run = verify_until_caught_up(&replica, &table);
     assert_eq!(run.code, 0, "{run:#?}");

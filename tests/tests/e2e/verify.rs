@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use ddbguard_e2e::{LocalAws, Mrk, PRIMARY_REGION, REPLICA_REGION, pk, unique_name, wait_for_item};
+use ddbguard_e2e::{LocalAws, Mrk, PRIMARY_REGION, REPLICA_REGION, unique_name, wait_replicated};
 use serde_json::{Value, json};
 
 use crate::cli::{Run, TempDir, ddbguard, verify_until_caught_up};
@@ -273,11 +273,14 @@ async fn items_written_correctly_in_either_region_are_ok_and_counted_by_origin()
     for item in &south {
         put(&south_ddb, &s.table, item).await?;
     }
-    for n in 0..east.len() {
-        let id = format!("east-{n}");
-        let arrived = wait_for_item(&south_ddb, &s.table, pk(&id), Duration::from_secs(10)).await?;
-        assert!(arrived.is_some(), "{id} was not replicated to {REPLICA_REGION}");
-    }
+    let east_ids: Vec<String> = (0..east.len()).map(|n| format!("east-{n}")).collect();
+    wait_replicated(
+        &south_ddb,
+        &s.table,
+        east_ids.iter().map(String::as_str),
+        Duration::from_secs(10),
+    )
+    .await?;
 
     let (run, summary) = s.verify();
     assert_eq!(run.code, 0, "{run:#?}");
