@@ -7,5 +7,7 @@
 //! - `tests/interop/hierarchy.rs`: branch keys made and rotated by either key store (official `KeyStore`,
 //!   ddbguard's `DynamoKeyStore`, under a multi-Region key) serve both hierarchical keyrings, in one region
 //!   and across regions over a global key store table; tampered hierarchy EDKs fail on both sides. These run
-//!   against the local AWS environment (`tests/common/local_aws.rs` starts `scripts/local-aws.d/launcher.py`,
-//!   or uses `DDBGUARD_TEST_ENDPOINT`).
+//!   against the local AWS environment of the workspace's tests (`ddbguard-e2e` starts
+//!   `scripts/local-aws.d/launcher.py`, or uses `DDBGUARD_TEST_ENDPOINT`);
+//! - `tests/interop/cli.rs`: the `ddbguard item decrypt` command prints the plaintext of items the official
+//!   crate wrote, and exits 1 with `integrity_failed` when one ciphertext bit is flipped.
