@@ -617,6 +617,7 @@ impl KeyringSettings {
                     cache: CacheSettings {
                         ttl: std::time::Duration::from_secs(ttl),
                         max_entries,
+                        ..CacheSettings::default()
                     },
                 }))
             }

@@ -28,6 +28,8 @@ const IV_LEN: usize = 12;
 const VERSION_LEN: usize = 16;
 /// Provider ciphertext length: salt, IV, version, wrapped IKM, tag.
 pub const PROVIDER_CIPHERTEXT_LEN: usize = SALT_LEN + IV_LEN + VERSION_LEN + 32 + 16;
+/// The longest branch key id a key store item can have (a DynamoDB partition key holds up to 2048 bytes).
+const MAX_BRANCH_KEY_ID_LEN: usize = 2048;
 
 /// One version of a branch key.
 pub struct BranchKey {
@@ -203,6 +205,17 @@ impl HierarchyKeyring {
             let branch_key_id = match (&self.branch_key_id, std::str::from_utf8(&edk.provider_info)) {
                 (Some(id), _) if id.as_bytes() != edk.provider_info.as_slice() => continue,
                 (Some(id), _) => id.as_str(),
+                // DynamoDB keys are 1 to 2048 bytes: anything else could never name a key store item.
+                (None, Ok(id)) if id.is_empty() || id.len() > MAX_BRANCH_KEY_ID_LEN => {
+                    last_err = Some(KeyringError::IntegrityFailed {
+                        message: format!(
+                            "hierarchy EDK {index} has a branch key id of {} bytes (a key store key is 1 to \
+                             {MAX_BRANCH_KEY_ID_LEN})",
+                            id.len()
+                        ),
+                    });
+                    continue;
+                }
                 (None, Ok(id)) => id,
                 (None, Err(_)) => {
                     last_err = Some(KeyringError::IntegrityFailed {
@@ -347,5 +360,23 @@ mod tests {
         let none = futures::executor::block_on(k.unwrap_key(&[], &ec));
         assert!(matches!(none, Err(KeyringError::NoMatchingKey { .. })));
         assert!(!format!("{k:?}").contains("7, 7"));
+    }
+
+    #[test]
+    fn any_key_mode_rejects_ids_no_key_store_can_hold() {
+        let key = BranchKey::new("bk", "e9ce18a3-edb5-4272-9f86-1cacb7997ff6", Zeroizing::new([7; 32])).unwrap();
+        let k = HierarchyKeyring::for_any_branch_key(Arc::new(StaticBranchKeySource::new(key)));
+        let ec = EncryptionContext::new();
+        let w = futures::executor::block_on(keyring().wrap_key(&ec)).unwrap();
+        for id in [Vec::new(), vec![b'x'; MAX_BRANCH_KEY_ID_LEN + 1]] {
+            let edk = EncryptedDataKey {
+                provider_id: PROVIDER_ID.to_owned(),
+                provider_info: id,
+                ciphertext: w.wrapped.clone(),
+            };
+            let e = futures::executor::block_on(k.unwrap_key(&[edk], &ec)).unwrap_err();
+            assert!(matches!(e, KeyringError::IntegrityFailed { .. }), "{e}");
+            assert!(e.to_string().contains("branch key id of"), "{e}");
+        }
     }
 }

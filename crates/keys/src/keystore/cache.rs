@@ -2,8 +2,10 @@
 //! one key wait for one load, so a burst of records under a new branch key version makes one KMS call).
 //!
 //! [`CachingBranchKeySource`] is the [`BranchKeySource`] the hierarchical keyring uses in front of a
-//! [`BranchKeyLoader`] such as [`DynamoKeyStore`]. Failed loads are not cached: the next caller tries again
-//! (behind the KMS governor's rate limit).
+//! [`BranchKeyLoader`] such as [`DynamoKeyStore`]. A failed load is shared by the callers waiting for it and
+//! kept for a short `failure_ttl` (1 s by default), so that a batch of records under a key that cannot be loaded
+//! (throttled, disabled, not yet replicated) costs one load, not one per record; after that the next caller
+//! tries again (behind the KMS governor's rate limit).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,6 +39,8 @@ pub struct CacheSettings {
     pub ttl: Duration,
     /// At most this many branch key versions are held (each is 32 bytes plus bookkeeping).
     pub max_entries: usize,
+    /// How long a failed load answers for its key before the next caller loads again.
+    pub failure_ttl: Duration,
 }
 
 impl Default for CacheSettings {
@@ -44,6 +48,7 @@ impl Default for CacheSettings {
         CacheSettings {
             ttl: Duration::from_secs(600),
             max_entries: 1000,
+            failure_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -54,9 +59,23 @@ enum Slot {
     Version(String, [u8; 16]),
 }
 
+/// A load's result: the key, or the error and when it happened.
+type Loaded = Result<Arc<BranchKey>, (Instant, KeyringError)>;
+
 struct Entry {
     created: Instant,
-    cell: Arc<OnceCell<Arc<BranchKey>>>,
+    cell: Arc<OnceCell<Loaded>>,
+}
+
+impl Entry {
+    /// Whether the entry still answers: a key for `ttl` after the slot was made, a failure for `failure_ttl`
+    /// after it happened, a load in flight always.
+    fn fresh(&self, now: Instant, settings: &CacheSettings) -> bool {
+        match self.cell.get() {
+            Some(Err((failed, _))) => now.duration_since(*failed) < settings.failure_ttl,
+            _ => now.duration_since(self.created) < settings.ttl,
+        }
+    }
 }
 
 /// The cache itself: slots for "the active version of id" and "version v of id".
@@ -116,18 +135,18 @@ impl BranchKeyCache {
     }
 
     /// The fresh cell for `slot`, made (evicting if full) when missing or expired.
-    fn cell(&self, slot: &Slot, value: Option<Arc<BranchKey>>) -> Arc<OnceCell<Arc<BranchKey>>> {
+    fn cell(&self, slot: &Slot, value: Option<Arc<BranchKey>>) -> Arc<OnceCell<Loaded>> {
         let mut entries = self.lock();
         let now = Instant::now();
-        let ttl = self.settings.ttl;
+        let settings = self.settings;
         if let Some(e) = entries.get(slot)
-            && now.duration_since(e.created) < ttl
+            && e.fresh(now, &settings)
         {
             return e.cell.clone();
         }
         entries.remove(slot);
         if entries.len() >= self.settings.max_entries {
-            entries.retain(|_, e| now.duration_since(e.created) < ttl);
+            entries.retain(|_, e| e.fresh(now, &settings));
         }
         while entries.len() >= self.settings.max_entries {
             let oldest = entries.iter().min_by_key(|(_, e)| e.created).map(|(s, _)| s.clone());
@@ -137,7 +156,7 @@ impl BranchKeyCache {
             };
         }
         let cell = Arc::new(match value {
-            Some(v) => OnceCell::new_with(Some(v)),
+            Some(v) => OnceCell::new_with(Some(Ok(v))),
             None => OnceCell::new(),
         });
         entries.insert(
@@ -156,23 +175,24 @@ impl BranchKeyCache {
         Fut: Future<Output = Result<BranchKey, KeyringError>>,
     {
         let cell = self.cell(&slot, None);
-        if let Some(k) = cell.get() {
+        if let Some(loaded) = cell.get() {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(k.clone());
+            return loaded.clone().map_err(|(_, e)| e);
         }
-        let key = cell
-            .get_or_try_init(|| async {
-                self.loads.fetch_add(1, Ordering::Relaxed);
-                load().await.map(Arc::new)
-            })
-            .await?;
-        Ok(key.clone())
+        // Every caller waiting here gets the one load's result, success or failure.
+        cell.get_or_init(|| async {
+            self.loads.fetch_add(1, Ordering::Relaxed);
+            load().await.map(Arc::new).map_err(|e| (Instant::now(), e))
+        })
+        .await
+        .clone()
+        .map_err(|(_, e)| e)
     }
 
     /// Records an already loaded key in `slot` unless a fresh entry exists.
     fn offer(&self, slot: Slot, key: Arc<BranchKey>) {
         let cell = self.cell(&slot, Some(key.clone()));
-        let _ = cell.set(key);
+        let _ = cell.set(Ok(key));
     }
 }
 
@@ -249,8 +269,11 @@ impl From<KeyStoreError> for KeyringError {
                 }
             }
             KeyStoreError::Dynamo {
-                throttled: true, table, ..
+                transient: true, table, ..
             } => KeyringError::Throttled { key: table, message },
+            // Not the record's fault: every record under this key store would fail alike. `Other` makes it
+            // key_unavailable with the message that names the logical name to check.
+            KeyStoreError::NotAuthentic { .. } => KeyringError::Other { message },
             _ => KeyringError::Other { message },
         }
     }
@@ -318,6 +341,7 @@ mod tests {
             CacheSettings {
                 ttl: Duration::from_secs(ttl_secs),
                 max_entries: max,
+                failure_ttl: Duration::from_secs(1),
             },
         ))
     }
@@ -356,7 +380,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn size_is_bounded_and_failures_are_not_cached() {
+    async fn size_is_bounded_and_failures_are_kept_only_briefly() {
         let s = source(600, 3);
         for i in 0..10u8 {
             let mut v = uuid(V2);
@@ -370,12 +394,33 @@ mod tests {
         assert!(s.version("other", &uuid(V2)).await.is_err());
         assert_eq!(
             s.loader().loads.load(Ordering::SeqCst),
-            12,
-            "each failed lookup loads again"
+            11,
+            "a failure answers for its key for failure_ttl"
         );
+        tokio::time::advance(Duration::from_millis(1_001)).await;
         s.loader().fail.store(false, Ordering::SeqCst);
-        assert!(s.version("other", &uuid(V2)).await.is_ok());
+        assert!(
+            s.version("other", &uuid(V2)).await.is_ok(),
+            "loaded again after failure_ttl"
+        );
+        assert_eq!(s.loader().loads.load(Ordering::SeqCst), 12);
         assert!(s.cache().len() <= 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_waiting_for_a_failing_load_share_its_failure() {
+        let s = source(60, 10);
+        s.loader().fail.store(true, Ordering::SeqCst);
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.version("bk", &uuid(V2)).await.map(|k| k.version) })
+            })
+            .collect();
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Err(KeyringError::Other { .. })));
+        }
+        assert_eq!(s.loader().loads.load(Ordering::SeqCst), 1, "one load for 50 callers");
     }
 
     #[test]
@@ -402,7 +447,7 @@ mod tests {
             operation: "GetItem",
             table: "t".into(),
             message: "ThrottlingException".into(),
-            throttled: true,
+            transient: true,
         };
         assert!(matches!(KeyringError::from(throttled), KeyringError::Throttled { .. }));
     }

@@ -5,10 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
+use aws_sdk_dynamodb::client::Waiters as _;
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put, ScalarAttributeType, TableStatus,
     TransactWriteItem,
 };
 use zeroize::Zeroizing;
@@ -20,7 +23,7 @@ use super::{
 };
 use crate::arn::{KmsArn, mrk_match};
 use crate::hierarchy::BranchKey;
-use crate::kms::{EncryptionContext, KmsApi, ReEncryptRequest};
+use crate::kms::{EncryptionContext, KmsApi, KmsError, KmsErrorKind, ReEncryptRequest};
 
 /// What `describe` shows of one key store item (no key material, no KMS call).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -112,12 +115,15 @@ impl DynamoKeyStore {
         &self.kms_key_id
     }
 
-    fn dynamo<E, R>(&self, operation: &'static str, e: SdkError<E, R>) -> KeyStoreError
+    fn dynamo<E>(&self, operation: &'static str, e: SdkError<E, HttpResponse>) -> KeyStoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: fmt::Debug,
     {
         let code = e.code().unwrap_or("").to_owned();
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let transient = matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_))
+            || status.is_some_and(|s| s >= 500)
+            || is_transient_code(&code);
         let message = match (e.code(), e.message()) {
             (Some(c), Some(m)) => format!("{c}: {m}"),
             (Some(c), None) => c.to_owned(),
@@ -134,7 +140,7 @@ impl DynamoKeyStore {
             operation,
             table: self.table.clone(),
             message,
-            throttled: code.contains("Throttl") || code == "ProvisionedThroughputExceededException",
+            transient,
         }
     }
 
@@ -162,14 +168,16 @@ impl DynamoKeyStore {
                     && schema.contains(&(ATTR_TYPE.to_owned(), KeyType::Range))
                     && types.get(ATTR_ID) == Some(&&ScalarAttributeType::S)
                     && types.get(ATTR_TYPE) == Some(&&ScalarAttributeType::S);
-                if ok {
-                    Ok(false)
-                } else {
-                    Err(KeyStoreError::BadSchema {
+                if !ok {
+                    return Err(KeyStoreError::BadSchema {
                         table: self.table.clone(),
                         found: format!("{schema:?}"),
-                    })
+                    });
                 }
+                if table.table_status() != Some(&TableStatus::Active) {
+                    self.wait_active().await?;
+                }
+                Ok(false)
             }
             Err(e) if e.code() == Some("ResourceNotFoundException") => {
                 let key = |name: &str, t: KeyType| {
@@ -197,10 +205,34 @@ impl DynamoKeyStore {
                     .send()
                     .await
                     .map_err(|e| self.dynamo("CreateTable", e))?;
+                self.wait_active().await?;
                 Ok(true)
             }
             Err(e) => Err(self.dynamo("DescribeTable", e)),
         }
+    }
+
+    /// Waits until the table is ACTIVE: DynamoDB refuses writes to a table that is still being created.
+    async fn wait_active(&self) -> Result<(), KeyStoreError> {
+        self.ddb
+            .wait_until_table_exists()
+            .table_name(&self.table)
+            .wait(TABLE_ACTIVE_TIMEOUT)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                let mut message = e.to_string();
+                if let Some(src) = std::error::Error::source(&e) {
+                    message.push_str(": ");
+                    message.push_str(&src.to_string());
+                }
+                KeyStoreError::Dynamo {
+                    operation: "DescribeTable (waiting for ACTIVE)",
+                    table: self.table.clone(),
+                    message,
+                    transient: false,
+                }
+            })
     }
 
     /// `CreateKey`: a new branch key (id = a random UUID unless given) with its first version and its beacon
@@ -230,7 +262,8 @@ impl DynamoKeyStore {
         };
         let version = uuid::Uuid::new_v4().to_string();
         let create_time = create_time_now();
-        let kms_arn = self.kms_key_id.clone();
+        // As the official key store does: the configured ARN, whichever region's replica wraps the key.
+        let kms_arn = self.configured.to_string();
         let ecs = version_contexts(&id, &version, &create_time, &self.logical_name, &kms_arn, custom);
         let (decrypt_only, active) = self.wrapped_version(&ecs).await?;
         let beacon = self
@@ -259,7 +292,10 @@ impl DynamoKeyStore {
         let (old_ec, old_enc) = self.authenticated_context(branch_key_id, BRANCH_ACTIVE, &old)?;
         let stored_arn = old_ec[ATTR_KMS_ARN].clone();
         // Authenticate the item as it is before building on it.
-        self.re_encrypt(&old_enc, &old_ec, &old_ec).await?;
+        self.re_encrypt(&old_enc, &old_ec, &old_ec).await.map_err(|e| match e {
+            KeyStoreError::Kms(k) => self.kms_failure(branch_key_id, BRANCH_ACTIVE, k),
+            other => other,
+        })?;
         let version = uuid::Uuid::new_v4().to_string();
         let create_time = create_time_now();
         let custom = custom_context(&old_ec);
@@ -300,28 +336,55 @@ impl DynamoKeyStore {
         Ok((decrypt_only.ciphertext, active))
     }
 
-    /// Writes `puts` in one transaction; a failed condition is `conflict()`.
+    /// Writes `puts` in one transaction; a failed condition is `conflict()`. A transaction cancelled for another
+    /// reason (throttling, a conflicting transaction, validation) is a DynamoDB error that names the reasons.
     async fn transact(
         &self,
         puts: Vec<TransactWriteItem>,
         conflict: impl FnOnce() -> KeyStoreError,
     ) -> Result<(), KeyStoreError> {
-        match self
+        let e = match self
             .ddb
             .transact_write_items()
             .set_transact_items(Some(puts))
             .send()
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("TransactionCanceledException") => Err(conflict()),
-            Err(e) => Err(self.dynamo("TransactWriteItems", e)),
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = e.as_service_error() else {
+            return Err(self.dynamo("TransactWriteItems", e));
+        };
+        let reasons: Vec<&str> = cancelled
+            .cancellation_reasons()
+            .iter()
+            .filter_map(|r| r.code())
+            .filter(|c| *c != "None")
+            .collect();
+        // Without reasons (some endpoints leave them out) a cancelled conditional write is taken as the condition.
+        if reasons.is_empty() || reasons.contains(&"ConditionalCheckFailed") {
+            return Err(conflict());
         }
+        Err(KeyStoreError::Dynamo {
+            operation: "TransactWriteItems",
+            table: self.table.clone(),
+            message: format!("transaction cancelled: {}", reasons.join(", ")),
+            transient: reasons.iter().all(|c| is_transient_code(c)),
+        })
     }
 
-    /// `GetActiveBranchKey`: the active version, decrypted.
+    /// `GetActiveBranchKey`: the active version, decrypted (an eventually consistent read, as the official
+    /// store does).
     pub async fn active_branch_key(&self, branch_key_id: &str) -> Result<BranchKey, KeyStoreError> {
         let item = self.get_item(branch_key_id, BRANCH_ACTIVE, false).await?;
+        self.decrypt_item(branch_key_id, BRANCH_ACTIVE, &item).await
+    }
+
+    /// [`DynamoKeyStore::active_branch_key`] with a strongly consistent read: what operators see right after a
+    /// rotation.
+    pub async fn active_branch_key_consistent(&self, branch_key_id: &str) -> Result<BranchKey, KeyStoreError> {
+        let item = self.get_item(branch_key_id, BRANCH_ACTIVE, true).await?;
         self.decrypt_item(branch_key_id, BRANCH_ACTIVE, &item).await
     }
 
@@ -480,7 +543,11 @@ impl DynamoKeyStore {
         };
         let (ec, enc) = self.authenticated_context(branch_key_id, item_type, item)?;
         let version = version_of(&ec).map_err(malformed)?.to_owned();
-        let dk = self.kms.decrypt(&self.kms_key_id, &enc, &ec).await?;
+        let dk = self
+            .kms
+            .decrypt(&self.kms_key_id, &enc, &ec)
+            .await
+            .map_err(|e| self.kms_failure(branch_key_id, item_type, e))?;
         if !mrk_match(&dk.key_id, &self.kms_key_id) {
             return Err(malformed(format!(
                 "KMS decrypted it with key {}, not {}",
@@ -497,6 +564,21 @@ impl DynamoKeyStore {
         let mut key = Zeroizing::new([0u8; 32]);
         key.copy_from_slice(&dk.plaintext);
         BranchKey::new(branch_key_id, &version, key).map_err(malformed)
+    }
+
+    /// A KMS failure on an item's `enc`: one that did not authenticate is [`KeyStoreError::NotAuthentic`].
+    fn kms_failure(&self, branch_key_id: &str, item_type: &str, e: KmsError) -> KeyStoreError {
+        if e.kind == KmsErrorKind::IntegrityFailed {
+            KeyStoreError::NotAuthentic {
+                table: self.table.clone(),
+                branch_key_id: branch_key_id.to_owned(),
+                item_type: item_type.to_owned(),
+                logical_name: self.logical_name.clone(),
+                source: Box::new(e),
+            }
+        } else {
+            KeyStoreError::Kms(e)
+        }
     }
 
     async fn re_encrypt(
@@ -532,6 +614,25 @@ impl DynamoKeyStore {
         let put = put.build().map_err(|e| KeyStoreError::InvalidInput(e.to_string()))?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
+}
+
+/// How long `CreateKeyStore` waits for a new table to become ACTIVE.
+const TABLE_ACTIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Error and cancellation-reason codes that mean "try again later" rather than a finding about the key store.
+fn is_transient_code(code: &str) -> bool {
+    code.contains("Throttl")
+        || matches!(
+            code,
+            "ProvisionedThroughputExceededException"
+                | "ProvisionedThroughputExceeded"
+                | "RequestLimitExceeded"
+                | "InternalServerError"
+                | "ServiceUnavailable"
+                | "TransactionConflict"
+                | "TransactionConflictException"
+                | "TransactionInProgressException"
+        )
 }
 
 /// The DynamoDB item for an encryption context and its `enc`: the context without `tablename`, with
@@ -620,16 +721,23 @@ mod tests {
         );
         let e = store.decrypt_item("bk", &t, &changed).await.unwrap_err();
         assert!(
-            matches!(e, KeyStoreError::Kms(ref k) if k.code == "InvalidCiphertextException"),
+            matches!(e, KeyStoreError::NotAuthentic { ref source, .. } if source.code == "InvalidCiphertextException"),
             "{e}"
         );
-        // Under another logical key store name, too.
+        // Under another logical key store name, too; the error says which name to check, and it is not the
+        // record's integrity failure.
         let mut other = offline_store(&world);
         other.logical_name = "Other".into();
-        assert!(matches!(
-            other.decrypt_item("bk", &t, &it).await,
-            Err(KeyStoreError::Kms(_))
-        ));
+        let e = other.decrypt_item("bk", &t, &it).await.unwrap_err();
+        assert!(matches!(e, KeyStoreError::NotAuthentic { .. }), "{e}");
+        assert!(
+            e.to_string().contains("\"Other\"") && e.to_string().contains("key_store_logical_name"),
+            "{e}"
+        );
+        assert_eq!(
+            ddbguard_dbe::KeyringError::from(e).verdict(),
+            ddbguard_dbe::Verdict::KeyUnavailable
+        );
     }
 
     #[tokio::test]

@@ -89,6 +89,25 @@ pub enum KeyStoreError {
         /// The configured key.
         configured: String,
     },
+    /// KMS refused to decrypt an item's `enc` under its encryption context: the item was changed, or this
+    /// store's logical name is not the one the item was written with.
+    #[error(
+        "key store item {branch_key_id:?}/{item_type:?} in table {table} does not authenticate under logical key \
+         store name {logical_name:?}: check key_store_logical_name (it defaults to the table name), or the item \
+         was altered ({source})"
+    )]
+    NotAuthentic {
+        /// Key store table.
+        table: String,
+        /// Branch key id.
+        branch_key_id: String,
+        /// The `type` of the item.
+        item_type: String,
+        /// The logical key store name used in the encryption context.
+        logical_name: String,
+        /// KMS's answer.
+        source: Box<KmsError>,
+    },
     /// KMS refused a call (classified; see [`KmsError`]).
     #[error("KMS: {0}")]
     Kms(#[from] KmsError),
@@ -101,8 +120,9 @@ pub enum KeyStoreError {
         table: String,
         /// The service's code and message.
         message: String,
-        /// Whether the failure was throttling (retry later).
-        throttled: bool,
+        /// Whether the failure is worth retrying later (throttling, a 5xx answer, a timeout, a network failure,
+        /// a conflicting transaction) rather than a finding about the key store.
+        transient: bool,
     },
     /// `CreateKey` for an id that already exists.
     #[error("branch key {branch_key_id:?} already exists in key store table {table}")]
@@ -133,6 +153,24 @@ pub enum KeyStoreError {
     /// Invalid arguments.
     #[error("{0}")]
     InvalidInput(String),
+}
+
+impl KeyStoreError {
+    /// A stable snake_case label of the failure (`not_found`, `kms`, `dynamo`, …) for JSON output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KeyStoreError::NotFound { .. } => "not_found",
+            KeyStoreError::Malformed { .. } => "malformed",
+            KeyStoreError::KeyMismatch { .. } => "key_mismatch",
+            KeyStoreError::NotAuthentic { .. } => "not_authentic",
+            KeyStoreError::Kms(_) => "kms",
+            KeyStoreError::Dynamo { .. } => "dynamodb",
+            KeyStoreError::AlreadyExists { .. } => "already_exists",
+            KeyStoreError::ConcurrentRotation { .. } => "concurrent_rotation",
+            KeyStoreError::BadSchema { .. } => "bad_schema",
+            KeyStoreError::InvalidInput(_) => "invalid_input",
+        }
+    }
 }
 
 /// The encryption contexts of one branch key version (hierarchy-version 1).
