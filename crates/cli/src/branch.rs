@@ -1,6 +1,7 @@
 //! `ddbguard keys branch create|rotate|show`: branch keys of a table's `hierarchy` keyring, in its key store.
 //!
-//! Every command prints one JSON document on stdout. `create` makes the key store table if it is missing
+//! Every command prints one JSON document on stdout with `"ok"`; a failure of the key store, DynamoDB or KMS is
+//! `{"ok": false, "kind": …, "error": …}` and exit 1 (exit 2 is for config and argument errors). `create` makes the key store table if it is missing
 //! (on-demand; production key stores are usually a global table made by infrastructure code) and a new
 //! branch key; `rotate` makes a new active version (older versions keep decrypting); `show` lists the
 //! branch key's items and decrypts the active version in the local region, exiting 1 when that fails.
@@ -10,7 +11,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use serde_json::json;
+use ddbguard_keys::keystore::{DynamoKeyStore, KeyStoreError};
+use serde_json::{Value, json};
 
 use crate::config::{Config, HierarchySettings, KeyringSettings, TableSettings};
 use crate::keyring::AwsContext;
@@ -67,7 +69,8 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Runs a branch command; `Ok(false)` when it ran and found a failure (exit 1).
+/// Runs a branch command; `Ok(false)` when it ran and failed (exit 1, the failure printed as JSON). Config and
+/// argument errors are `Err` (exit 2), found before anything is written.
 pub async fn run(command: BranchCommand, out: &mut impl std::io::Write) -> anyhow::Result<bool> {
     let (args, id) = match &command {
         BranchCommand::Create(c) => (&c.table, c.branch_key_id.clone()),
@@ -81,56 +84,96 @@ pub async fn run(command: BranchCommand, out: &mut impl std::io::Write) -> anyho
             config.path.display()
         )
     })?;
-    let aws = AwsContext::new(aws_settings).await;
-    let store = aws.key_store(hierarchy)?;
-    let configured_id = || {
-        id.clone().or_else(|| hierarchy.branch_key_id.clone()).with_context(|| {
+    let id = match &command {
+        BranchCommand::Create(c) => {
+            match c.branch_key_id.as_deref() {
+                Some("") => anyhow::bail!("--branch-key-id must not be empty"),
+                Some(_) if c.encryption_context.is_empty() => anyhow::bail!(
+                    "a chosen --branch-key-id needs at least one --encryption-context KEY=VALUE (as in the official \
+                     key store); leave the id out to get a random UUID"
+                ),
+                _ => {}
+            }
+            None
+        }
+        _ => Some(id.or_else(|| hierarchy.branch_key_id.clone()).with_context(|| {
             format!(
                 "table {:?}: pass --branch-key-id, or set branch_key_id in its [tables.keyring]",
                 table.name
             )
-        })
+        })?),
     };
-    let (doc, ok) = match command {
-        BranchCommand::Create(c) => {
-            let created_table = store.create_key_store().await?;
-            let custom: BTreeMap<String, String> = c.encryption_context.into_iter().collect();
-            let id = store.create_key(c.branch_key_id.as_deref(), &custom).await?;
-            let doc = json!({
-                "branch_key_id": id,
-                "key_store_table": hierarchy.key_store_table,
-                "created_key_store_table": created_table,
-                "kms_key": store.kms_key_id(),
-                "encryption_context": custom,
-            });
-            (doc, true)
-        }
-        BranchCommand::Rotate(_) => {
-            let id = configured_id()?;
-            let version = store.version_key(&id).await?;
-            (json!({ "branch_key_id": id, "active_version": version }), true)
-        }
+    let aws = AwsContext::new(aws_settings).await;
+    let store = aws.key_store(hierarchy)?;
+    let result = match command {
+        BranchCommand::Create(c) => create(&store, hierarchy, c).await,
+        BranchCommand::Rotate(_) => rotate(&store, id.as_deref().unwrap_or_default()).await,
         BranchCommand::Show(_) => {
-            let id = configured_id()?;
-            let items = store.describe(&id).await?;
-            let active = store.active_branch_key(&id).await;
-            let decrypt = match &active {
-                Ok(k) => json!({ "ok": true, "version": uuid_text(&k.version) }),
-                Err(e) => json!({ "ok": false, "error": e.to_string() }),
-            };
-            let doc = json!({
-                "branch_key_id": id,
-                "key_store_table": hierarchy.key_store_table,
-                "region": aws_settings.region,
-                "items": items,
-                "active_decrypts_here": decrypt,
-            });
-            (doc, active.is_ok())
+            show(
+                &store,
+                hierarchy,
+                &aws_settings.region,
+                id.as_deref().unwrap_or_default(),
+            )
+            .await
         }
     };
+    let (doc, ok) =
+        result.unwrap_or_else(|e| (json!({ "ok": false, "kind": e.kind(), "error": e.to_string() }), false));
     serde_json::to_writer_pretty(&mut *out, &doc).context("cannot write output")?;
     writeln!(out).context("cannot write output")?;
     Ok(ok)
+}
+
+async fn create(
+    store: &DynamoKeyStore,
+    hierarchy: &HierarchySettings,
+    args: CreateArgs,
+) -> Result<(Value, bool), KeyStoreError> {
+    let created_table = store.create_key_store().await?;
+    let custom: BTreeMap<String, String> = args.encryption_context.into_iter().collect();
+    let id = store.create_key(args.branch_key_id.as_deref(), &custom).await?;
+    let doc = json!({
+        "ok": true,
+        "branch_key_id": id,
+        "key_store_table": hierarchy.key_store_table,
+        "created_key_store_table": created_table,
+        "kms_key": store.kms_key_id(),
+        "encryption_context": custom,
+    });
+    Ok((doc, true))
+}
+
+async fn rotate(store: &DynamoKeyStore, id: &str) -> Result<(Value, bool), KeyStoreError> {
+    let version = store.version_key(id).await?;
+    Ok((
+        json!({ "ok": true, "branch_key_id": id, "active_version": version }),
+        true,
+    ))
+}
+
+async fn show(
+    store: &DynamoKeyStore,
+    hierarchy: &HierarchySettings,
+    region: &str,
+    id: &str,
+) -> Result<(Value, bool), KeyStoreError> {
+    let items = store.describe(id).await?;
+    // A consistent read, like the listing, so both show the same version right after a rotation.
+    let active = store.active_branch_key_consistent(id).await;
+    let decrypt = match &active {
+        Ok(k) => json!({ "ok": true, "version": uuid_text(&k.version) }),
+        Err(e) => json!({ "ok": false, "kind": e.kind(), "error": e.to_string() }),
+    };
+    let doc = json!({
+        "ok": active.is_ok(),
+        "branch_key_id": id,
+        "key_store_table": hierarchy.key_store_table,
+        "region": region,
+        "items": items,
+        "active_decrypts_here": decrypt,
+    });
+    Ok((doc, active.is_ok()))
 }
 
 fn uuid_text(bytes: &[u8; 16]) -> String {

@@ -423,6 +423,7 @@ async fn keys_branch_create_rotate_show_and_items_under_the_branch_key() -> anyh
     assert_eq!(run.code, 0, "{run:#?}");
     let created = run.json();
     assert_eq!(created["created_key_store_table"], true, "{created:#}");
+    assert_eq!(created["ok"], true, "{created:#}");
     assert_eq!(created["kms_key"], mrk.primary_arn.as_str(), "{created:#}");
     let id = created["branch_key_id"].as_str().expect("branch_key_id").to_owned();
 
@@ -430,6 +431,49 @@ async fn keys_branch_create_rotate_show_and_items_under_the_branch_key() -> anyh
     let run = branch("show", &setup);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.contains("--branch-key-id"), "{run:#?}");
+    // A chosen id without an encryption context: a usage error, found before anything is written.
+    let run = ddbguard(
+        &[
+            "keys",
+            "branch",
+            "create",
+            "--config",
+            &setup,
+            "--table",
+            "Customers",
+            "--branch-key-id",
+            "tenant-9",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("--encryption-context"), "{run:#?}");
+    // A branch key that does not exist: the key store's answer, as JSON, exit 1.
+    let run = ddbguard(
+        &[
+            "keys",
+            "branch",
+            "rotate",
+            "--config",
+            &setup,
+            "--table",
+            "Customers",
+            "--branch-key-id",
+            "missing",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    let failed = run.json();
+    assert_eq!(
+        (&failed["ok"], &failed["kind"]),
+        (&json!(false), &json!("not_found")),
+        "{failed:#}"
+    );
+    assert!(
+        failed["error"].as_str().is_some_and(|e| e.contains("\"missing\"")),
+        "{failed:#}"
+    );
 
     let writer = dir.write("writer.toml", &config(PRIMARY_REGION, Some(&id)));
     let run = branch("show", &writer);
