@@ -134,15 +134,16 @@ impl BranchKeyCache {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The fresh cell for `slot`, made (evicting if full) when missing or expired.
-    fn cell(&self, slot: &Slot, value: Option<Arc<BranchKey>>) -> Arc<OnceCell<Loaded>> {
+    /// The fresh cell for `slot` and when its entry was made; made (evicting if full) when missing or expired,
+    /// holding `value` (a key loaded at the given time) if there is one.
+    fn cell(&self, slot: &Slot, value: Option<(Arc<BranchKey>, Instant)>) -> (Arc<OnceCell<Loaded>>, Instant) {
         let mut entries = self.lock();
         let now = Instant::now();
         let settings = self.settings;
         if let Some(e) = entries.get(slot)
             && e.fresh(now, &settings)
         {
-            return e.cell.clone();
+            return (e.cell.clone(), e.created);
         }
         entries.remove(slot);
         if entries.len() >= self.settings.max_entries {
@@ -155,29 +156,31 @@ impl BranchKeyCache {
                 None => break,
             };
         }
-        let cell = Arc::new(match value {
-            Some(v) => OnceCell::new_with(Some(Ok(v))),
-            None => OnceCell::new(),
-        });
+        let (cell, created) = match value {
+            Some((v, loaded)) => (OnceCell::new_with(Some(Ok(v))), loaded),
+            None => (OnceCell::new(), now),
+        };
+        let cell = Arc::new(cell);
         entries.insert(
             slot.clone(),
             Entry {
-                created: now,
+                created,
                 cell: cell.clone(),
             },
         );
-        cell
+        (cell, created)
     }
 
-    async fn get_or_load<F, Fut>(&self, slot: Slot, load: F) -> Result<Arc<BranchKey>, KeyringError>
+    /// The key in `slot` and when its entry was made, loading it (once for all concurrent callers) on a miss.
+    async fn get_or_load<F, Fut>(&self, slot: Slot, load: F) -> Result<(Arc<BranchKey>, Instant), KeyringError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<BranchKey, KeyringError>>,
     {
-        let cell = self.cell(&slot, None);
+        let (cell, created) = self.cell(&slot, None);
         if let Some(loaded) = cell.get() {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return loaded.clone().map_err(|(_, e)| e);
+            return loaded.clone().map(|k| (k, created)).map_err(|(_, e)| e);
         }
         // Every caller waiting here gets the one load's result, success or failure.
         cell.get_or_init(|| async {
@@ -186,12 +189,14 @@ impl BranchKeyCache {
         })
         .await
         .clone()
+        .map(|k| (k, created))
         .map_err(|(_, e)| e)
     }
 
-    /// Records an already loaded key in `slot` unless a fresh entry exists.
-    fn offer(&self, slot: Slot, key: Arc<BranchKey>) {
-        let cell = self.cell(&slot, Some(key.clone()));
+    /// Records a key loaded at `loaded` in `slot` unless a fresh entry exists. The entry keeps that time, so
+    /// the key expires when the entry it came from does, not a TTL later.
+    fn offer(&self, slot: Slot, key: Arc<BranchKey>, loaded: Instant) {
+        let (cell, _) = self.cell(&slot, Some((key.clone(), loaded)));
         let _ = cell.set(Ok(key));
     }
 }
@@ -226,15 +231,18 @@ impl<L: BranchKeyLoader> CachingBranchKeySource<L> {
 impl<L: BranchKeyLoader> BranchKeySource for CachingBranchKeySource<L> {
     fn active<'a>(&'a self, branch_key_id: &'a str) -> KeyringFuture<'a, Arc<BranchKey>> {
         Box::pin(async move {
-            let key = self
+            let (key, loaded) = self
                 .cache
                 .get_or_load(Slot::Active(branch_key_id.to_owned()), || {
                     self.loader.load_active(branch_key_id)
                 })
                 .await?;
             // What encrypts now is what decrypts next: no second load for the same version.
-            self.cache
-                .offer(Slot::Version(branch_key_id.to_owned(), key.version), key.clone());
+            self.cache.offer(
+                Slot::Version(branch_key_id.to_owned(), key.version),
+                key.clone(),
+                loaded,
+            );
             Ok(key)
         })
     }
@@ -246,6 +254,7 @@ impl<L: BranchKeyLoader> BranchKeySource for CachingBranchKeySource<L> {
                     self.loader.load_version(branch_key_id, version)
                 })
                 .await
+                .map(|(key, _)| key)
         })
     }
 }
@@ -405,6 +414,23 @@ mod tests {
         );
         assert_eq!(s.loader().loads.load(Ordering::SeqCst), 12);
         assert!(s.cache().len() <= 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_offered_key_expires_with_the_entry_it_came_from() {
+        let s = source(60, 10);
+        let key = Arc::new(CountingLoader::key("bk", V1));
+        let slot = Slot::Version("bk".into(), uuid(V1));
+        s.cache().offer(slot, key, Instant::now() - Duration::from_secs(50));
+        s.version("bk", &uuid(V1)).await.unwrap();
+        assert_eq!(s.loader().loads.load(Ordering::SeqCst), 0, "fresh for 10 more seconds");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        s.version("bk", &uuid(V1)).await.unwrap();
+        assert_eq!(
+            s.loader().loads.load(Ordering::SeqCst),
+            1,
+            "60 s after the original load"
+        );
     }
 
     #[tokio::test(start_paused = true)]
