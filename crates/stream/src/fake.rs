@@ -54,6 +54,7 @@ struct State {
     throttle_next: u64,
     expire_next: u64,
     expire_at_call: Option<u64>,
+    empty_next: u64,
     page_size: usize,
     calls: FakeCalls,
 }
@@ -204,6 +205,12 @@ impl FakeStreams {
         self.lock().expire_next = n;
     }
 
+    /// The next `n` GetRecords calls answer an empty page and an iterator at the same place, as DynamoDB Streams
+    /// may before reaching a part of the shard that holds records.
+    pub fn empty_next(&self, n: u64) {
+        self.lock().empty_next = n;
+    }
+
     /// The `call`-th GetRecords call (1-based, counted from the stream's creation) answers ExpiredIteratorException.
     pub fn expire_at_get_records_call(&self, call: u64) {
         self.lock().expire_at_call = Some(call);
@@ -336,6 +343,14 @@ impl StreamsApi for FakeStreams {
         let sh = &s.shards[idx];
         if sh.removed {
             return Err(StreamsError::ResourceNotFound(sh.id.clone()));
+        }
+        if s.empty_next > 0 {
+            s.empty_next -= 1;
+            let next_iterator = Some(Self::new_iterator(&mut s, idx, pos));
+            return Ok(RecordsPage {
+                records: Vec::new(),
+                next_iterator,
+            });
         }
         if pos < sh.trimmed {
             let id = sh.id.clone();

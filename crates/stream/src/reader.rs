@@ -74,7 +74,15 @@ pub struct ReaderConfig {
     pub steal_leases: bool,
     /// Return from [`StreamReader::run`] once every shard is finished or read to its tip.
     pub until_caught_up: bool,
+    /// An open shard is at its tip (lag 0, caught up, idle polling) only after this many empty `GetRecords`
+    /// pages in a row: DynamoDB Streams may answer empty pages before reaching a part of the shard that holds
+    /// records. The pages before that are re-polled every [`EMPTY_PAGE_REPOLL`].
+    pub empty_pages_at_tip: u32,
 }
+
+/// Delay between `GetRecords` calls on empty pages not yet taken as the tip (DynamoDB Streams allows 5 calls per
+/// second per shard).
+pub const EMPTY_PAGE_REPOLL: Duration = Duration::from_millis(250);
 
 impl ReaderConfig {
     /// Defaults: 20 s leases renewed every 5 s, discovery every 30 s, idle polling 1 s → 5 s, error backoff
@@ -100,6 +108,7 @@ impl ReaderConfig {
             shutdown_deadline: Duration::from_secs(20),
             steal_leases: true,
             until_caught_up: false,
+            empty_pages_at_tip: 3,
         }
     }
 
@@ -113,6 +122,9 @@ impl ReaderConfig {
         }
         if self.max_concurrent_shards == 0 {
             return bad("max_concurrent_shards must be at least 1");
+        }
+        if self.empty_pages_at_tip == 0 {
+            return bad("empty_pages_at_tip must be at least 1");
         }
         if self.renew_interval.is_zero() || self.renew_interval >= self.lease_duration {
             return bad("renew_interval must be non-zero and shorter than lease_duration");
@@ -170,6 +182,30 @@ pub struct RunSummary {
     pub leases_released: usize,
     /// `true` if some shard task did not finish within the shutdown deadline and was aborted.
     pub shutdown_timed_out: bool,
+    /// Gaps and finished shards beyond the first [`SUMMARY_LIST_LIMIT`] of each, counted but not listed (a
+    /// long-running process must not hold every shard it ever read).
+    pub not_listed: u64,
+}
+
+/// At most this many gaps and finished shards are listed in a [`RunSummary`].
+pub const SUMMARY_LIST_LIMIT: usize = 1000;
+
+impl RunSummary {
+    fn note_gap(&mut self, gap: StreamGap) {
+        if self.gaps.len() < SUMMARY_LIST_LIMIT {
+            self.gaps.push(gap);
+        } else {
+            self.not_listed += 1;
+        }
+    }
+
+    fn note_finished(&mut self, shard_id: &str) {
+        if self.shards_finished.len() < SUMMARY_LIST_LIMIT {
+            self.shards_finished.push(shard_id.to_owned());
+        } else {
+            self.not_listed += 1;
+        }
+    }
 }
 
 /// The DynamoDB Streams reader. Generic over the Streams API, the lease store and the sink so that tests plug in
@@ -288,7 +324,13 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
                         next_sync = Instant::now();
                     }
                 }
-                _ = renew.tick() => coord.renew().await,
+                _ = renew.tick() => {
+                    tokio::select! {
+                        biased;
+                        _ = &mut shutdown => break,
+                        () = coord.renew() => {}
+                    }
+                }
                 _ = tokio::time::sleep_until(next_sync) => {
                     let discovered = tokio::select! {
                         biased;
@@ -296,7 +338,13 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
                         d = coord.discover() => d,
                     };
                     match discovered {
-                        Ok(Some(shards)) => coord.sync(shards).await,
+                        Ok(Some(shards)) => {
+                            tokio::select! {
+                                biased;
+                                _ = &mut shutdown => break,
+                                () = coord.sync(shards) => {}
+                            }
+                        }
                         Ok(None) => {}
                         Err(e) => {
                             coord.shutdown().await;
@@ -329,7 +377,9 @@ struct Coordinator<S, L, K> {
     observed: HashMap<String, Observed>,
     held: HashMap<String, Held>,
     tasks: JoinSet<Outcome>,
-    task_shards: HashMap<tokio::task::Id, String>,
+    /// Shard and lease token of each running task (a shard can be held again, under a new token, before the
+    /// task of an earlier grant has ended).
+    task_shards: HashMap<tokio::task::Id, (String, u64)>,
     /// Shards (id → closed?) seen by the first discovery of this run; drives `StartPosition`.
     first_discovery: Option<HashMap<String, bool>>,
     /// Shards this process has already started reading once.
@@ -429,6 +479,10 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
             }
         }
         self.observed.retain(|id, _| self.leases.contains_key(id));
+        // Shards gone from both the stream and the lease table are never started again: forget them.
+        let (leases, shards) = (&self.leases, &self.shards);
+        self.started
+            .retain(|id| leases.contains_key(id) || shards.contains_key(id));
 
         let readable: Vec<&Lease> = self
             .leases
@@ -471,7 +525,9 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
                 .max_by_key(|(_, n)| **n)
                 .map(|(w, _)| w.to_string());
             if let Some(victim) = victim
-                && let Some(l) = readable.iter().find(|l| l.owner.as_deref() == Some(victim.as_str()))
+                && let Some(l) = readable
+                    .iter()
+                    .find(|l| l.owner.as_deref() == Some(victim.as_str()) && !self.held.contains_key(&l.shard_id))
             {
                 tracing::info!(shard = %l.shard_id, from = %victim, "stealing lease to balance load");
                 to_take.push((l.shard_id.clone(), l.counter));
@@ -548,7 +604,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
             stop: stop_rx,
         };
         let handle = self.tasks.spawn(task.run());
-        self.task_shards.insert(handle.id(), shard_id.clone());
+        self.task_shards.insert(handle.id(), (shard_id.clone(), grant.token));
         self.held.insert(
             shard_id,
             Held {
@@ -565,18 +621,22 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
             Ok((id, o)) => (id, Ok(o)),
             Err(e) => (e.id(), Err(e)),
         };
-        let Some(shard_id) = self.task_shards.remove(&id) else {
+        let Some((shard_id, token)) = self.task_shards.remove(&id) else {
+            return false;
+        };
+        let Some(held) = self.take_held(&shard_id, token) else {
+            // The task of an earlier grant: the shard is held again under a newer one, whose task goes on.
             return false;
         };
         self.drop_shard_status(&shard_id);
-        let held = self.held.remove(&shard_id);
+        let held = Some(held);
         let mut resync = false;
         match outcome {
             Ok(Outcome::Finished) => {
                 if let Some(l) = self.leases.get_mut(&shard_id) {
                     l.finished = true;
                 }
-                self.shared.summary_mut().shards_finished.push(shard_id.clone());
+                self.shared.summary_mut().note_finished(&shard_id);
                 tracing::info!(shard = %shard_id, "shard finished");
                 resync = true;
             }
@@ -619,6 +679,15 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
         }
     }
 
+    /// Removes and returns the held lease of `shard_id` if it is the grant with `token`.
+    fn take_held(&mut self, shard_id: &str, token: u64) -> Option<Held> {
+        if self.held.get(shard_id).is_some_and(|h| h.grant.token == token) {
+            self.held.remove(shard_id)
+        } else {
+            None
+        }
+    }
+
     fn all_caught_up(&self) -> bool {
         if self.first_discovery.is_none() {
             return false;
@@ -658,9 +727,11 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
                         Ok((id, _)) => *id,
                         Err(e) => e.id(),
                     };
-                    if let Some(shard) = self.task_shards.remove(&id) {
+                    if let Some((shard, token)) = self.task_shards.remove(&id)
+                        && self.held.get(&shard).is_some_and(|h| h.grant.token == token)
+                    {
                         if matches!(done, Ok((_, Outcome::Finished))) {
-                            self.shared.summary_mut().shards_finished.push(shard.clone());
+                            self.shared.summary_mut().note_finished(&shard);
                         }
                         if !matches!(done, Ok((_, Outcome::Stopped))) {
                             self.held.remove(&shard);
@@ -718,6 +789,10 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
     }
 
     fn stopped(&self) -> Option<Outcome> {
+        // The coordinator dropped this task's sender without a word: nobody will renew the lease, so stop.
+        if self.stop.has_changed().is_err() {
+            return Some(Outcome::Stopped);
+        }
         match *self.stop.borrow() {
             Stop::Run => None,
             Stop::Shutdown => Some(Outcome::Stopped),
@@ -741,7 +816,12 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
         let shard_id = self.grant.shard_id.clone();
         let table = self.cfg().table_label.clone();
         let mut checkpoint = self.lease.checkpoint.clone();
-        let dup_floor = checkpoint.as_ref().map(|c| c.sequence_number.clone());
+        // Records up to the stored checkpoint are redeliveries when resuming from it; an explicit start position
+        // (an audit from the trim horizon) verifies them again.
+        let dup_floor = match self.initial {
+            Initial::Checkpoint => checkpoint.as_ref().map(|c| c.sequence_number.clone()),
+            _ => None,
+        };
         let mut pending_gap: Option<(Option<SequenceNumber>, GapReason)> = None;
         let restart_position = match &self.initial {
             Initial::SkipToEnd => {
@@ -768,6 +848,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
         };
         let mut iterator: Option<String> = None;
         let mut poll = Backoff::new(self.cfg().poll_interval, self.cfg().max_poll_interval);
+        let mut empty_pages: u32 = 0;
         let mut errors = Backoff::new(self.cfg().error_backoff, self.cfg().max_error_backoff);
         loop {
             if let Some(o) = self.stopped() {
@@ -840,19 +921,28 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
             }
             let finished = page.next_iterator.is_none();
             if page.records.is_empty() {
-                self.shared.status.read_ok(&shard_id, Duration::ZERO, true);
-                self.set_lag(Duration::ZERO);
                 if finished {
+                    self.shared.status.read_ok(&shard_id, Duration::ZERO, true);
+                    self.set_lag(Duration::ZERO);
                     return match self.write_checkpoint(checkpoint.as_ref(), true).await {
                         Ok(()) => Outcome::Finished,
                         Err(o) => o,
                     };
                 }
                 iterator = page.next_iterator;
+                empty_pages = empty_pages.saturating_add(1);
+                if empty_pages < self.cfg().empty_pages_at_tip {
+                    self.shared.status.read_nothing(&shard_id);
+                    self.pause(EMPTY_PAGE_REPOLL).await;
+                    continue;
+                }
+                self.shared.status.read_ok(&shard_id, Duration::ZERO, true);
+                self.set_lag(Duration::ZERO);
                 let d = poll.next_delay();
                 self.pause(d).await;
                 continue;
             }
+            empty_pages = 0;
             poll.reset();
             let last = page.records.last().expect("non-empty");
             let lag = last
@@ -970,7 +1060,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
         );
         self.shared.status.gap(&gap);
         self.shared.sink.on_gap(&gap);
-        self.shared.summary_mut().gaps.push(gap);
+        self.shared.summary_mut().note_gap(gap);
     }
 
     /// Writes the checkpoint, retrying throttles and errors (a few times only once stopping). A conflict means the

@@ -168,6 +168,14 @@ impl StatusHandle {
         }
     }
 
+    /// A successful read that returned nothing but is not yet taken as the shard's tip: the shard is alive, its
+    /// lag unknown.
+    pub(crate) fn read_nothing(&self, shard_id: &str) {
+        if let Some(s) = self.lock().shards.get_mut(shard_id) {
+            s.last_success = Some(Instant::now());
+        }
+    }
+
     pub(crate) fn delivered(&self, shard_id: &str, records: u64, duplicates: u64, checkpoint: SequenceNumber) {
         let mut inner = self.lock();
         inner.records_total += records;
