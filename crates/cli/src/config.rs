@@ -158,7 +158,9 @@ pub struct VerifySettings {
 /// Default `[verify] lease_table`.
 pub const DEFAULT_LEASE_TABLE: &str = "ddbguard-leases";
 
-/// The default worker id: `<hostname>-<pid>` (the hostname of an ECS task is unique per task).
+/// The default worker id: `<hostname>-<pid>-<random>`. The hostname of an ECS task is unique per task, but not
+/// in host network mode, where pids can repeat too; two processes with one id would keep taking each other's
+/// leases.
 pub fn default_worker_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
@@ -166,7 +168,8 @@ pub fn default_worker_id() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "ddbguard".to_owned());
-    format!("{host}-{}", std::process::id())
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &random[..8])
 }
 
 /// The validated `[aws]` section.
@@ -866,11 +869,15 @@ ssn = "ENCRYPT_AND_SIGN"
         let config = Config::parse(Path::new("x.toml"), &table("", &raw_aes())).unwrap();
         assert_eq!(config.verify.lease_table, DEFAULT_LEASE_TABLE);
         assert_eq!(config.verify.sample_rate, 1.0);
+        // <host>-<pid>-<8 random hex digits>: unique even where hosts and pids repeat.
+        let id = &config.verify.worker_id;
+        let (rest, random) = id.rsplit_once('-').expect("a random suffix");
+        assert!(rest.ends_with(&format!("-{}", std::process::id())), "{id}");
         assert!(
-            config.verify.worker_id.ends_with(&format!("-{}", std::process::id())),
-            "{}",
-            config.verify.worker_id
+            random.len() == 8 && random.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
         );
+        assert_ne!(default_worker_id(), default_worker_id());
         assert_eq!(config.verify.lease_table_for("Customers"), "ddbguard-leases-Customers");
         let t = &config.tables[0];
         assert!(t.required_encrypted.is_empty());

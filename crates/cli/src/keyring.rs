@@ -79,10 +79,22 @@ impl AwsContext {
     }
 }
 
-/// The SDK configuration for one region, honouring `endpoint_url` (the local environment).
+/// No single AWS call attempt may take longer than this (the SDK retries a timed-out attempt).
+const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// No AWS call, retries included, may take longer than this: a hung connection must not hold a lease renewal or
+/// a shutdown.
+const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The SDK configuration for one region, honouring `endpoint_url` (the local environment), with per-attempt and
+/// per-operation timeouts.
 pub async fn sdk_config(settings: &AwsSettings, region: &str) -> aws_config::SdkConfig {
-    let mut loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(region.to_owned()));
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_owned()))
+        .timeout_config(timeouts);
     if let Some(url) = &settings.endpoint_url {
         loader = loader.endpoint_url(url);
     }

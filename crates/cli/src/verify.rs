@@ -38,6 +38,7 @@ use ddbguard_stream::{
 use ddbguard_verify::http::{self, HealthSource, Readiness};
 use ddbguard_verify::{Verifier, VerifyPolicy, VerifySink, VerifySummary};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use tokio::sync::watch;
 
 use crate::config::{Config, KeyringSettings, TableSettings};
@@ -45,6 +46,10 @@ use crate::keyring::{self, AwsContext};
 
 /// How often the Prometheus recorder compacts its histograms and expires idle series.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A gauge not updated for this long is removed from `/metrics` (a finished shard's lag, for instance). Live
+/// gauges are updated every few seconds (lag at every poll, leases held at every discovery).
+const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// DynamoDB's longest table name.
 const MAX_TABLE_NAME: usize = 255;
@@ -119,7 +124,10 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
 
     // The recorder first, so that every metric from here on is exported.
+    // Per-shard series (lag) stop being updated when a shard is finished or moves to another worker: drop gauges
+    // idle for longer than any live one can be (every held shard updates its lag at least every poll).
     let prometheus = PrometheusBuilder::new()
+        .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
         .install_recorder()
         .context("cannot install the Prometheus metrics recorder")?;
     let listener = http::bind(args.metrics_addr).await?;

@@ -68,8 +68,18 @@ pub struct VerifySummary {
     pub duplicates_skipped: u64,
     /// Records that were throttled by KMS and whose batch was handed back for a retry.
     pub throttled_retries: u64,
-    /// Stream gaps (records trimmed before they could be read).
+    /// Stream gaps (records trimmed before they could be read), the first [`MAX_LISTED_GAPS`].
     pub gaps: Vec<GapSummary>,
+    /// Gaps beyond those listed: counted, not kept (a process that runs for months must not hold every gap).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub gaps_not_listed: u64,
+}
+
+/// At most this many gaps are listed in a [`VerifySummary`].
+pub const MAX_LISTED_GAPS: usize = 1000;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl VerifySummary {
@@ -103,7 +113,7 @@ impl VerifySummary {
 
     /// Whether every verdict passed and no gap was seen (records lost to a gap were never verified).
     pub fn passed(&self) -> bool {
-        self.all_verdicts_pass() && self.gaps.is_empty()
+        self.all_verdicts_pass() && self.gaps.is_empty() && self.gaps_not_listed == 0
     }
 }
 
@@ -198,6 +208,11 @@ impl RecordSink for VerifySink {
     }
 
     fn on_gap(&self, gap: &StreamGap) {
-        self.lock().gaps.push(GapSummary::from(gap));
+        let mut summary = self.lock();
+        if summary.gaps.len() < MAX_LISTED_GAPS {
+            summary.gaps.push(GapSummary::from(gap));
+        } else {
+            summary.gaps_not_listed += 1;
+        }
     }
 }
