@@ -410,12 +410,12 @@ async fn keys_branch_create_rotate_show_and_items_under_the_branch_key() -> anyh
             )
         )
     };
-    let branch = |command: &str, config: &str| {
-        ddbguard(
-            &["keys", "branch", command, "--config", config, "--table", "Customers"],
-            "",
-        )
+    let branch_with = |command: &str, config: &str, extra: &[&str]| {
+        let mut args = vec!["keys", "branch", command, "--config", config, "--table", "Customers"];
+        args.extend_from_slice(extra);
+        ddbguard(&args, "")
     };
+    let branch = |command: &str, config: &str| branch_with(command, config, &[]);
     let setup = dir.write("setup.toml", &config(PRIMARY_REGION, None));
 
     // create: makes the key store table (missing so far) and a branch key with a random id.
@@ -432,37 +432,11 @@ async fn keys_branch_create_rotate_show_and_items_under_the_branch_key() -> anyh
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.contains("--branch-key-id"), "{run:#?}");
     // A chosen id without an encryption context: a usage error, found before anything is written.
-    let run = ddbguard(
-        &[
-            "keys",
-            "branch",
-            "create",
-            "--config",
-            &setup,
-            "--table",
-            "Customers",
-            "--branch-key-id",
-            "tenant-9",
-        ],
-        "",
-    );
+    let run = branch_with("create", &setup, &["--branch-key-id", "tenant-9"]);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.contains("--encryption-context"), "{run:#?}");
     // A branch key that does not exist: the key store's answer, as JSON, exit 1.
-    let run = ddbguard(
-        &[
-            "keys",
-            "branch",
-            "rotate",
-            "--config",
-            &setup,
-            "--table",
-            "Customers",
-            "--branch-key-id",
-            "missing",
-        ],
-        "",
-    );
+    let run = branch_with("rotate", &setup, &["--branch-key-id", "missing"]);
     assert_eq!(run.code, 1, "{run:#?}");
     let failed = run.json();
     assert_eq!(

@@ -359,16 +359,22 @@ mod tests {
         *uuid::Uuid::parse_str(v).unwrap().as_bytes()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn concurrent_misses_make_one_load() {
-        let s = source(60, 10);
-        let tasks: Vec<_> = (0..50)
+    /// 50 tasks looking up version V2 of `bk` at once.
+    fn fifty_concurrent_lookups(
+        s: &Arc<CachingBranchKeySource<CountingLoader>>,
+    ) -> Vec<tokio::task::JoinHandle<Result<[u8; 16], KeyringError>>> {
+        (0..50)
             .map(|_| {
                 let s = s.clone();
                 tokio::spawn(async move { s.version("bk", &uuid(V2)).await.map(|k| k.version) })
             })
-            .collect();
-        for t in tasks {
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_misses_make_one_load() {
+        let s = source(60, 10);
+        for t in fifty_concurrent_lookups(&s) {
             assert_eq!(t.await.unwrap().unwrap(), uuid(V2));
         }
         assert_eq!(s.loader().loads.load(Ordering::SeqCst), 1);
@@ -437,13 +443,7 @@ mod tests {
     async fn callers_waiting_for_a_failing_load_share_its_failure() {
         let s = source(60, 10);
         s.loader().fail.store(true, Ordering::SeqCst);
-        let tasks: Vec<_> = (0..50)
-            .map(|_| {
-                let s = s.clone();
-                tokio::spawn(async move { s.version("bk", &uuid(V2)).await.map(|k| k.version) })
-            })
-            .collect();
-        for t in tasks {
+        for t in fifty_concurrent_lookups(&s) {
             assert!(matches!(t.await.unwrap(), Err(KeyringError::Other { .. })));
         }
         assert_eq!(s.loader().loads.load(Ordering::SeqCst), 1, "one load for 50 callers");
