@@ -137,15 +137,19 @@ fn to_system_time(t: &aws_smithy_types::DateTime) -> Option<SystemTime> {
     }
 }
 
-/// Converts an SDK record; records without a sequence number are malformed and rejected.
+/// Converts an SDK record. A record without a sequence number cannot be placed in its shard (nor checkpointed)
+/// and is rejected; an unknown event name is kept as [`EventName::Unknown`].
 pub(crate) fn convert_record(r: aws_sdk_dynamodbstreams::types::Record) -> Result<StreamRecord, StreamsError> {
+    let event_id = r.event_id().unwrap_or_default().to_owned();
     let event_name = match r.event_name() {
         Some(OperationType::Insert) => EventName::Insert,
         Some(OperationType::Modify) => EventName::Modify,
         Some(OperationType::Remove) => EventName::Remove,
-        other => return Err(StreamsError::Other(format!("unknown event name {other:?}"))),
+        other => {
+            tracing::warn!(event_id = %event_id, event_name = ?other, "stream record with an unknown event name");
+            EventName::Unknown
+        }
     };
-    let event_id = r.event_id().unwrap_or_default().to_owned();
     let d = r
         .dynamodb
         .ok_or_else(|| StreamsError::Other(format!("record {event_id} has no dynamodb section")))?;
@@ -264,12 +268,26 @@ impl StreamsApi for SdkStreams {
                     _ => None,
                 })
             })?;
+        // A record that cannot be placed in the shard is reported and left out; failing the page instead would
+        // stall the shard on it forever.
         let records = out
             .records
             .unwrap_or_default()
             .into_iter()
-            .map(convert_record)
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|r| {
+                convert_record(r)
+                    .inspect_err(|e| {
+                        metrics::counter!("ddbguard_stream_malformed_records_total").increment(1);
+                        tracing::error!(
+                            target: "alert",
+                            event = "malformed_stream_record",
+                            error = %e,
+                            "a stream record without a position was left out of its page"
+                        );
+                    })
+                    .ok()
+            })
+            .collect();
         Ok(RecordsPage {
             records,
             next_iterator: out.next_shard_iterator,
@@ -326,6 +344,20 @@ mod tests {
                         )
                         .build(),
                 )
+                .records(
+                    Record::builder()
+                        .event_id("e2")
+                        .event_name(OperationType::from("SPLIT"))
+                        .dynamodb(SdkStreamRecord::builder().sequence_number("101").build())
+                        .build(),
+                )
+                .records(
+                    Record::builder()
+                        .event_id("e3")
+                        .event_name(OperationType::Insert)
+                        .dynamodb(SdkStreamRecord::builder().build())
+                        .build(),
+                )
                 .build()
         });
         let client = mock_client!(aws_sdk_dynamodbstreams, RuleMode::Sequential, [&expired, &trimmed, &ok]);
@@ -343,7 +375,11 @@ mod tests {
             page.next_iterator, None,
             "no next iterator means the closed shard is done"
         );
-        assert_eq!(page.records.len(), 1);
+        // e2 (an event name this version does not know) is delivered for a verdict; e3 (no sequence number)
+        // cannot be placed and is left out, with an alert.
+        assert_eq!(page.records.len(), 2);
+        assert_eq!(page.records[1].event_id, "e2");
+        assert_eq!(page.records[1].event_name, EventName::Unknown);
         let r = &page.records[0];
         assert_eq!(r.event_name, EventName::Insert);
         assert_eq!(r.sequence_number, SequenceNumber::new("100"));

@@ -114,6 +114,9 @@ pub enum EventName {
     Modify,
     /// An item was deleted (including TTL deletions).
     Remove,
+    /// An event name this version does not know (absent, or added to the API later). The record is still
+    /// delivered, so that it gets a (failing) verdict instead of stalling its shard.
+    Unknown,
 }
 
 impl EventName {
@@ -123,6 +126,7 @@ impl EventName {
             EventName::Insert => "INSERT",
             EventName::Modify => "MODIFY",
             EventName::Remove => "REMOVE",
+            EventName::Unknown => "UNKNOWN",
         }
     }
 }

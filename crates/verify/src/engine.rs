@@ -199,8 +199,16 @@ impl Verifier {
     }
 
     async fn check(&self, record: &StreamRecord, origin: &mut Option<String>) -> Result<(Verdict, &'static str), Fail> {
-        if record.event_name == EventName::Remove {
-            return Ok((Verdict::Remove, "remove"));
+        match record.event_name {
+            EventName::Remove => return Ok((Verdict::Remove, "remove")),
+            EventName::Unknown => {
+                return Err(Fail(
+                    Verdict::PolicyViolation,
+                    "unknown_event_name",
+                    "the record's event name is none of INSERT, MODIFY, REMOVE: this ddbguard cannot judge it".into(),
+                ));
+            }
+            EventName::Insert | EventName::Modify => {}
         }
         let Some(image) = &record.new_image else {
             return Err(Fail(

@@ -341,6 +341,10 @@ async fn remove_legacy_missing_image_and_unconvertible_images() {
     let o = verdict_of(&v, &record("e", EventName::Modify, None)).await;
     assert_eq!((o.verdict, o.reason), (Verdict::PolicyViolation, "no_new_image"));
 
+    // An event name this version does not know gets a failing verdict, even with a correct new image.
+    let o = verdict_of(&v, &record("e", EventName::Unknown, Some(&encrypted("p1").await))).await;
+    assert_eq!((o.verdict, o.reason), (Verdict::PolicyViolation, "unknown_event_name"));
+
     let mut r = insert(&encrypted("p1").await);
     r.new_image.as_mut().unwrap().insert(
         "weird".into(),
