@@ -30,6 +30,7 @@ use crate::api::{
 };
 use crate::error::{DdbError, ErrorKind};
 use crate::expr::{Condition, InvalidExpression, Update, UpdateAction, check_update};
+use crate::size::{Decimal, item_size, read_units, write_units};
 use crate::{AttributeValue, Item};
 
 /// Largest item DynamoDB stores.
@@ -209,56 +210,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// A decimal number as (negative, significant digits, exponent of the last digit): equal numbers have
-/// equal representations.
-#[derive(Debug, PartialEq, Eq)]
-struct Decimal {
-    negative: bool,
-    digits: Vec<u8>,
-    exponent: i64,
-}
-
-impl Decimal {
-    fn parse(text: &str) -> Option<Decimal> {
-        let text = text.trim();
-        let (negative, rest) = match text.strip_prefix('-') {
-            Some(r) => (true, r),
-            None => (false, text.strip_prefix('+').unwrap_or(text)),
-        };
-        let (mantissa, exp) = match rest.find(['e', 'E']) {
-            Some(i) => (&rest[..i], rest[i + 1..].parse::<i64>().ok()?),
-            None => (rest, 0),
-        };
-        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-        if int.is_empty() && frac.is_empty() {
-            return None;
-        }
-        if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let mut digits: Vec<u8> = int.bytes().chain(frac.bytes()).map(|b| b - b'0').collect();
-        let mut exponent = exp.checked_sub(i64::try_from(frac.len()).ok()?)?;
-        while digits.last() == Some(&0) {
-            digits.pop();
-            exponent += 1;
-        }
-        let leading = digits.iter().take_while(|d| **d == 0).count();
-        digits.drain(..leading);
-        if digits.is_empty() {
-            return Some(Decimal {
-                negative: false,
-                digits,
-                exponent: 0,
-            });
-        }
-        Some(Decimal {
-            negative,
-            digits,
-            exponent,
-        })
-    }
-}
-
 /// DynamoDB's equality: same type; numbers numerically; sets as sets.
 fn values_equal(a: &AttributeValue, b: &AttributeValue) -> bool {
     use AttributeValue as V;
@@ -348,41 +299,6 @@ fn apply(update: &Update, schema: &KeySchema, item: &mut Item) -> Result<(), Str
         }
     }
     Ok(())
-}
-
-/// The size DynamoDB bills an item at: attribute names plus values.
-pub fn item_size(item: &Item) -> usize {
-    item.iter().map(|(n, v)| n.len() + value_size(v)).sum()
-}
-
-fn number_size(n: &str) -> usize {
-    let digits = Decimal::parse(n).map_or(n.len(), |d| d.digits.len().max(1));
-    digits.div_ceil(2) + 1
-}
-
-fn value_size(v: &AttributeValue) -> usize {
-    use AttributeValue as V;
-    match v {
-        V::S(s) => s.len(),
-        V::N(n) => number_size(n),
-        V::B(b) => b.as_ref().len(),
-        V::Bool(_) | V::Null(_) => 1,
-        V::Ss(x) => x.iter().map(String::len).sum(),
-        V::Ns(x) => x.iter().map(|n| number_size(n)).sum(),
-        V::Bs(x) => x.iter().map(|b| b.as_ref().len()).sum(),
-        V::L(x) => 3 + x.iter().map(|e| 1 + value_size(e)).sum::<usize>(),
-        V::M(x) => 3 + x.iter().map(|(k, e)| 1 + k.len() + value_size(e)).sum::<usize>(),
-        _ => 0,
-    }
-}
-
-fn write_units(size: usize) -> f64 {
-    size.div_ceil(1024).max(1) as f64
-}
-
-fn read_units(size: usize, consistent: bool) -> f64 {
-    let units = size.div_ceil(4096).max(1) as f64;
-    if consistent { units } else { units / 2.0 }
 }
 
 fn describe(t: &Table) -> TableDescription {
@@ -1391,8 +1307,8 @@ mod tests {
         assert_eq!(out.consumed.read_units, 2.0);
         assert!(out.unprocessed_keys.is_empty());
         // Numbers: about one byte per two significant digits, plus one.
-        assert_eq!(value_size(&n("12345")), 4);
-        assert_eq!(value_size(&n("-0.000100")), 2);
+        assert_eq!(crate::size::value_size(&n("12345")), 4);
+        assert_eq!(crate::size::value_size(&n("-0.000100")), 2);
     }
 
     #[tokio::test]

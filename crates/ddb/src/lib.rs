@@ -10,7 +10,7 @@
 //! [`FaultyDynamo`] (injects errors, unprocessed keys and latency into any implementation).
 //!
 //! Module map: [`expr`] (conditions, updates, their rendering to expressions), [`error`] (classification),
-//! [`api`] (the trait and its typed inputs and outputs), [`sdk`], [`backoff`] (jittered exponential backoff),
+//! [`api`] (the trait and its typed inputs and outputs), [`sdk`], [`backoff`] (jittered exponential backoff), [`size`] (item sizes and capacity units as DynamoDB bills them),
 //! `fake`.
 
 #![warn(missing_docs)]
@@ -22,6 +22,7 @@ pub mod expr;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod sdk;
+pub mod size;
 
 use std::collections::HashMap;
 
@@ -38,6 +39,7 @@ pub use expr::{Condition, Update, UpdateAction};
 #[cfg(any(test, feature = "fake"))]
 pub use fake::{FakeDynamo, FaultyDynamo, Op};
 pub use sdk::SdkDynamo;
+pub use size::item_size;
 
 /// An item (or a key): attribute name to value, as the SDK represents it.
 pub type Item = HashMap<String, AttributeValue>;
