@@ -167,7 +167,10 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let run_summary = if args.until_caught_up {
         drive(reader_config, streams, MemoryLeaseStore::new(), sink.clone(), serve).await?
     } else {
-        let leases = DynamoLeaseStore::new(ddb, lease_table);
+        let leases = DynamoLeaseStore::new(
+            ddbguard_ddb::SdkDynamo::new(ddb),
+            ddbguard_lease::LeaseTable::for_shards(lease_table),
+        );
         drive(reader_config, streams, leases, sink.clone(), serve).await?
     };
 

@@ -1,6 +1,7 @@
 //! Typed errors. Service refusals that change what the reader does (expired iterator, trimmed data, throttling,
 //! not found) are separate variants; everything else is `Other`, retried with backoff.
 
+use ddbguard_lease::LeaseError;
 use thiserror::Error;
 
 /// An error from a [`StreamsApi`](crate::StreamsApi) call.
@@ -20,20 +21,6 @@ pub enum StreamsError {
     ResourceNotFound(String),
     /// Anything else (network, internal server error, malformed response).
     #[error("streams error: {0}")]
-    Other(String),
-}
-
-/// An error from a [`LeaseStore`](crate::LeaseStore) call.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum LeaseError {
-    /// A conditional write failed: someone else holds or changed the lease. The caller must stop acting on it.
-    #[error("lease conflict on shard {0}")]
-    Conflict(String),
-    /// The lease table throttled the request: back off and retry.
-    #[error("lease store throttled: {0}")]
-    Throttled(String),
-    /// Anything else (table missing and not creatable, network, malformed item).
-    #[error("lease store error: {0}")]
     Other(String),
 }
 

@@ -2,11 +2,11 @@
 //!
 //! Module map:
 //! - [`api`]: the narrow [`StreamsApi`] trait (DescribeStream, GetShardIterator, GetRecords) and [`SdkStreams`].
-//! - [`lease`]: [`LeaseStore`] (one lease per shard, fenced conditional writes) and [`MemoryLeaseStore`].
-//! - [`dynamo_lease`]: [`DynamoLeaseStore`], leases in a DynamoDB table created if missing.
+//! - Leases come from `ddbguard-lease` (one lease per shard, keyed by shard id, the checkpoint as its position):
+//!   [`LeaseStore`], [`MemoryLeaseStore`], [`DynamoLeaseStore`] are re-exported here.
 //! - [`reader`]: [`StreamReader`], its [`ReaderConfig`], the [`RecordSink`] callback and the [`RunSummary`].
 //! - [`status`]: [`ReaderStatus`] snapshots (leases held, per-shard lag, stalled shards).
-//! - [`model`]: records, shards, sequence numbers, gaps. [`error`]: typed errors. [`backoff`]: jittered backoff.
+//! - [`model`]: records, shards, sequence numbers, checkpoints, gaps. [`error`]: typed errors.
 //! - `fake` (feature `fake`): `FakeStreams`, a scripted in-process stream with fault injection.
 //!
 //! Guarantees (see the crate README): at-least-once delivery, order within a shard, children after parents,
@@ -34,12 +34,9 @@
 #![warn(missing_docs)]
 
 pub mod api;
-pub mod backoff;
-pub mod dynamo_lease;
 pub mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
-pub mod lease;
 pub mod model;
 pub mod reader;
 pub mod status;
@@ -48,12 +45,11 @@ pub mod status;
 mod tests;
 
 pub use api::{SdkStreams, StreamsApi};
-pub use dynamo_lease::DynamoLeaseStore;
-pub use error::{LeaseError, ReaderError, SinkError, StreamsError};
-pub use lease::{Checkpoint, Lease, LeaseGrant, LeaseStore, MemoryLeaseStore};
+pub use ddbguard_lease::{DynamoLeaseStore, Lease, LeaseError, LeaseStore, MemoryLeaseStore};
+pub use error::{ReaderError, SinkError, StreamsError};
 pub use model::{
-    AttributeValue, EventName, GapReason, IteratorPosition, RecordBatch, RecordsPage, SequenceNumber, Shard, ShardPage,
-    StreamGap, StreamRecord, table_name_from_stream_arn,
+    AttributeValue, Checkpoint, EventName, GapReason, IteratorPosition, RecordBatch, RecordsPage, SequenceNumber,
+    Shard, ShardPage, StreamGap, StreamRecord, table_name_from_stream_arn,
 };
 pub use reader::{ReaderConfig, RecordSink, RunSummary, StartPosition, StreamReader};
 pub use status::{ReaderStatus, ShardStatus, StatusHandle};

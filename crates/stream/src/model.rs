@@ -6,6 +6,40 @@ use std::fmt;
 use std::time::SystemTime;
 
 pub use aws_sdk_dynamodbstreams::types::AttributeValue;
+use ddbguard_lease::Position;
+
+/// The last processed position of a shard, as stored in its lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Sequence number of the last record the sink accepted.
+    pub sequence_number: SequenceNumber,
+    /// Approximate creation time of that record: a checkpoint older than the retention period is a gap.
+    pub record_time: Option<SystemTime>,
+}
+
+impl Checkpoint {
+    /// The checkpoint stored in a lease position.
+    pub fn from_position(p: &Position) -> Self {
+        Self {
+            sequence_number: SequenceNumber::new(p.value.clone()),
+            record_time: p.time,
+        }
+    }
+
+    /// The lease position of this checkpoint.
+    pub fn to_position(&self) -> Position {
+        Position {
+            value: self.sequence_number.as_str().to_owned(),
+            time: self.record_time,
+        }
+    }
+}
+
+impl From<Checkpoint> for Position {
+    fn from(c: Checkpoint) -> Self {
+        c.to_position()
+    }
+}
 
 /// A DynamoDB Streams sequence number.
 ///

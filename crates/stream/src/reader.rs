@@ -6,16 +6,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use ddbguard_lease::{
+    Backoff, Coordinator, CoordinatorConfig, Lease, LeaseContext, LeaseStore, ShutdownReport, Taken, TaskEnd,
+};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::api::StreamsApi;
-use crate::backoff::Backoff;
-use crate::error::{LeaseError, ReaderError, SinkError, StreamsError};
-use crate::lease::{Checkpoint, Lease, LeaseGrant, LeaseStore};
+use crate::error::{ReaderError, SinkError, StreamsError};
 use crate::model::{
-    GapReason, IteratorPosition, RecordBatch, SequenceNumber, Shard, StreamGap, table_name_from_stream_arn,
+    Checkpoint, GapReason, IteratorPosition, RecordBatch, SequenceNumber, Shard, StreamGap, table_name_from_stream_arn,
 };
 use crate::status::StatusHandle;
 
@@ -211,7 +210,8 @@ impl RunSummary {
 /// The DynamoDB Streams reader. Generic over the Streams API, the lease store and the sink so that tests plug in
 /// fakes.
 pub struct StreamReader<S, L, K> {
-    shared: Arc<Shared<S, L, K>>,
+    shared: Arc<Shared<S, K>>,
+    leases: L,
 }
 
 impl<S, L, K> std::fmt::Debug for StreamReader<S, L, K> {
@@ -222,29 +222,12 @@ impl<S, L, K> std::fmt::Debug for StreamReader<S, L, K> {
     }
 }
 
-struct Shared<S, L, K> {
+struct Shared<S, K> {
     config: ReaderConfig,
     api: S,
-    leases: L,
     sink: K,
     status: StatusHandle,
     summary: std::sync::Mutex<RunSummary>,
-}
-
-/// Why a shard task is asked to stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stop {
-    Run,
-    Shutdown,
-    LeaseLost,
-}
-
-/// How a shard task ended.
-#[derive(Debug)]
-enum Outcome {
-    Finished,
-    Stopped,
-    LeaseLost,
 }
 
 /// Where a shard task starts.
@@ -253,19 +236,6 @@ enum Initial {
     Checkpoint,
     Position(IteratorPosition),
     SkipToEnd,
-}
-
-struct Held {
-    grant: LeaseGrant,
-    stop: watch::Sender<Stop>,
-    last_renewed: Instant,
-}
-
-/// What another worker's lease looked like when we last saw it change.
-struct Observed {
-    owner: Option<String>,
-    counter: u64,
-    since: Instant,
 }
 
 impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
@@ -277,11 +247,11 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
             shared: Arc::new(Shared {
                 config,
                 api,
-                leases,
                 sink,
                 status,
                 summary: std::sync::Mutex::new(RunSummary::default()),
             }),
+            leases,
         })
     }
 
@@ -295,20 +265,28 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
     /// leases, and returns within `shutdown_deadline`.
     pub async fn run(self, shutdown: impl Future) -> Result<RunSummary, ReaderError> {
         let shared = self.shared.clone();
-        shared.leases.initialize().await?;
-        let mut coord = Coordinator {
+        let cfg = &shared.config;
+        let leases = Coordinator::new(
+            self.leases,
+            CoordinatorConfig {
+                worker_id: cfg.worker_id.clone(),
+                lease_duration: cfg.lease_duration,
+                max_leases: cfg.max_concurrent_shards,
+                steal: cfg.steal_leases,
+                shutdown_deadline: cfg.shutdown_deadline,
+                retry_backoff: cfg.error_backoff,
+                max_retry_backoff: cfg.max_error_backoff,
+            },
+        );
+        leases.initialize().await?;
+        let mut coord = StreamCoordinator {
             shared: shared.clone(),
+            leases,
             shards: BTreeMap::new(),
-            leases: BTreeMap::new(),
-            observed: HashMap::new(),
-            held: HashMap::new(),
-            tasks: JoinSet::new(),
-            task_shards: HashMap::new(),
             first_discovery: None,
             started: HashSet::new(),
         };
         tokio::pin!(shutdown);
-        let cfg = &shared.config;
         let mut renew = tokio::time::interval_at(Instant::now() + cfg.renew_interval, cfg.renew_interval);
         renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut next_sync = Instant::now();
@@ -319,7 +297,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                Some(done) = coord.tasks.join_next_with_id(), if !coord.tasks.is_empty() => {
+                done = coord.leases.next_done() => {
                     if coord.task_done(done) {
                         next_sync = Instant::now();
                     }
@@ -328,7 +306,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
                     tokio::select! {
                         biased;
                         _ = &mut shutdown => break,
-                        () = coord.renew() => {}
+                        () = coord.leases.renew() => {}
                     }
                 }
                 _ = tokio::time::sleep_until(next_sync) => {
@@ -362,31 +340,26 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
             }
         }
         coord.shutdown().await;
-        let mut summary = std::mem::take(&mut *shared.summary.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut summary = std::mem::take(&mut *shared.summary_mut());
         summary.caught_up = caught_up;
         Ok(summary)
     }
 }
 
-struct Coordinator<S, L, K> {
-    shared: Arc<Shared<S, L, K>>,
+/// The stream's side of lease balancing: which shards exist, their lineage, where each starts. The lease
+/// mechanics (take, steal, renew, fencing, release) are the lease crate's [`Coordinator`].
+struct StreamCoordinator<S, L, K> {
+    shared: Arc<Shared<S, K>>,
+    leases: Coordinator<L>,
     /// Shards from the last successful discovery.
     shards: BTreeMap<String, Shard>,
-    /// Leases from the last listing, updated locally when our tasks finish shards.
-    leases: BTreeMap<String, Lease>,
-    observed: HashMap<String, Observed>,
-    held: HashMap<String, Held>,
-    tasks: JoinSet<Outcome>,
-    /// Shard and lease token of each running task (a shard can be held again, under a new token, before the
-    /// task of an earlier grant has ended).
-    task_shards: HashMap<tokio::task::Id, (String, u64)>,
     /// Shards (id → closed?) seen by the first discovery of this run; drives `StartPosition`.
     first_discovery: Option<HashMap<String, bool>>,
     /// Shards this process has already started reading once.
     started: HashSet<String>,
 }
 
-impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
+impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
     fn cfg(&self) -> &ReaderConfig {
         &self.shared.config
     }
@@ -434,111 +407,32 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
             self.first_discovery = Some(shards.iter().map(|s| (s.id.clone(), s.is_closed())).collect());
         }
         self.shards = shards.into_iter().map(|s| (s.id.clone(), s)).collect();
-        let leases = match self.shared.leases.list_leases().await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "listing leases failed");
-                return;
-            }
-        };
-        self.leases = leases.into_iter().map(|l| (l.shard_id.clone(), l)).collect();
-        let missing: Vec<Lease> = self
+        let wanted: Vec<Lease> = self
             .shards
             .values()
-            .filter(|s| !self.leases.contains_key(&s.id))
             .map(|s| Lease::new(s.id.clone(), s.parent_id.iter().cloned().collect()))
             .collect();
-        for lease in missing {
-            match self.shared.leases.create_lease_if_absent(&lease).await {
-                Ok(_) => {}
-                Err(e) => tracing::warn!(shard = %lease.shard_id, error = %e, "creating lease failed"),
-            }
-        }
-        if let Ok(l) = self.shared.leases.list_leases().await {
-            self.leases = l.into_iter().map(|l| (l.shard_id.clone(), l)).collect();
+        if let Err(e) = self.leases.refresh(wanted).await {
+            tracing::warn!(error = %e, "listing leases failed");
+            return;
         }
 
         self.delete_obsolete_leases().await;
 
-        let now = Instant::now();
-        let cfg = self.cfg().clone();
-        for l in self.leases.values() {
-            let changed = match self.observed.get(&l.shard_id) {
-                Some(o) => o.owner != l.owner || o.counter != l.counter,
-                None => true,
-            };
-            if changed {
-                self.observed.insert(
-                    l.shard_id.clone(),
-                    Observed {
-                        owner: l.owner.clone(),
-                        counter: l.counter,
-                        since: now,
-                    },
-                );
-            }
-        }
-        self.observed.retain(|id, _| self.leases.contains_key(id));
         // Shards gone from both the stream and the lease table are never started again: forget them.
-        let (leases, shards) = (&self.leases, &self.shards);
+        let (leases, shards) = (self.leases.leases(), &self.shards);
         self.started
             .retain(|id| leases.contains_key(id) || shards.contains_key(id));
 
-        let readable: Vec<&Lease> = self
+        let readable: HashSet<String> = self
             .leases
+            .leases()
             .values()
-            .filter(|l| !l.finished && self.parents_done(l))
+            .filter(|l| self.parents_done(l))
+            .map(|l| l.key.clone())
             .collect();
-        let expired = |l: &Lease| -> bool {
-            match &l.owner {
-                None => true,
-                Some(o) if *o == cfg.worker_id => true, // a previous incarnation of this worker
-                Some(_) => self
-                    .observed
-                    .get(&l.shard_id)
-                    .is_some_and(|o| now - o.since >= cfg.lease_duration),
-            }
-        };
-        let mut load: BTreeMap<&str, usize> = BTreeMap::new();
-        load.insert(&cfg.worker_id, 0);
-        for l in &readable {
-            if let Some(o) = &l.owner
-                && !expired(l)
-            {
-                *load.entry(o).or_default() += 1;
-            }
-        }
-        let target = readable.len().div_ceil(load.len()).min(cfg.max_concurrent_shards);
-        let mut to_take: Vec<(String, u64)> = readable
-            .iter()
-            .filter(|l| !self.held.contains_key(&l.shard_id) && expired(l))
-            .map(|l| (l.shard_id.clone(), l.counter))
-            .collect();
-        // Deterministic order (children whose parents are unfinished are not in the list at all).
-        to_take.sort();
-        let room = target.saturating_sub(self.held.len());
-        to_take.truncate(room);
-        if to_take.is_empty() && cfg.steal_leases && self.held.len() < target {
-            let victim = load
-                .iter()
-                .filter(|(w, n)| **w != cfg.worker_id && **n > target)
-                .max_by_key(|(_, n)| **n)
-                .map(|(w, _)| w.to_string());
-            if let Some(victim) = victim
-                && let Some(l) = readable
-                    .iter()
-                    .find(|l| l.owner.as_deref() == Some(victim.as_str()) && !self.held.contains_key(&l.shard_id))
-            {
-                tracing::info!(shard = %l.shard_id, from = %victim, "stealing lease to balance load");
-                to_take.push((l.shard_id.clone(), l.counter));
-            }
-        }
-        for (shard_id, counter) in to_take {
-            match self.shared.leases.take_lease(&shard_id, &cfg.worker_id, counter).await {
-                Ok(grant) => self.start_shard(grant),
-                Err(LeaseError::Conflict(_)) => tracing::debug!(shard = %shard_id, "lease taken by someone else first"),
-                Err(e) => tracing::warn!(shard = %shard_id, error = %e, "taking lease failed"),
-            }
+        for taken in self.leases.balance(|l| readable.contains(&l.key)).await {
+            self.start_shard(taken);
         }
         self.publish_leases_held();
     }
@@ -549,15 +443,15 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
         let parents: HashSet<&String> = self.shards.values().filter_map(|s| s.parent_id.as_ref()).collect();
         let obsolete: Vec<String> = self
             .leases
+            .leases()
             .values()
-            .filter(|l| l.finished && !self.shards.contains_key(&l.shard_id) && !parents.contains(&l.shard_id))
-            .map(|l| l.shard_id.clone())
+            .filter(|l| l.finished && !self.shards.contains_key(&l.key) && !parents.contains(&l.key))
+            .map(|l| l.key.clone())
             .collect();
         for shard_id in obsolete {
-            match self.shared.leases.delete_finished_lease(&shard_id).await {
+            match self.leases.delete_finished(&shard_id).await {
                 Ok(()) => {
-                    tracing::debug!(shard = %shard_id, "deleted the lease of a finished shard gone from the stream");
-                    self.leases.remove(&shard_id);
+                    tracing::debug!(shard = %shard_id, "deleted the lease of a finished shard gone from the stream")
                 }
                 Err(e) => tracing::debug!(shard = %shard_id, error = %e, "deleting an obsolete lease failed"),
             }
@@ -565,24 +459,20 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
     }
 
     fn parents_done(&self, lease: &Lease) -> bool {
-        let mut parents: Vec<&String> = lease.parent_shard_ids.iter().collect();
-        if let Some(p) = self.shards.get(&lease.shard_id).and_then(|s| s.parent_id.as_ref()) {
+        let leases = self.leases.leases();
+        let mut parents: Vec<&String> = lease.dependencies.iter().collect();
+        if let Some(p) = self.shards.get(&lease.key).and_then(|s| s.parent_id.as_ref()) {
             parents.push(p);
         }
-        parents.into_iter().all(|p| match self.leases.get(p) {
+        parents.into_iter().all(|p| match leases.get(p) {
             Some(pl) => pl.finished,
             // The parent is past retention and gone from the stream: nothing left to read before this child.
             None => !self.shards.contains_key(p),
         })
     }
 
-    fn start_shard(&mut self, grant: LeaseGrant) {
-        let shard_id = grant.shard_id.clone();
-        let lease = self
-            .leases
-            .get(&shard_id)
-            .cloned()
-            .unwrap_or_else(|| Lease::new(shard_id.clone(), vec![]));
+    fn start_shard(&mut self, taken: Taken) {
+        let shard_id = taken.grant.key.clone();
         let first_time = self.started.insert(shard_id.clone());
         let at_startup = self.first_discovery.as_ref().and_then(|m| m.get(&shard_id)).copied();
         let initial = match (self.cfg().start_position, first_time, at_startup) {
@@ -591,110 +481,48 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
             (StartPosition::Latest, true, Some(true)) => Initial::SkipToEnd,
             _ => Initial::Checkpoint,
         };
-        tracing::info!(shard = %shard_id, token = grant.token, ?initial, "lease taken");
-        let (stop_tx, stop_rx) = watch::channel(Stop::Run);
+        tracing::info!(shard = %shard_id, token = taken.grant.token, ?initial, "lease taken");
+        let checkpoint = taken.lease.position.as_ref().map(Checkpoint::from_position);
         self.shared
             .status
-            .lease_taken(&shard_id, lease.checkpoint.as_ref().map(|c| c.sequence_number.clone()));
-        let task = ShardTask {
-            shared: self.shared.clone(),
-            grant: grant.clone(),
-            lease,
-            initial,
-            stop: stop_rx,
-        };
-        let handle = self.tasks.spawn(task.run());
-        self.task_shards.insert(handle.id(), (shard_id.clone(), grant.token));
-        self.held.insert(
-            shard_id,
-            Held {
-                grant,
-                stop: stop_tx,
-                last_renewed: Instant::now(),
-            },
-        );
+            .lease_taken(&shard_id, checkpoint.as_ref().map(|c| c.sequence_number.clone()));
+        let shared = self.shared.clone();
+        self.leases.spawn(taken, move |lease| {
+            ShardTask {
+                shared,
+                shard_id,
+                lease,
+                stored: checkpoint,
+                initial,
+            }
+            .run()
+        });
     }
 
-    /// Handles a finished shard task; returns whether discovery should run now (a shard finished).
-    fn task_done(&mut self, done: Result<(tokio::task::Id, Outcome), tokio::task::JoinError>) -> bool {
-        let (id, outcome) = match done {
-            Ok((id, o)) => (id, Ok(o)),
-            Err(e) => (e.id(), Err(e)),
-        };
-        let Some((shard_id, token)) = self.task_shards.remove(&id) else {
-            return false;
-        };
-        let Some(held) = self.take_held(&shard_id, token) else {
-            // The task of an earlier grant: the shard is held again under a newer one, whose task goes on.
-            return false;
-        };
-        self.drop_shard_status(&shard_id);
-        let held = Some(held);
-        let mut resync = false;
-        match outcome {
-            Ok(Outcome::Finished) => {
-                if let Some(l) = self.leases.get_mut(&shard_id) {
-                    l.finished = true;
-                }
-                self.shared.summary_mut().note_finished(&shard_id);
-                tracing::info!(shard = %shard_id, "shard finished");
-                resync = true;
+    /// Handles a finished shard task; returns whether discovery should run now (a shard finished or failed).
+    fn task_done(&mut self, done: ddbguard_lease::Done) -> bool {
+        self.drop_shard_status(&done.key);
+        let resync = match done.end {
+            Ok(TaskEnd::Finished) => {
+                self.shared.summary_mut().note_finished(&done.key);
+                tracing::info!(shard = %done.key, "shard finished");
+                true
             }
-            Ok(Outcome::LeaseLost) => tracing::warn!(shard = %shard_id, "lease lost; stopped reading the shard"),
-            Ok(Outcome::Stopped) => {}
-            Err(e) => {
-                tracing::error!(shard = %shard_id, error = %e, "shard task failed; releasing its lease");
-                if let Some(h) = held {
-                    let shared = self.shared.clone();
-                    tokio::spawn(async move {
-                        let _ = shared.leases.release_lease(&h.grant).await;
-                    });
-                }
-                resync = true;
-            }
-        }
+            Ok(TaskEnd::LeaseLost) => false,
+            Ok(TaskEnd::Stopped) => false,
+            Err(_) => true,
+        };
         self.publish_leases_held();
         resync
-    }
-
-    /// Heartbeat for every held lease; a conflict (or no successful renewal for a whole lease duration) stops
-    /// the shard task, because another worker may now own the lease.
-    async fn renew(&mut self) {
-        let lease_duration = self.cfg().lease_duration;
-        let now = Instant::now();
-        for (shard_id, h) in &mut self.held {
-            match self.shared.leases.renew_lease(&h.grant).await {
-                Ok(_) => h.last_renewed = now,
-                Err(LeaseError::Conflict(_)) => {
-                    tracing::warn!(shard = %shard_id, "lease renewal refused: lease lost");
-                    let _ = h.stop.send(Stop::LeaseLost);
-                }
-                Err(e) => {
-                    tracing::warn!(shard = %shard_id, error = %e, "lease renewal failed");
-                    if now - h.last_renewed >= lease_duration {
-                        let _ = h.stop.send(Stop::LeaseLost);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Removes and returns the held lease of `shard_id` if it is the grant with `token`.
-    fn take_held(&mut self, shard_id: &str, token: u64) -> Option<Held> {
-        if self.held.get(shard_id).is_some_and(|h| h.grant.token == token) {
-            self.held.remove(shard_id)
-        } else {
-            None
-        }
     }
 
     fn all_caught_up(&self) -> bool {
         if self.first_discovery.is_none() {
             return false;
         }
+        let leases = self.leases.leases();
         self.shards.keys().all(|id| {
-            self.leases.get(id).is_some_and(|l| l.finished)
-                || (self.held.contains_key(id) && self.shared.status.is_caught_up(id))
+            leases.get(id).is_some_and(|l| l.finished) || (self.leases.holds(id) && self.shared.status.is_caught_up(id))
         })
     }
 
@@ -714,61 +542,29 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> Coordinator<S, L, K> {
     /// Stops all shard tasks, waits for in-flight batches and their checkpoints (bounded by the deadline) and
     /// releases the leases.
     async fn shutdown(&mut self) {
-        let deadline = Instant::now() + self.cfg().shutdown_deadline;
-        for h in self.held.values() {
-            let _ = h.stop.send(Stop::Shutdown);
-        }
-        // Leave a little of the deadline for releasing leases.
-        let wait_until = deadline - self.cfg().shutdown_deadline / 5;
-        while !self.tasks.is_empty() {
-            match tokio::time::timeout_at(wait_until, self.tasks.join_next_with_id()).await {
-                Ok(Some(done)) => {
-                    let id = match &done {
-                        Ok((id, _)) => *id,
-                        Err(e) => e.id(),
-                    };
-                    if let Some((shard, token)) = self.task_shards.remove(&id)
-                        && self.held.get(&shard).is_some_and(|h| h.grant.token == token)
-                    {
-                        if matches!(done, Ok((_, Outcome::Finished))) {
-                            self.shared.summary_mut().note_finished(&shard);
-                        }
-                        if !matches!(done, Ok((_, Outcome::Stopped))) {
-                            self.held.remove(&shard);
-                        }
-                        self.drop_shard_status(&shard);
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::warn!(
-                        remaining = self.tasks.len(),
-                        "shutdown deadline reached; aborting shard tasks"
-                    );
-                    self.shared.summary_mut().shutdown_timed_out = true;
-                    self.tasks.abort_all();
-                    while self.tasks.join_next().await.is_some() {}
-                    break;
-                }
+        let ShutdownReport {
+            released,
+            finished,
+            held,
+            timed_out,
+        } = self.leases.shutdown().await;
+        {
+            let mut summary = self.shared.summary_mut();
+            for shard in &finished {
+                summary.note_finished(shard);
             }
+            summary.leases_released += released;
+            summary.shutdown_timed_out |= timed_out;
         }
-        let mut released = 0;
-        let held: Vec<(String, Held)> = self.held.drain().collect();
-        for (shard_id, h) in held {
-            match tokio::time::timeout_at(deadline, self.shared.leases.release_lease(&h.grant)).await {
-                Ok(Ok(())) => released += 1,
-                Ok(Err(e)) => tracing::warn!(shard = %shard_id, error = %e, "releasing lease failed"),
-                Err(_) => tracing::warn!(shard = %shard_id, "releasing lease timed out"),
-            }
-            self.drop_shard_status(&shard_id);
+        for shard in &held {
+            self.drop_shard_status(shard);
         }
-        self.shared.summary_mut().leases_released += released;
         self.publish_leases_held();
         tracing::info!(released, "stream reader stopped");
     }
 }
 
-impl<S, L, K> Shared<S, L, K> {
+impl<S, K> Shared<S, K> {
     fn summary_mut(&self) -> std::sync::MutexGuard<'_, RunSummary> {
         self.summary.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -776,11 +572,12 @@ impl<S, L, K> Shared<S, L, K> {
 
 /// The per-shard loop: read a batch, hand it to the sink, checkpoint, repeat.
 struct ShardTask<S, L, K> {
-    shared: Arc<Shared<S, L, K>>,
-    grant: LeaseGrant,
-    lease: Lease,
+    shared: Arc<Shared<S, K>>,
+    shard_id: String,
+    lease: LeaseContext<L>,
+    /// The checkpoint stored in the lease when it was taken.
+    stored: Option<Checkpoint>,
     initial: Initial,
-    stop: watch::Receiver<Stop>,
 }
 
 impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
@@ -788,34 +585,19 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
         &self.shared.config
     }
 
-    fn stopped(&self) -> Option<Outcome> {
-        // The coordinator dropped this task's sender without a word: nobody will renew the lease, so stop.
-        if self.stop.has_changed().is_err() {
-            return Some(Outcome::Stopped);
-        }
-        match *self.stop.borrow() {
-            Stop::Run => None,
-            Stop::Shutdown => Some(Outcome::Stopped),
-            Stop::LeaseLost => Some(Outcome::LeaseLost),
-        }
+    fn stopped(&self) -> Option<TaskEnd> {
+        self.lease.stopped()
     }
 
-    /// Sleeps unless asked to stop first; returns whether the sleep completed.
     async fn pause(&mut self, d: Duration) -> bool {
-        if self.stopped().is_some() {
-            return false;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(d) => true,
-            _ = self.stop.changed() => false,
-        }
+        self.lease.pause(d).await
     }
 
-    async fn run(mut self) -> Outcome {
+    async fn run(mut self) -> TaskEnd {
         let shared = self.shared.clone();
-        let shard_id = self.grant.shard_id.clone();
+        let shard_id = self.shard_id.clone();
         let table = self.cfg().table_label.clone();
-        let mut checkpoint = self.lease.checkpoint.clone();
+        let mut checkpoint = self.stored.clone();
         // Records up to the stored checkpoint are redeliveries when resuming from it; an explicit start position
         // (an audit from the trim horizon) verifies them again.
         let dup_floor = match self.initial {
@@ -827,7 +609,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
             Initial::SkipToEnd => {
                 tracing::info!(shard = %shard_id, "closed at startup with start position LATEST: marked finished unread");
                 return match self.write_checkpoint(None, true).await {
-                    Ok(()) => Outcome::Finished,
+                    Ok(()) => TaskEnd::Finished,
                     Err(o) => o,
                 };
             }
@@ -859,7 +641,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                 None => {
                     let got = tokio::select! {
                         r = shared.api.get_shard_iterator(&shared.config.stream_arn, &shard_id, &position) => r,
-                        _ = self.stop.changed() => continue,
+                        _ = self.lease.stop_requested() => continue,
                     };
                     match got {
                         Ok(it) => it,
@@ -883,7 +665,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
             };
             let got = tokio::select! {
                 r = shared.api.get_records(&it, shared.config.max_records_per_batch) => r,
-                _ = self.stop.changed() => continue,
+                _ = self.lease.stop_requested() => continue,
             };
             let page = match got {
                 Ok(page) => page,
@@ -925,7 +707,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                     self.shared.status.read_ok(&shard_id, Duration::ZERO, true);
                     self.set_lag(Duration::ZERO);
                     return match self.write_checkpoint(checkpoint.as_ref(), true).await {
-                        Ok(()) => Outcome::Finished,
+                        Ok(()) => TaskEnd::Finished,
                         Err(o) => o,
                     };
                 }
@@ -973,7 +755,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                         let d = errors.next_delay();
                         if !self.pause(d).await {
                             // Not checkpointed: whoever reads the shard next sees the batch again.
-                            return self.stopped().unwrap_or(Outcome::Stopped);
+                            return self.stopped().unwrap_or(TaskEnd::Stopped);
                         }
                     }
                 }
@@ -998,14 +780,14 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
             position = IteratorPosition::AfterSequenceNumber(new_cp.sequence_number.clone());
             checkpoint = Some(new_cp);
             if finished {
-                return Outcome::Finished;
+                return TaskEnd::Finished;
             }
             iterator = page.next_iterator;
         }
     }
 
     fn set_lag(&self, lag: Duration) {
-        metrics::gauge!("ddbguard_shard_lag_seconds", "table" => self.cfg().table_label.clone(), "shard" => self.grant.shard_id.clone())
+        metrics::gauge!("ddbguard_shard_lag_seconds", "table" => self.cfg().table_label.clone(), "shard" => self.shard_id.clone())
             .set(lag.as_secs_f64());
     }
 
@@ -1013,22 +795,22 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
         if matches!(e, StreamsError::Throttled(_)) {
             self.shared.status.throttled();
             metrics::counter!("ddbguard_stream_throttles_total", "table" => self.cfg().table_label.clone(), "operation" => operation).increment(1);
-            tracing::debug!(shard = %self.grant.shard_id, operation, "throttled; backing off");
+            tracing::debug!(shard = %self.shard_id, operation, "throttled; backing off");
         } else {
-            tracing::warn!(shard = %self.grant.shard_id, operation, error = %e, "streams call failed; backing off");
+            tracing::warn!(shard = %self.shard_id, operation, error = %e, "streams call failed; backing off");
         }
     }
 
     /// The shard disappeared from the stream: whatever was unread is lost; report it and mark the shard finished.
-    async fn shard_gone(&mut self, checkpoint: &Option<Checkpoint>, message: &str) -> Outcome {
-        tracing::debug!(shard = %self.grant.shard_id, message, "shard not found");
+    async fn shard_gone(&mut self, checkpoint: &Option<Checkpoint>, message: &str) -> TaskEnd {
+        tracing::debug!(shard = %self.shard_id, message, "shard not found");
         self.report_gap(
             checkpoint.as_ref().map(|c| c.sequence_number.clone()),
             None,
             GapReason::ShardGone,
         );
         match self.write_checkpoint(checkpoint.as_ref(), true).await {
-            Ok(()) => Outcome::Finished,
+            Ok(()) => TaskEnd::Finished,
             Err(o) => o,
         }
     }
@@ -1041,7 +823,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
     ) {
         let gap = StreamGap {
             table: self.cfg().table_label.clone(),
-            shard_id: self.grant.shard_id.clone(),
+            shard_id: self.shard_id.clone(),
             checkpoint,
             first_available,
             reason,
@@ -1063,25 +845,9 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
         self.shared.summary_mut().note_gap(gap);
     }
 
-    /// Writes the checkpoint, retrying throttles and errors (a few times only once stopping). A conflict means the
-    /// lease is gone.
-    async fn write_checkpoint(&mut self, cp: Option<&Checkpoint>, finished: bool) -> Result<(), Outcome> {
-        let mut backoff = Backoff::new(self.cfg().error_backoff, self.cfg().max_error_backoff);
-        loop {
-            match self.shared.leases.checkpoint(&self.grant, cp, finished).await {
-                Ok(()) => return Ok(()),
-                Err(LeaseError::Conflict(_)) => {
-                    tracing::warn!(shard = %self.grant.shard_id, "checkpoint refused: lease lost");
-                    return Err(Outcome::LeaseLost);
-                }
-                Err(e) => {
-                    tracing::warn!(shard = %self.grant.shard_id, error = %e, "checkpoint failed; retrying");
-                    if self.stopped().is_some() && backoff.attempts() >= 3 {
-                        return Err(self.stopped().unwrap_or(Outcome::Stopped));
-                    }
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-            }
-        }
+    /// Writes the checkpoint under the lease (fenced, retried); `Err` when the lease is lost or the task stops.
+    async fn write_checkpoint(&mut self, cp: Option<&Checkpoint>, finished: bool) -> Result<(), TaskEnd> {
+        let position = cp.map(Checkpoint::to_position);
+        self.lease.checkpoint(position.as_ref(), finished).await
     }
 }

@@ -210,7 +210,7 @@ async fn expired_iterator_is_refreshed_from_the_checkpoint() {
     assert_eq!(summary.records, 25);
     assert_eq!(summary.duplicates, 0);
     assert_eq!(
-        store.get("shard-0").unwrap().checkpoint.unwrap().sequence_number,
+        SequenceNumber::new(store.get("shard-0").unwrap().position.unwrap().value),
         seqs[24]
     );
 }
@@ -223,10 +223,13 @@ async fn trimmed_checkpoint_is_reported_as_a_gap_not_skipped() {
     let store = MemoryLeaseStore::new();
     // A previous run checkpointed record 2; records 3..=5 were trimmed before anyone read them.
     let mut lease = Lease::new("shard-0", vec![]);
-    lease.checkpoint = Some(Checkpoint {
-        sequence_number: seqs[2].clone(),
-        record_time: Some(SystemTime::now()),
-    });
+    lease.position = Some(
+        Checkpoint {
+            sequence_number: seqs[2].clone(),
+            record_time: Some(SystemTime::now()),
+        }
+        .into(),
+    );
     store.put(lease);
     fake.trim_before("shard-0", &seqs[6]);
     let sink = Arc::new(CollectingSink::default());
@@ -256,10 +259,13 @@ async fn checkpoint_older_than_retention_is_a_gap() {
     let store = MemoryLeaseStore::new();
     let mut lease = Lease::new("shard-0", vec![]);
     let old = SystemTime::now() - Duration::from_secs(25 * 3600);
-    lease.checkpoint = Some(Checkpoint {
-        sequence_number: SequenceNumber::new("5"),
-        record_time: Some(old),
-    });
+    lease.position = Some(
+        Checkpoint {
+            sequence_number: SequenceNumber::new("5"),
+            record_time: Some(old),
+        }
+        .into(),
+    );
     store.put(lease);
     let sink = Arc::new(CollectingSink::default());
     let summary = run_caught_up(config("w1"), &fake, &store, &sink).await;
@@ -363,7 +369,7 @@ async fn shutdown_mid_batch_checkpoints_it_and_restart_resumes_there() {
     assert_eq!(summary.records, 8, "the in-flight batch was finished");
     let lease = store.get("shard-0").unwrap();
     assert_eq!(
-        lease.checkpoint.unwrap().sequence_number,
+        SequenceNumber::new(lease.position.unwrap().value),
         seqs[7],
         "in-flight batch checkpointed"
     );
@@ -416,10 +422,13 @@ async fn trim_horizon_start_delivers_checkpointed_records_again_as_records() {
     let seqs: Vec<_> = (0..10).map(|i| fake.put("shard-0", "k", i)).collect();
     let store = MemoryLeaseStore::new();
     let mut lease = Lease::new("shard-0", vec![]);
-    lease.checkpoint = Some(Checkpoint {
-        sequence_number: seqs[4].clone(),
-        record_time: Some(SystemTime::now()),
-    });
+    lease.position = Some(
+        Checkpoint {
+            sequence_number: seqs[4].clone(),
+            record_time: Some(SystemTime::now()),
+        }
+        .into(),
+    );
     store.put(lease);
     let sink = Arc::new(CollectingSink::default());
     let mut cfg = config("w1");

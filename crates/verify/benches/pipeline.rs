@@ -326,7 +326,7 @@ async fn read_all<K: RecordSink>(label: &str, fake: Arc<FakeStreams>, sink: K, r
             .unwrap_or_else(|| panic!("{label}: no lease for {shard}"));
         assert!(lease.finished, "{label}: {shard} not finished");
         assert_eq!(
-            lease.checkpoint.map(|c| c.sequence_number),
+            lease.position.map(|p| ddbguard_stream::SequenceNumber::new(p.value)),
             last.clone(),
             "{label}: {shard} checkpoint is not its last record"
         );
