@@ -1,4 +1,6 @@
-//! Stream images (`aws_sdk_dynamodbstreams::types::AttributeValue` maps) to the item model of `ddbguard-dbe`.
+//! Stream images (`aws_sdk_dynamodbstreams::types::AttributeValue` maps) and DynamoDB items
+//! (`aws_sdk_dynamodb::types::AttributeValue` maps, from Scan or GetItem) to the item model of `ddbguard-dbe`, and
+//! back.
 //!
 //! The conversion is total: every input gives either an [`Item`] or a [`ConvertError`] that names the attribute
 //! path and what was wrong — never a value, never a panic, never a silently dropped attribute. The engine turns a
@@ -6,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodbstreams::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue as TableValue;
 use aws_sdk_dynamodbstreams::types::AttributeValue as StreamValue;
 use ddbguard_dbe::{AttributeValue, Item};
 
@@ -48,23 +50,126 @@ impl ConvertError {
     }
 }
 
-/// Converts a stream image into an [`Item`].
-pub fn image_to_item(image: &HashMap<String, StreamValue>) -> Result<Item, ConvertError> {
-    let mut item = Item::new();
-    for (name, value) in image {
-        item.insert(name.clone(), convert(value, name, 0)?);
-    }
-    Ok(item)
+/// The conversions for one SDK's attribute type: DynamoDB Streams images and DynamoDB items are the same data in
+/// two crates' types, converted by one template.
+macro_rules! conversions {
+    ($sdk:ident, $krate:ident, $Value:ty, $to_item:ident, $attr_from:ident, $from_item:ident, $attr_to:ident, $what:literal) => {
+        #[doc = concat!("Converts ", $what, " into an [`Item`].")]
+        pub fn $to_item(image: &HashMap<String, $Value>) -> Result<Item, ConvertError> {
+            let mut item = Item::new();
+            for (name, value) in image {
+                item.insert(name.clone(), $attr_from(value, name)?);
+            }
+            Ok(item)
+        }
+
+        /// Converts one attribute value; `path` names it in errors.
+        pub fn $attr_from(value: &$Value, path: &str) -> Result<AttributeValue, ConvertError> {
+            $sdk::convert(value, path, 0)
+        }
+
+        #[doc = concat!("The inverse: an [`Item`] as ", $what, ".")]
+        pub fn $from_item(item: &Item) -> HashMap<String, $Value> {
+            item.iter().map(|(k, v)| (k.clone(), $attr_to(v))).collect()
+        }
+
+        #[doc = concat!("One attribute value of ", $what, ".")]
+        pub fn $attr_to(value: &AttributeValue) -> $Value {
+            use $sdk::{Blob, V};
+            match value {
+                AttributeValue::S(s) => V::S(s.clone()),
+                AttributeValue::N(n) => V::N(n.clone()),
+                AttributeValue::B(b) => V::B(Blob::new(b.clone())),
+                AttributeValue::Bool(b) => V::Bool(*b),
+                AttributeValue::Null => V::Null(true),
+                AttributeValue::Ss(v) => V::Ss(v.clone()),
+                AttributeValue::Ns(v) => V::Ns(v.clone()),
+                AttributeValue::Bs(v) => V::Bs(v.iter().map(|b| Blob::new(b.clone())).collect()),
+                AttributeValue::M(m) => V::M(m.iter().map(|(k, v)| (k.clone(), $attr_to(v))).collect()),
+                AttributeValue::L(l) => V::L(l.iter().map($attr_to).collect()),
+            }
+        }
+
+        mod $sdk {
+            pub(super) use $krate::primitives::Blob;
+            pub(super) use $krate::types::AttributeValue as V;
+
+            use super::{AttributeValue, BTreeMap, ConvertError, MAX_CONVERT_DEPTH};
+
+            pub(super) fn convert(value: &V, path: &str, depth: usize) -> Result<AttributeValue, ConvertError> {
+                let blob = |b: &Blob| b.as_ref().to_vec();
+                Ok(match value {
+                    V::S(s) => AttributeValue::S(s.clone()),
+                    V::N(n) => AttributeValue::N(n.clone()),
+                    V::B(b) => AttributeValue::B(blob(b)),
+                    V::Bool(b) => AttributeValue::Bool(*b),
+                    V::Null(true) => AttributeValue::Null,
+                    V::Null(false) => {
+                        return Err(ConvertError::NullFalse {
+                            path: path.to_owned(),
+                        })
+                    }
+                    V::Ss(v) => AttributeValue::Ss(v.clone()),
+                    V::Ns(v) => AttributeValue::Ns(v.clone()),
+                    V::Bs(v) => AttributeValue::Bs(v.iter().map(blob).collect()),
+                    V::M(m) => {
+                        if depth + 1 >= MAX_CONVERT_DEPTH {
+                            return Err(ConvertError::TooDeep {
+                                path: path.to_owned(),
+                            });
+                        }
+                        let mut out = BTreeMap::new();
+                        for (k, v) in m {
+                            out.insert(
+                                k.clone(),
+                                convert(v, k, depth + 1).map_err(|e| e.within(path, "."))?,
+                            );
+                        }
+                        AttributeValue::M(out)
+                    }
+                    V::L(l) => {
+                        if depth + 1 >= MAX_CONVERT_DEPTH {
+                            return Err(ConvertError::TooDeep {
+                                path: path.to_owned(),
+                            });
+                        }
+                        let mut out = Vec::with_capacity(l.len());
+                        for (i, v) in l.iter().enumerate() {
+                            out.push(convert(v, "", depth + 1).map_err(|e| e.within(&format!("{path}[{i}]"), ""))?);
+                        }
+                        AttributeValue::L(out)
+                    }
+                    _ => {
+                        return Err(ConvertError::UnknownType {
+                            path: path.to_owned(),
+                        })
+                    }
+                })
+            }
+        }
+    };
 }
 
-/// Converts one attribute value; `path` names it in errors.
-pub fn attribute_from_stream(value: &StreamValue, path: &str) -> Result<AttributeValue, ConvertError> {
-    convert(value, path, 0)
-}
-
-fn blob(b: &Blob) -> Vec<u8> {
-    b.as_ref().to_vec()
-}
+conversions!(
+    dynamodbstreams,
+    aws_sdk_dynamodbstreams,
+    StreamValue,
+    image_to_item,
+    attribute_from_stream,
+    item_to_image,
+    attribute_to_stream,
+    "a stream image"
+);
+conversions!(
+    dynamodb,
+    aws_sdk_dynamodb,
+    TableValue,
+    table_item_to_item,
+    attribute_from_table,
+    item_to_table_item,
+    attribute_to_table,
+    "a DynamoDB item (GetItem, Scan)"
+);
 
 impl ConvertError {
     fn path_mut(&mut self) -> &mut String {
@@ -80,62 +185,6 @@ impl ConvertError {
         let path = self.path_mut();
         *path = format!("{parent}{sep}{path}");
         self
-    }
-}
-
-fn convert(value: &StreamValue, path: &str, depth: usize) -> Result<AttributeValue, ConvertError> {
-    Ok(match value {
-        StreamValue::S(s) => AttributeValue::S(s.clone()),
-        StreamValue::N(n) => AttributeValue::N(n.clone()),
-        StreamValue::B(b) => AttributeValue::B(blob(b)),
-        StreamValue::Bool(b) => AttributeValue::Bool(*b),
-        StreamValue::Null(true) => AttributeValue::Null,
-        StreamValue::Null(false) => return Err(ConvertError::NullFalse { path: path.to_owned() }),
-        StreamValue::Ss(v) => AttributeValue::Ss(v.clone()),
-        StreamValue::Ns(v) => AttributeValue::Ns(v.clone()),
-        StreamValue::Bs(v) => AttributeValue::Bs(v.iter().map(blob).collect()),
-        StreamValue::M(m) => {
-            if depth + 1 >= MAX_CONVERT_DEPTH {
-                return Err(ConvertError::TooDeep { path: path.to_owned() });
-            }
-            let mut out = BTreeMap::new();
-            for (k, v) in m {
-                out.insert(k.clone(), convert(v, k, depth + 1).map_err(|e| e.within(path, "."))?);
-            }
-            AttributeValue::M(out)
-        }
-        StreamValue::L(l) => {
-            if depth + 1 >= MAX_CONVERT_DEPTH {
-                return Err(ConvertError::TooDeep { path: path.to_owned() });
-            }
-            let mut out = Vec::with_capacity(l.len());
-            for (i, v) in l.iter().enumerate() {
-                out.push(convert(v, "", depth + 1).map_err(|e| e.within(&format!("{path}[{i}]"), ""))?);
-            }
-            AttributeValue::L(out)
-        }
-        _ => return Err(ConvertError::UnknownType { path: path.to_owned() }),
-    })
-}
-
-/// The inverse, for tests, fixtures and canaries: an [`Item`] as a stream image.
-pub fn item_to_image(item: &Item) -> HashMap<String, StreamValue> {
-    item.iter().map(|(k, v)| (k.clone(), attribute_to_stream(v))).collect()
-}
-
-/// One attribute value as the stream SDK type.
-pub fn attribute_to_stream(value: &AttributeValue) -> StreamValue {
-    match value {
-        AttributeValue::S(s) => StreamValue::S(s.clone()),
-        AttributeValue::N(n) => StreamValue::N(n.clone()),
-        AttributeValue::B(b) => StreamValue::B(Blob::new(b.clone())),
-        AttributeValue::Bool(b) => StreamValue::Bool(*b),
-        AttributeValue::Null => StreamValue::Null(true),
-        AttributeValue::Ss(v) => StreamValue::Ss(v.clone()),
-        AttributeValue::Ns(v) => StreamValue::Ns(v.clone()),
-        AttributeValue::Bs(v) => StreamValue::Bs(v.iter().map(|b| Blob::new(b.clone())).collect()),
-        AttributeValue::M(m) => StreamValue::M(m.iter().map(|(k, v)| (k.clone(), attribute_to_stream(v))).collect()),
-        AttributeValue::L(l) => StreamValue::L(l.iter().map(attribute_to_stream).collect()),
     }
 }
 
@@ -165,6 +214,7 @@ mod tests {
     fn round_trips_every_type() {
         let item = sample();
         assert_eq!(image_to_item(&item_to_image(&item)).unwrap(), item);
+        assert_eq!(table_item_to_item(&item_to_table_item(&item)).unwrap(), item);
     }
 
     // `AttributeValue::Unknown` cannot be constructed outside the SDK (it is `#[non_exhaustive]`); it takes the

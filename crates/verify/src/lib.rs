@@ -10,11 +10,14 @@
 //!   and the `alert` log event.
 //! - [`sink`]: [`VerifySink`], the stream reader's `RecordSink`, and the run's [`VerifySummary`].
 //! - [`http`]: the `/metrics`, `/healthz` and `/readyz` endpoint.
+//! - [`service`]: the verify service: one table's stream verified with injected AWS clients and a shutdown
+//!   future, returning a [`VerifyReport`](service::VerifyReport).
 
 pub mod convert;
 pub mod engine;
 pub mod http;
 pub mod policy;
+pub mod service;
 pub mod sink;
 
 pub use engine::{RecordOutcome, Verifier, verdict_passes};

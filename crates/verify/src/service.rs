@@ -1,0 +1,557 @@
+//! The verify service: one table's stream in one region, verified until shutdown (or until caught up).
+//!
+//! Everything the binary used to wire by hand lives here, behind injected pieces so that the whole service runs
+//! over fakes in a test: the AWS clients come from a per-region factory ([`RegionClients`], mountpoint-s3's
+//! client-factory pattern), the shutdown is a future the caller passes in (mini-redis's pattern), the metrics
+//! endpoint gets an already bound listener and a render function, and the result is a [`VerifyReport`] that
+//! the caller maps to output and an exit code.
+//!
+//! What it does: resolves the table's stream in the local region (`DescribeTable`; the stream must carry new
+//! images), keeps shard leases in `<lease prefix>-<table>` (created if missing) or in memory, reads the stream
+//! with the stream reader into a [`VerifySink`], serves `/metrics`, `/healthz` and `/readyz` while it runs,
+//! and stops cleanly when `shutdown` completes.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use ddbguard_ddb::{DdbError, DynamoApi, ErrorKind};
+use ddbguard_lease::{DynamoLeaseStore, LeaseStore, LeaseTable, MemoryLeaseStore};
+use ddbguard_stream::{
+    ReaderConfig, ReaderError, ReaderStatus, RunSummary, StartPosition, StatusHandle, StreamReader, StreamsApi,
+};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::engine::Verifier;
+use crate::http::{self, HealthSource, Readiness};
+use crate::sink::{VerifySink, VerifySummary};
+
+/// DynamoDB's longest table name.
+const MAX_TABLE_NAME: usize = 255;
+
+/// Builds the AWS clients of a region. The binary builds SDK clients from one loaded SDK config; tests return
+/// fakes.
+pub trait RegionClients: Send + Sync + 'static {
+    /// The DynamoDB client.
+    type Dynamo: DynamoApi + Clone;
+    /// The DynamoDB Streams client.
+    type Streams: StreamsApi + Clone;
+    /// DynamoDB in `region`.
+    fn dynamo(&self, region: &str) -> Self::Dynamo;
+    /// DynamoDB Streams in `region`.
+    fn streams(&self, region: &str) -> Self::Streams;
+}
+
+/// Where shard leases live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseMode {
+    /// In the DynamoDB table `<prefix>-<table>` of the local region (created if missing), shared with the other
+    /// verifiers of the stream: a dead one's shards are taken over.
+    Table {
+        /// The lease table name prefix (`[verify] lease_table`).
+        prefix: String,
+    },
+    /// In memory: the run neither competes with nor waits for the long-running verifiers (audits,
+    /// `--until-caught-up`).
+    InMemory,
+}
+
+impl LeaseMode {
+    /// The lease table of `table`, if leases live in a table.
+    pub fn table_for(&self, table: &str) -> Option<String> {
+        match self {
+            LeaseMode::Table { prefix } => Some(format!("{prefix}-{table}")),
+            LeaseMode::InMemory => None,
+        }
+    }
+}
+
+/// What to verify and how.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// The table (its physical name in the local region).
+    pub table: String,
+    /// The local region: its stream is read, its replica key decrypts.
+    pub region: String,
+    /// This worker's lease owner name.
+    pub worker_id: String,
+    /// Where leases live.
+    pub leases: LeaseMode,
+    /// Where shards start.
+    pub start_position: StartPosition,
+    /// Return once every shard is read to its end or tip.
+    pub until_caught_up: bool,
+}
+
+/// The metrics endpoint to serve while the service runs.
+pub struct MetricsEndpoint {
+    /// The bound listener.
+    pub listener: TcpListener,
+    /// Renders every metric (Prometheus text).
+    pub render: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl std::fmt::Debug for MetricsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsEndpoint")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct VerifyReport {
+    /// The stream read.
+    pub stream_arn: String,
+    /// The verdicts.
+    pub summary: VerifySummary,
+    /// The reader's side: records, duplicates, gaps, caught up, leases released.
+    pub run: RunSummary,
+}
+
+impl VerifyReport {
+    /// Every verdict passed, no gap was seen, and (until caught up) every shard was read.
+    pub fn passed(&self) -> bool {
+        self.summary.passed() && self.run.caught_up
+    }
+
+    /// The JSON document `--until-caught-up` prints: the summary plus the stream, failures, whether the run
+    /// caught up and the verdict.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut doc = serde_json::to_value(&self.summary).unwrap_or_default();
+        if let Some(map) = doc.as_object_mut() {
+            map.insert("stream_arn".into(), self.stream_arn.clone().into());
+            map.insert("failures".into(), self.summary.failures().into());
+            map.insert("caught_up".into(), self.run.caught_up.into());
+            map.insert("passed".into(), self.passed().into());
+        }
+        doc
+    }
+}
+
+/// Why the service could not run. Every variant is a startup or configuration problem: nothing was verified.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// The table is not in the local region.
+    #[error("table {table:?} does not exist in {region}")]
+    TableNotFound {
+        /// The table.
+        table: String,
+        /// The local region.
+        region: String,
+    },
+    /// The table has no enabled stream.
+    #[error(
+        "table {table:?} in {region} has no DynamoDB stream; enable one with view type NEW_IMAGE or \
+         NEW_AND_OLD_IMAGES (a global table's replicas have one already)"
+    )]
+    NoStream {
+        /// The table.
+        table: String,
+        /// The local region.
+        region: String,
+    },
+    /// The stream does not carry new images.
+    #[error(
+        "the stream of table {table:?} in {region} has view type {view}; verification needs NEW_IMAGE or \
+         NEW_AND_OLD_IMAGES"
+    )]
+    NoNewImages {
+        /// The table.
+        table: String,
+        /// The local region.
+        region: String,
+        /// The stream's view type.
+        view: String,
+    },
+    /// DescribeTable failed.
+    #[error("cannot describe table {table:?} in {region}: {source}")]
+    Describe {
+        /// The table.
+        table: String,
+        /// The local region.
+        region: String,
+        /// The failure.
+        source: DdbError,
+    },
+    /// The lease table name is unusable.
+    #[error(
+        "[verify] lease_table: the lease table name {name:?} is longer than {MAX_TABLE_NAME} characters; \
+         choose a shorter lease_table"
+    )]
+    LeaseTableName {
+        /// The name.
+        name: String,
+    },
+    /// The reader could not start or its lease store failed at startup.
+    #[error("the stream reader failed: {0}")]
+    Reader(#[from] ReaderError),
+}
+
+/// Runs the verifier of `config.table` until `shutdown` completes (or, until caught up, every shard is read).
+pub async fn run<C: RegionClients>(
+    clients: &C,
+    config: ServiceConfig,
+    verifier: Verifier,
+    metrics: Option<MetricsEndpoint>,
+    shutdown: impl Future,
+) -> Result<VerifyReport, ServiceError> {
+    let lease_table = config.leases.table_for(&config.table);
+    if let Some(name) = &lease_table
+        && name.len() > MAX_TABLE_NAME
+    {
+        return Err(ServiceError::LeaseTableName { name: name.clone() });
+    }
+    let dynamo = clients.dynamo(&config.region);
+    let stream_arn = stream_arn(&dynamo, &config.table, &config.region).await?;
+    let mut reader_config = ReaderConfig::new(stream_arn.clone(), config.worker_id.clone());
+    reader_config.table_label = config.table.clone();
+    reader_config.start_position = config.start_position;
+    reader_config.until_caught_up = config.until_caught_up;
+    let sink = Arc::new(VerifySink::new(Arc::new(verifier)));
+    let streams = clients.streams(&config.region);
+    tracing::info!(
+        table = %config.table,
+        region = %config.region,
+        %stream_arn,
+        worker_id = %config.worker_id,
+        lease_table = lease_table.as_deref().unwrap_or("(in memory)"),
+        start_position = ?config.start_position,
+        until_caught_up = config.until_caught_up,
+        "verify: starting"
+    );
+    let run = match lease_table {
+        None => {
+            drive(
+                reader_config,
+                streams,
+                MemoryLeaseStore::new(),
+                sink.clone(),
+                metrics,
+                shutdown,
+            )
+            .await?
+        }
+        Some(name) => {
+            let leases = DynamoLeaseStore::new(dynamo, LeaseTable::for_shards(name));
+            drive(reader_config, streams, leases, sink.clone(), metrics, shutdown).await?
+        }
+    };
+    let summary = sink.summary();
+    tracing::info!(
+        table = %summary.table,
+        records = summary.records,
+        failures = summary.failures(),
+        gaps = summary.gaps.len(),
+        duplicates_skipped = summary.duplicates_skipped,
+        caught_up = run.caught_up,
+        leases_released = run.leases_released,
+        shutdown_timed_out = run.shutdown_timed_out,
+        "verify: stopped"
+    );
+    Ok(VerifyReport {
+        stream_arn,
+        summary,
+        run,
+    })
+}
+
+/// The ARN of the table's stream in the local region; an error unless the stream carries new images.
+async fn stream_arn<D: DynamoApi>(db: &D, table: &str, region: &str) -> Result<String, ServiceError> {
+    let description = match db.describe_table(table).await {
+        Ok(d) => d,
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            return Err(ServiceError::TableNotFound {
+                table: table.to_owned(),
+                region: region.to_owned(),
+            });
+        }
+        Err(source) => {
+            return Err(ServiceError::Describe {
+                table: table.to_owned(),
+                region: region.to_owned(),
+                source,
+            });
+        }
+    };
+    let stream = description.stream.filter(|s| s.enabled);
+    let Some(arn) = stream.as_ref().and_then(|s| s.arn.clone()) else {
+        return Err(ServiceError::NoStream {
+            table: table.to_owned(),
+            region: region.to_owned(),
+        });
+    };
+    if let Some(view) = stream.and_then(|s| s.view_type)
+        && !matches!(view.as_str(), "NEW_IMAGE" | "NEW_AND_OLD_IMAGES")
+    {
+        return Err(ServiceError::NoNewImages {
+            table: table.to_owned(),
+            region: region.to_owned(),
+            view,
+        });
+    }
+    Ok(arn)
+}
+
+/// Runs the reader, with the metrics endpoint beside it, until it returns (caught up, or shutdown and a clean
+/// stop). The endpoint stops with the reader; no task is left running.
+async fn drive<S: StreamsApi, L: LeaseStore>(
+    config: ReaderConfig,
+    streams: S,
+    leases: L,
+    sink: Arc<VerifySink>,
+    metrics: Option<MetricsEndpoint>,
+    shutdown: impl Future,
+) -> Result<RunSummary, ServiceError> {
+    let reader = StreamReader::new(config, streams, leases, sink)?;
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let server = metrics.map(|endpoint| {
+        let health = Arc::new(Health {
+            render: endpoint.render,
+            status: reader.status(),
+        });
+        tokio::spawn(http::serve(endpoint.listener, health, async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }))
+    });
+    let result = reader.run(shutdown).await;
+    let _ = stop_tx.send(true);
+    if let Some(server) = server {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics endpoint failed"),
+            Err(e) => tracing::warn!(error = %e, "metrics endpoint task failed"),
+        }
+    }
+    Ok(result?)
+}
+
+/// `/metrics` from the render function, `/readyz` from the reader's status.
+struct Health {
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+    status: StatusHandle,
+}
+
+impl HealthSource for Health {
+    fn render_metrics(&self) -> String {
+        (self.render)()
+    }
+
+    fn readiness(&self) -> Readiness {
+        readiness(&self.status.snapshot())
+    }
+}
+
+/// Ready when the worker holds leases and no shard is stalled.
+pub fn readiness(status: &ReaderStatus) -> Readiness {
+    if status.leases_held.is_empty() {
+        return Readiness::NotReady("no shard lease held".to_owned());
+    }
+    let stalled = status.stalled_shards();
+    if !stalled.is_empty() {
+        return Readiness::NotReady(format!("stalled shards: {}", stalled.join(", ")));
+    }
+    Readiness::Ready
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use ddbguard_dbe::{AttributeValue, CryptoAction, Item, TableConfig, encrypt_item};
+    use ddbguard_ddb::{FakeDynamo, KeyAttribute, KeySchema, ScalarType, TableSpec};
+    use ddbguard_keys::RawAesKeyring;
+    use ddbguard_stream::EventName;
+    use ddbguard_stream::fake::FakeStreams;
+    use zeroize::Zeroizing;
+
+    use super::*;
+    use crate::VerifyPolicy;
+    use crate::convert::item_to_image;
+
+    /// The fakes of one region.
+    struct Fakes {
+        dynamo: Arc<FakeDynamo>,
+        streams: Arc<FakeStreams>,
+    }
+
+    impl RegionClients for Fakes {
+        type Dynamo = Arc<FakeDynamo>;
+        type Streams = Arc<FakeStreams>;
+        fn dynamo(&self, _region: &str) -> Arc<FakeDynamo> {
+            self.dynamo.clone()
+        }
+        fn streams(&self, _region: &str) -> Arc<FakeStreams> {
+            self.streams.clone()
+        }
+    }
+
+    fn table_config() -> TableConfig {
+        let mut c = TableConfig::new("orders", "pk");
+        c.attribute_actions.insert("pk".into(), CryptoAction::SignOnly);
+        c.attribute_actions.insert("ssn".into(), CryptoAction::EncryptAndSign);
+        c
+    }
+
+    fn keyring() -> Arc<RawAesKeyring> {
+        Arc::new(RawAesKeyring::new("ddbguard-test", "key-1", Zeroizing::new([7u8; 32])))
+    }
+
+    fn verifier() -> Verifier {
+        Verifier::new(VerifyPolicy::new(table_config()), keyring(), "eu-west-1").unwrap()
+    }
+
+    fn fakes(view: Option<&str>) -> Fakes {
+        let dynamo = Arc::new(FakeDynamo::new());
+        let mut spec = TableSpec::on_demand(
+            "orders",
+            KeySchema {
+                hash: KeyAttribute::new("pk", ScalarType::S),
+                range: None,
+            },
+        );
+        spec.stream_view_type = view.map(str::to_owned);
+        dynamo.add_table(spec);
+        Fakes {
+            dynamo,
+            streams: Arc::new(FakeStreams::new()),
+        }
+    }
+
+    async fn write(fakes: &Fakes, shard: &str, pk: &str, tamper: bool) {
+        let mut item = Item::new();
+        item.insert("pk".into(), AttributeValue::S(pk.into()));
+        item.insert("ssn".into(), AttributeValue::S("123-45-6789".into()));
+        let mut encrypted = encrypt_item(&table_config(), keyring().as_ref(), &item).await.unwrap();
+        if tamper && let Some(AttributeValue::B(b)) = encrypted.get_mut("ssn") {
+            let last = b.len() - 1;
+            b[last] ^= 1;
+        }
+        let image = item_to_image(&encrypted);
+        let keys: HashMap<_, _> = image
+            .iter()
+            .filter(|(k, _)| *k == "pk")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        fakes.streams.put_image(shard, EventName::Insert, keys, image);
+    }
+
+    fn config(leases: LeaseMode) -> ServiceConfig {
+        ServiceConfig {
+            table: "orders".into(),
+            region: "eu-west-1".into(),
+            worker_id: "w1".into(),
+            leases,
+            start_position: StartPosition::TrimHorizon,
+            until_caught_up: true,
+        }
+    }
+
+    /// The whole service over fakes: stream resolved from DescribeTable, leases in a (fake) DynamoDB lease
+    /// table, every record judged, a report that fails on the tampered record.
+    #[tokio::test(start_paused = true)]
+    async fn the_service_verifies_a_stream_over_fakes_and_reports() {
+        let fakes = fakes(Some("NEW_AND_OLD_IMAGES"));
+        fakes.streams.add_shard("shard-0", None);
+        fakes.streams.add_shard("shard-1", None);
+        for i in 0..5 {
+            write(
+                &fakes,
+                if i % 2 == 0 { "shard-0" } else { "shard-1" },
+                &format!("p{i}"),
+                false,
+            )
+            .await;
+        }
+        let mode = LeaseMode::Table {
+            prefix: "ddbguard-leases".into(),
+        };
+        let report = run(
+            &fakes,
+            config(mode.clone()),
+            verifier(),
+            None,
+            std::future::pending::<()>(),
+        )
+        .await
+        .unwrap();
+        assert!(report.run.caught_up);
+        assert_eq!(report.summary.records, 5);
+        assert_eq!(report.summary.by_verdict.get("ok"), Some(&5));
+        assert!(report.passed(), "{}", report.to_json());
+        assert!(report.stream_arn.contains("table/orders/stream"));
+        // The leases were kept in the lease table and released at the end.
+        let leases = fakes.dynamo.items("ddbguard-leases-orders");
+        assert_eq!(leases.len(), 2);
+        assert!(leases.iter().all(|l| !l.contains_key("lease_owner")));
+
+        write(&fakes, "shard-0", "p9", true).await;
+        let report = run(
+            &fakes,
+            config(LeaseMode::InMemory),
+            verifier(),
+            None,
+            std::future::pending::<()>(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.summary.records, 6);
+        assert!(!report.passed());
+        assert_eq!(report.to_json()["failures"], 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_table_without_a_usable_stream_is_a_named_startup_error() {
+        let pending = std::future::pending::<()>;
+        let err = run(&fakes(None), config(LeaseMode::InMemory), verifier(), None, pending())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ServiceError::NoStream { .. }), "{err}");
+        let err = run(
+            &fakes(Some("KEYS_ONLY")),
+            config(LeaseMode::InMemory),
+            verifier(),
+            None,
+            pending(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("KEYS_ONLY"), "{err}");
+        let mut other = config(LeaseMode::InMemory);
+        other.table = "missing".into();
+        let err = run(&fakes(None), other, verifier(), None, pending()).await.unwrap_err();
+        assert!(matches!(err, ServiceError::TableNotFound { .. }), "{err}");
+        let long = LeaseMode::Table {
+            prefix: "x".repeat(250),
+        };
+        let err = run(&fakes(Some("NEW_IMAGE")), config(long), verifier(), None, pending())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ServiceError::LeaseTableName { .. }), "{err}");
+    }
+
+    /// SIGTERM in a long-running service: the shutdown future ends the run, which releases its leases.
+    #[tokio::test(start_paused = true)]
+    async fn the_shutdown_future_stops_a_long_running_service() {
+        let fakes = fakes(Some("NEW_IMAGE"));
+        fakes.streams.add_shard("shard-0", None);
+        write(&fakes, "shard-0", "p1", false).await;
+        let mut cfg = config(LeaseMode::Table { prefix: "l".into() });
+        cfg.until_caught_up = false;
+        let report = run(
+            &fakes,
+            cfg,
+            verifier(),
+            None,
+            tokio::time::sleep(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.summary.records, 1);
+        assert_eq!(report.run.leases_released, 1);
+        assert!(!report.run.caught_up);
+    }
+}
