@@ -1,5 +1,27 @@
-//! Segmented, resumable re-encryption of legacy plaintext items (`ddbguard backfill` / `migrate`).
+//! Segmented, resumable re-encryption of plaintext items (`ddbguard backfill` and `ddbguard migrate`).
 //!
-//! This crate will own parallel scan segments with leases, per-segment checkpoints, capacity and KMS
-//! rate limiting, and conditional write-back that never overwrites a concurrent application write
-//! (architecture §6). Intentionally empty until the backfill issue lands.
+//! Module map:
+//! - [`engine`]: [`run`] — a parallel scan whose segments are leases of `ddbguard-lease` in a ledger table, each
+//!   page rewritten then checkpointed; [`BackfillConfig`].
+//! - [`rewrite`]: one item — classify (plaintext, DB-ESDK, legacy), encrypt with `ddbguard-dbe`, write back with a
+//!   condition that lets a concurrent application write win, re-read and retry on conflict.
+//! - [`limiter`]: budgets of consumed read and write capacity and of KMS requests.
+//! - [`report`]: the running tally, progress snapshots and the final [`Report`].
+//! - [`position`]: a segment's `LastEvaluatedKey` as text in its lease.
+//!
+//! Every DynamoDB call goes through the `ddbguard-ddb` adapter, so the whole engine runs over its fakes in tests.
+
+#![warn(missing_docs)]
+
+pub mod engine;
+pub mod limiter;
+pub mod position;
+pub mod report;
+pub mod rewrite;
+
+pub use engine::{BackfillConfig, BackfillError, ItemFilter, default_segments, run};
+pub use report::{Completion, Progress, Report};
+pub use rewrite::{Outcome, RewriteSettings, Target};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+//! Counting a run as it goes ([`Tally`]), the periodic [`Progress`] snapshot, and the final [`Report`].
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ddbguard_ddb::Item;
+use serde::Serialize;
+
+use crate::limiter::Budgets;
+use crate::rewrite::Outcome;
+
+/// At most this many sample keys are kept per outcome (the report lists them; memory stays bounded).
+pub const SAMPLE_KEYS: usize = 10;
+
+#[derive(Debug, Default)]
+struct Inner {
+    scanned: u64,
+    scanned_bytes: u64,
+    outcomes: BTreeMap<&'static str, u64>,
+    verdicts: BTreeMap<String, u64>,
+    samples: BTreeMap<&'static str, Vec<serde_json::Value>>,
+    kms_calls: f64,
+    would_write_bytes: u64,
+    segments_finished: u32,
+}
+
+/// Counters shared by every segment task of a run.
+#[derive(Debug, Default)]
+pub struct Tally {
+    inner: Mutex<Inner>,
+}
+
+impl Tally {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A scanned page: its items and bytes.
+    pub fn scanned(&self, items: u64, bytes: u64) {
+        let mut t = self.lock();
+        t.scanned += items;
+        t.scanned_bytes += bytes;
+    }
+
+    /// One item's outcome; `key` is its primary key (kept as a sample for the report, never a value).
+    pub fn outcome(&self, outcome: &Outcome, key: &Item, kms_calls: f64) {
+        let mut t = self.lock();
+        let label = outcome.label();
+        *t.outcomes.entry(label).or_default() += 1;
+        match outcome {
+            Outcome::AlreadyEncrypted { verdict, .. } => *t.verdicts.entry(verdict.to_string()).or_default() += 1,
+            Outcome::WouldEncrypt { encrypted_bytes } => t.would_write_bytes += *encrypted_bytes as u64,
+            _ => {}
+        }
+        if matches!(outcome, Outcome::Encrypted { .. } | Outcome::WouldEncrypt { .. }) {
+            t.kms_calls += kms_calls;
+        }
+        let interesting = !matches!(
+            outcome,
+            Outcome::Encrypted { .. }
+                | Outcome::AlreadyEncrypted {
+                    verdict: ddbguard_dbe::Verdict::OkStructural,
+                    ..
+                }
+        );
+        if interesting {
+            let samples = t.samples.entry(label).or_default();
+            if samples.len() < SAMPLE_KEYS {
+                samples.push(key_json(key));
+            }
+        }
+    }
+
+    /// A segment read to its end.
+    pub fn segment_finished(&self) {
+        self.lock().segments_finished += 1;
+    }
+
+    /// The numbers so far; consumed capacity is what the budgets were charged.
+    pub fn snapshot(
+        &self,
+        budgets: &Budgets,
+        elapsed: Duration,
+        segments: u32,
+        estimated_items: Option<u64>,
+    ) -> Progress {
+        let t = self.lock();
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        let rate = t.scanned as f64 / secs;
+        let eta_seconds = estimated_items
+            .filter(|n| *n > t.scanned && rate > 0.0)
+            .map(|n| ((n - t.scanned) as f64 / rate).ceil() as u64);
+        Progress {
+            elapsed_seconds: elapsed.as_secs_f64(),
+            scanned: t.scanned,
+            scanned_bytes: t.scanned_bytes,
+            outcomes: t.outcomes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            verdicts: t.verdicts.clone(),
+            items_per_second: rate,
+            read_units: budgets.read.charged(),
+            write_units: budgets.write.charged(),
+            kms_calls: t.kms_calls,
+            segments_finished: t.segments_finished,
+            segments,
+            estimated_items,
+            eta_seconds,
+        }
+    }
+
+    /// The sample keys per outcome.
+    pub fn samples(&self) -> BTreeMap<String, Vec<serde_json::Value>> {
+        self.lock()
+            .samples
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    /// Bytes the dry run's encrypted items would write.
+    pub fn would_write_bytes(&self) -> u64 {
+        self.lock().would_write_bytes
+    }
+}
+
+/// The primary key as DynamoDB JSON, for samples (keys are never encrypted; values of other attributes are never
+/// reported).
+fn key_json(key: &Item) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (name, value) in key {
+        let typed = match value {
+            ddbguard_ddb::AttributeValue::S(s) => serde_json::json!({ "S": s }),
+            ddbguard_ddb::AttributeValue::N(n) => serde_json::json!({ "N": n }),
+            ddbguard_ddb::AttributeValue::B(b) => {
+                use base64::Engine as _;
+                serde_json::json!({ "B": base64::engine::general_purpose::STANDARD.encode(b.as_ref()) })
+            }
+            _ => serde_json::json!({ "?": "non-key type" }),
+        };
+        out.insert(name.clone(), typed);
+    }
+    serde_json::Value::Object(out)
+}
+
+/// A snapshot of a running job, for the progress bar and the JSON progress lines.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Progress {
+    /// Seconds since the start.
+    pub elapsed_seconds: f64,
+    /// Items scanned.
+    pub scanned: u64,
+    /// Bytes scanned.
+    pub scanned_bytes: u64,
+    /// Items by outcome (`encrypted`, `already_encrypted`, `legacy_format`, …).
+    pub outcomes: BTreeMap<String, u64>,
+    /// Items already in the DB-ESDK format, by structural verdict.
+    pub verdicts: BTreeMap<String, u64>,
+    /// Scan rate.
+    pub items_per_second: f64,
+    /// Read capacity units consumed (estimated where the endpoint does not report them).
+    pub read_units: f64,
+    /// Write capacity units consumed (same).
+    pub write_units: f64,
+    /// KMS requests made for encryption.
+    pub kms_calls: f64,
+    /// Segments read to their end (by every process sharing the ledger, as seen by this one).
+    pub segments_finished: u32,
+    /// Segments of the job.
+    pub segments: u32,
+    /// The table's approximate item count (DynamoDB updates it about every six hours).
+    pub estimated_items: Option<u64>,
+    /// Seconds left at the current rate, when the item count is known.
+    pub eta_seconds: Option<u64>,
+}
+
+impl Progress {
+    /// Items counted under `label`.
+    pub fn count(&self, label: &str) -> u64 {
+        self.outcomes.get(label).copied().unwrap_or(0)
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Completion {
+    /// Every segment of the job is finished.
+    Finished,
+    /// Stopped by a signal at a page boundary; every finished page is checkpointed.
+    Interrupted,
+}
+
+/// The final report of a run (printed as JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The table.
+    pub table: String,
+    /// The region written.
+    pub region: String,
+    /// The job (`backfill`, or the migration id).
+    pub job: String,
+    /// Whether this was a dry run (nothing written).
+    pub dry_run: bool,
+    /// How the run ended.
+    pub completion: Completion,
+    /// The numbers.
+    pub progress: Progress,
+    /// Up to ten primary keys per outcome other than `encrypted`.
+    pub samples: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Write units per encrypted item (the minimum is 1 per started KB of the encrypted item).
+    pub write_units_per_item: Option<f64>,
+    /// The budget callers waited for most (`read_capacity`, `write_capacity`, `kms`), if any.
+    pub limited_by: Option<&'static str>,
+    /// Dry run: bytes the encrypted items would occupy.
+    pub would_write_bytes: Option<u64>,
+    /// Dry run: seconds the run would take at the configured rates.
+    pub estimated_seconds: Option<f64>,
+}
+
+impl Report {
+    /// Items that could not be processed (exit 1).
+    pub fn failed(&self) -> u64 {
+        self.progress.count("failed")
+    }
+
+    /// Items left plaintext after repeated conflicts with the application (exit 3).
+    pub fn skipped_after_conflicts(&self) -> u64 {
+        self.progress.count("skipped_conflicts")
+    }
+}

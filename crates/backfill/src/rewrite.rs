@@ -1,0 +1,420 @@
+//! One item: classify it, encrypt it if it is plaintext, and write it back so that a concurrent application write
+//! always wins.
+//!
+//! ## The write-back condition
+//! The encrypted item is written with `UpdateItem` (never `PutItem`), on the condition that the item
+//! - still has no `aws_dbe_head` and no `aws_dbe_foot` (the application did not encrypt it meanwhile), and
+//! - is still exactly what was read: every attribute read is still there with the same value, and every
+//!   attribute the table's policy names that was absent is still absent;
+//!
+//! or, when the table has a version attribute (`version_attribute`, the optimistic-locking number of the
+//! application's mapper), only that the version is still the one read — the rewrite then writes the next version,
+//! inside the signature, so the application's next conditional write sees the change.
+//!
+//! `UpdateItem` sets only the attributes encryption changed plus the header and footer, so an attribute that the
+//! application added meanwhile and that the policy leaves unsigned survives the rewrite. The full comparison costs
+//! one placeholder pair per attribute and DynamoDB limits a condition expression to 4 KB: items with more than
+//! [`MAX_COMPARED_ATTRIBUTES`] attributes are left alone (`too_wide`) unless the table has a version attribute.
+//!
+//! A failed condition re-reads the item (strongly consistent): encrypted meanwhile → left alone and counted;
+//! deleted → counted; changed but still plaintext → encrypted again from its new value, up to a retry limit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ddbguard_dbe::{
+    AttributeValue as DbeValue, DbeError, Keyring, TableConfig, Verdict, check_structure, encrypt_item,
+};
+use ddbguard_ddb::size::{item_size, read_units, write_units};
+use ddbguard_ddb::{AttributeValue, Backoff, Condition, DdbError, DynamoApi, ErrorKind, Item, ReturnValues, Update};
+use ddbguard_verify::convert::{item_to_table_item, table_item_to_item};
+
+use crate::limiter::Budgets;
+
+/// The header attribute of the DB-ESDK format.
+pub const HEAD: &str = "aws_dbe_head";
+/// The footer attribute of the DB-ESDK format.
+pub const FOOT: &str = "aws_dbe_foot";
+/// The material description of the legacy DynamoDB Encryption Client.
+pub const LEGACY_DESC: &str = "*amzn-ddb-map-desc*";
+/// The signature of the legacy DynamoDB Encryption Client.
+pub const LEGACY_SIG: &str = "*amzn-ddb-map-sig*";
+/// Items with more attributes than this are not compared attribute by attribute (DynamoDB's 4 KB limit on a
+/// condition expression, with room for long placeholder numbers); they need a version attribute.
+pub const MAX_COMPARED_ATTRIBUTES: usize = 150;
+
+/// What the run writes, and with which keys.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The physical table.
+    pub table: String,
+    /// The item format configuration: attribute actions, key names, suite.
+    pub config: TableConfig,
+    /// The keyring that encrypts (the table's keyring in the home region).
+    pub keyring: Arc<dyn Keyring>,
+    /// KMS requests one encryption costs (`kms-mrk`: 1, a `GenerateDataKey`; `hierarchy` with a cached branch
+    /// key and `raw-aes`: 0).
+    pub kms_calls_per_item: f64,
+    /// The application's optimistic-locking version attribute (a number), if it has one.
+    pub version_attribute: Option<String>,
+}
+
+/// What happened to one scanned item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Encrypted and written back (`attempts` > 1 after conflicts with the application).
+    Encrypted {
+        /// Write attempts.
+        attempts: u32,
+    },
+    /// Would be encrypted (dry run).
+    WouldEncrypt {
+        /// Size of the encrypted item, bytes (for the capacity estimate).
+        encrypted_bytes: usize,
+    },
+    /// Already in the DB-ESDK format: never rewritten; the structural verdict is counted.
+    AlreadyEncrypted {
+        /// `ok_structural`, or the failing verdict of the structural check.
+        verdict: Verdict,
+        /// The reason code of a failing verdict.
+        reason: &'static str,
+    },
+    /// Written by the legacy DynamoDB Encryption Client: never rewritten by a plaintext backfill.
+    Legacy,
+    /// The item does not fit the table's policy (unknown attribute, missing key attribute, …): not rewritten.
+    PolicyViolation {
+        /// The reason code.
+        reason: &'static str,
+    },
+    /// Too many attributes for a full comparison and no version attribute: not rewritten.
+    TooWide,
+    /// Filtered out by the run's filter.
+    Filtered,
+    /// The application encrypted it between the scan and the write: left alone.
+    EncryptedMeanwhile,
+    /// The application deleted it between the scan and the write.
+    DeletedMeanwhile,
+    /// Changed by the application on every attempt: left plaintext for a later run.
+    SkippedConflicts,
+    /// Could not be encrypted or written (keys unavailable, DynamoDB refused): counted as failed.
+    Failed {
+        /// The reason code.
+        reason: &'static str,
+    },
+}
+
+impl Outcome {
+    /// The snake_case label of the outcome in reports and progress.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Encrypted { .. } => "encrypted",
+            Outcome::WouldEncrypt { .. } => "would_encrypt",
+            Outcome::AlreadyEncrypted { .. } => "already_encrypted",
+            Outcome::Legacy => "legacy_format",
+            Outcome::PolicyViolation { .. } => "policy_violation",
+            Outcome::TooWide => "too_wide",
+            Outcome::Filtered => "filtered",
+            Outcome::EncryptedMeanwhile => "encrypted_meanwhile",
+            Outcome::DeletedMeanwhile => "deleted_meanwhile",
+            Outcome::SkippedConflicts => "skipped_conflicts",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// How a scanned item is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// No encryption attributes at all.
+    Plaintext,
+    /// `aws_dbe_head` or `aws_dbe_foot` present.
+    Dbesdk,
+    /// The legacy client's material description or signature present.
+    Legacy,
+}
+
+/// The format of an item as scanned.
+pub fn format_of(item: &Item) -> Format {
+    if item.contains_key(HEAD) || item.contains_key(FOOT) {
+        Format::Dbesdk
+    } else if item.contains_key(LEGACY_DESC) || item.contains_key(LEGACY_SIG) {
+        Format::Legacy
+    } else {
+        Format::Plaintext
+    }
+}
+
+/// Settings of the per-item work.
+#[derive(Debug, Clone)]
+pub struct RewriteSettings {
+    /// Write attempts before an item that keeps changing is left for a later run.
+    pub max_attempts: u32,
+    /// Retries of a throttled or transient DynamoDB or KMS failure.
+    pub max_retries: u32,
+    /// First retry delay; doubles with jitter.
+    pub retry_backoff: Duration,
+    /// Dry run: classify and encrypt in memory, write nothing.
+    pub dry_run: bool,
+}
+
+/// Processes one scanned item. Never panics on the item's content; every path ends in an [`Outcome`].
+pub async fn process<D: DynamoApi>(
+    db: &D,
+    target: &Target,
+    budgets: &Budgets,
+    settings: &RewriteSettings,
+    scanned: Item,
+) -> Outcome {
+    let mut current = scanned;
+    let mut attempts = 0;
+    loop {
+        match format_of(&current) {
+            Format::Dbesdk if attempts == 0 => return structural(target, &current),
+            Format::Dbesdk => return Outcome::EncryptedMeanwhile,
+            Format::Legacy if attempts == 0 => return Outcome::Legacy,
+            Format::Legacy => return Outcome::EncryptedMeanwhile,
+            Format::Plaintext => {}
+        }
+        if target.version_attribute.is_none() && current.len() > MAX_COMPARED_ATTRIBUTES {
+            return Outcome::TooWide;
+        }
+        let encrypted = match encrypt(target, budgets, settings, &current).await {
+            Ok(e) => e,
+            Err(outcome) => return outcome,
+        };
+        if settings.dry_run {
+            return Outcome::WouldEncrypt {
+                encrypted_bytes: item_size(&encrypted),
+            };
+        }
+        attempts += 1;
+        match write_back(db, target, budgets, settings, &current, &encrypted).await {
+            Ok(()) => return Outcome::Encrypted { attempts },
+            Err(e) if e.kind == ErrorKind::Conflict => {}
+            Err(e) => {
+                tracing::warn!(table = %target.table, error = %e, "writing an encrypted item back failed");
+                return Outcome::Failed {
+                    reason: reason_of(e.kind),
+                };
+            }
+        }
+        if attempts >= settings.max_attempts {
+            return Outcome::SkippedConflicts;
+        }
+        // The application wrote the item meanwhile: see what it is now.
+        match reread(db, target, budgets, settings, &current).await {
+            Ok(Some(now)) => current = now,
+            Ok(None) => return Outcome::DeletedMeanwhile,
+            Err(e) => {
+                return Outcome::Failed {
+                    reason: reason_of(e.kind),
+                };
+            }
+        }
+    }
+}
+
+fn reason_of(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Throttled => "dynamodb_throttled",
+        ErrorKind::NotFound => "table_not_found",
+        ErrorKind::Transient => "dynamodb_unavailable",
+        ErrorKind::Conflict => "conflict",
+        ErrorKind::InUse => "table_in_use",
+        ErrorKind::Other => "dynamodb_error",
+    }
+}
+
+/// The structural verdict of an item already in the DB-ESDK format (no key needed, no KMS call).
+fn structural(target: &Target, item: &Item) -> Outcome {
+    let verdict = table_item_to_item(item)
+        .map_err(|_| (Verdict::IntegrityFailed, "unconvertible_item"))
+        .and_then(|i| {
+            check_structure(&target.config, &i)
+                .map(|_| ())
+                .map_err(|e| (e.verdict(), e.reason()))
+        });
+    match verdict {
+        Ok(()) => Outcome::AlreadyEncrypted {
+            verdict: Verdict::OkStructural,
+            reason: "",
+        },
+        Err((verdict, reason)) => Outcome::AlreadyEncrypted { verdict, reason },
+    }
+}
+
+/// Encrypts the plaintext item (with the version bumped when the table has one), retrying throttled KMS calls.
+async fn encrypt(target: &Target, budgets: &Budgets, settings: &RewriteSettings, item: &Item) -> Result<Item, Outcome> {
+    let mut plain = table_item_to_item(item).map_err(|_| Outcome::PolicyViolation {
+        reason: "unconvertible_item",
+    })?;
+    if let Some(version) = &target.version_attribute {
+        let next = match plain.get(version) {
+            None => 1u64,
+            Some(DbeValue::N(n)) => match n.parse::<u64>() {
+                Ok(v) => v.saturating_add(1),
+                Err(_) => {
+                    return Err(Outcome::PolicyViolation {
+                        reason: "version_not_integer",
+                    });
+                }
+            },
+            Some(_) => {
+                return Err(Outcome::PolicyViolation {
+                    reason: "version_not_number",
+                });
+            }
+        };
+        plain.insert(version.clone(), DbeValue::N(next.to_string()));
+    }
+    let mut backoff = Backoff::new(settings.retry_backoff, settings.retry_backoff * 64);
+    loop {
+        if target.kms_calls_per_item > 0.0 && !settings.dry_run {
+            budgets.kms.ready().await;
+            budgets.kms.charge(target.kms_calls_per_item);
+        }
+        match encrypt_item(&target.config, target.keyring.as_ref(), &plain).await {
+            Ok(encrypted) => return Ok(item_to_table_item(&encrypted)),
+            Err(e) => match e.verdict() {
+                Verdict::KmsThrottled if backoff.attempts() < settings.max_retries => {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Verdict::PolicyViolation => return Err(Outcome::PolicyViolation { reason: e.reason() }),
+                _ => return Err(failed(&e)),
+            },
+        }
+    }
+}
+
+fn failed(e: &DbeError) -> Outcome {
+    tracing::warn!(error = %e, "encrypting an item failed");
+    Outcome::Failed { reason: e.reason() }
+}
+
+/// The write-back condition (see the module docs).
+pub fn write_condition(target: &Target, read: &Item) -> Condition {
+    let mut all = vec![Condition::not_exists(HEAD), Condition::not_exists(FOOT)];
+    match &target.version_attribute {
+        Some(version) => all.push(match read.get(version) {
+            Some(v) => Condition::equals(version.clone(), v.clone()),
+            None => Condition::not_exists(version.clone()),
+        }),
+        None => {
+            let mut names: Vec<&String> = read.keys().collect();
+            names.sort();
+            for name in names {
+                all.push(Condition::equals(name.clone(), read[name].clone()));
+            }
+            let mut absent: Vec<&String> = target
+                .config
+                .attribute_actions
+                .keys()
+                .filter(|n| !read.contains_key(*n))
+                .collect();
+            absent.sort();
+            for name in absent {
+                all.push(Condition::not_exists(name.clone()));
+            }
+        }
+    }
+    Condition::And(all)
+}
+
+/// The write-back update: every non-key attribute encryption changed or added (header and footer included).
+pub fn write_update(target: &Target, read: &Item, encrypted: &Item) -> Update {
+    let keys: Vec<&str> = target.config.key_names().collect();
+    let mut names: Vec<&String> = encrypted
+        .iter()
+        .filter(|(n, v)| !keys.contains(&n.as_str()) && read.get(*n) != Some(*v))
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    let mut update = Update::new();
+    for name in names {
+        update = update.set(name.clone(), encrypted[name].clone());
+    }
+    update
+}
+
+async fn write_back<D: DynamoApi>(
+    db: &D,
+    target: &Target,
+    budgets: &Budgets,
+    settings: &RewriteSettings,
+    read: &Item,
+    encrypted: &Item,
+) -> Result<(), DdbError> {
+    let key = key_of(target, read);
+    let condition = write_condition(target, read);
+    let update = write_update(target, read, encrypted);
+    let estimate = write_units(item_size(read).max(item_size(encrypted)));
+    retry(settings, || async {
+        budgets.write.ready().await;
+        let out = db
+            .update_item(
+                &target.table,
+                key.clone(),
+                update.clone(),
+                Some(condition.clone()),
+                ReturnValues::None,
+            )
+            .await;
+        // A refused condition still consumes write capacity.
+        let consumed = match &out {
+            Ok(o) => o.consumed.write_units,
+            Err(_) => 0.0,
+        };
+        budgets.write.charge(if consumed > 0.0 { consumed } else { estimate });
+        out.map(|_| ())
+    })
+    .await
+}
+
+async fn reread<D: DynamoApi>(
+    db: &D,
+    target: &Target,
+    budgets: &Budgets,
+    settings: &RewriteSettings,
+    read: &Item,
+) -> Result<Option<Item>, DdbError> {
+    let key = key_of(target, read);
+    retry(settings, || async {
+        budgets.read.ready().await;
+        let out = db.get_item(&target.table, key.clone(), true).await?;
+        let estimate = out.item.as_ref().map_or(1.0, |i| read_units(item_size(i), true));
+        budgets.read.charge(if out.consumed.read_units > 0.0 {
+            out.consumed.read_units
+        } else {
+            estimate
+        });
+        Ok(out.item)
+    })
+    .await
+}
+
+/// Retries throttled and transient failures with jittered backoff.
+async fn retry<T, F, Fut>(settings: &RewriteSettings, mut call: F) -> Result<T, DdbError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DdbError>>,
+{
+    let mut backoff = Backoff::new(settings.retry_backoff, settings.retry_backoff * 64);
+    loop {
+        match call().await {
+            Err(e) if e.kind.is_retryable() && backoff.attempts() < settings.max_retries => {
+                tracing::debug!(error = %e, "retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn key_of(target: &Target, item: &Item) -> Item {
+    target
+        .config
+        .key_names()
+        .filter_map(|k| item.get(k).map(|v| (k.to_owned(), v.clone())))
+        .collect::<HashMap<String, AttributeValue>>()
+}

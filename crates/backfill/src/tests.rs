@@ -1,0 +1,515 @@
+//! The engine over the fake DynamoDB: what is rewritten and what is not, concurrent application writes,
+//! interruption and resume, two processes on one ledger, throttling, the write budget, and a dead process's
+//! segment taken over.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ddbguard_dbe::{CryptoAction, Keyring, TableConfig, decrypt_item};
+use ddbguard_ddb::{
+    AttributeValue, BatchGetOutput, Condition, Consumed, DdbError, DynamoApi, ErrorKind, FakeDynamo, FaultyDynamo,
+    GetItemOutput, Item, KeyAttribute, KeySchema, Op, Page, PartitionQuery, ReturnValues, ScalarType, ScanSegment,
+    TableDescription, TableSpec, Update, UpdateItemOutput, WriteOp,
+};
+use ddbguard_keys::RawAesKeyring;
+use ddbguard_lease::{DynamoLeaseStore, Lease, LeaseStore, LeaseTable};
+use ddbguard_verify::convert::{item_to_table_item, table_item_to_item};
+use zeroize::Zeroizing;
+
+use crate::engine::{BackfillConfig, run};
+use crate::report::{Completion, Report};
+use crate::rewrite::{HEAD, LEGACY_DESC, Target};
+
+const TABLE: &str = "Customers";
+const LEDGER: &str = "ddbguard-backfill";
+
+fn table_config() -> TableConfig {
+    let mut c = TableConfig::new(TABLE, "pk");
+    c.sort_key = Some("sk".into());
+    for (name, action) in [
+        ("pk", CryptoAction::SignOnly),
+        ("sk", CryptoAction::SignOnly),
+        ("ssn", CryptoAction::EncryptAndSign),
+        ("email", CryptoAction::EncryptAndSign),
+        ("tier", CryptoAction::SignOnly),
+    ] {
+        c.attribute_actions.insert(name.into(), action);
+    }
+    c.allowed_unsigned_attributes.insert("note".into());
+    c
+}
+
+fn keyring() -> Arc<RawAesKeyring> {
+    Arc::new(RawAesKeyring::new("ddbguard-test", "key-1", Zeroizing::new([9u8; 32])))
+}
+
+fn target() -> Target {
+    Target {
+        table: TABLE.into(),
+        config: table_config(),
+        keyring: keyring(),
+        kms_calls_per_item: 0.0,
+        version_attribute: None,
+    }
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn plain(i: usize) -> Item {
+    HashMap::from([
+        ("pk".to_owned(), s(&format!("customer-{i:05}"))),
+        ("sk".to_owned(), AttributeValue::N("1".into())),
+        ("ssn".to_owned(), s(&format!("123-45-{i:04}"))),
+        ("email".to_owned(), s(&format!("c{i}@example.com"))),
+        ("tier".to_owned(), s("gold")),
+    ])
+}
+
+fn table_with(n: usize) -> Arc<FakeDynamo> {
+    let db = Arc::new(FakeDynamo::new());
+    db.add_table(TableSpec::on_demand(
+        TABLE,
+        KeySchema {
+            hash: KeyAttribute::new("pk", ScalarType::S),
+            range: Some(KeyAttribute::new("sk", ScalarType::N)),
+        },
+    ));
+    for i in 0..n {
+        db.put_raw(TABLE, plain(i)).unwrap();
+    }
+    db
+}
+
+fn config(worker: &str) -> BackfillConfig {
+    let mut c = BackfillConfig::new("backfill", "us-east-1", LEDGER, worker);
+    c.segments = Some(4);
+    c.page_size = 10;
+    c.lease_duration = Duration::from_secs(6);
+    c.progress_interval = Duration::from_secs(1);
+    c
+}
+
+async fn backfill<D: DynamoApi + Clone>(db: D, config: BackfillConfig) -> Report {
+    run(db, target(), config, |_| {}, std::future::pending::<()>())
+        .await
+        .unwrap()
+}
+
+/// Every item of the table decrypts to `expected` (or, for items in `expected` as `None`, is left as it was).
+async fn assert_all_encrypted(db: &FakeDynamo, n: usize) {
+    let items = db.items(TABLE);
+    assert_eq!(items.len(), n);
+    for item in items {
+        assert!(item.contains_key(HEAD), "not encrypted: {:?}", item.get("pk"));
+        let decrypted = decrypt_item(
+            &table_config(),
+            keyring().as_ref() as &dyn Keyring,
+            &table_item_to_item(&item).unwrap(),
+        )
+        .await
+        .expect("decrypts");
+        let pk = match item.get("pk") {
+            Some(AttributeValue::S(pk)) => pk.clone(),
+            other => panic!("pk {other:?}"),
+        };
+        let i: usize = pk.trim_start_matches("customer-").parse().unwrap();
+        let original = table_item_to_item(&plain(i)).unwrap();
+        assert_eq!(decrypted.item.get("ssn"), original.get("ssn"), "{pk}");
+        assert_eq!(decrypted.item.get("email"), original.get("email"), "{pk}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn plaintext_is_encrypted_and_everything_else_is_left_alone() {
+    let db = table_with(40);
+    // Already encrypted by the application, written by the legacy client, and an item the policy does not
+    // cover (an attribute with no action).
+    let encrypted = ddbguard_dbe::encrypt_item(
+        &table_config(),
+        keyring().as_ref(),
+        &table_item_to_item(&plain(100)).unwrap(),
+    )
+    .await
+    .unwrap();
+    db.put_raw(TABLE, item_to_table_item(&encrypted)).unwrap();
+    let mut legacy = plain(101);
+    legacy.insert(LEGACY_DESC.into(), AttributeValue::B(vec![0u8, 1].into()));
+    db.put_raw(TABLE, legacy.clone()).unwrap();
+    let mut unknown = plain(102);
+    unknown.insert("shoe_size".into(), AttributeValue::N("44".into()));
+    db.put_raw(TABLE, unknown.clone()).unwrap();
+
+    let report = backfill(db.clone(), config("w1")).await;
+    assert_eq!(report.completion, Completion::Finished);
+    let p = &report.progress;
+    assert_eq!(p.scanned, 43);
+    assert_eq!(
+        (
+            p.count("encrypted"),
+            p.count("already_encrypted"),
+            p.count("legacy_format"),
+            p.count("policy_violation")
+        ),
+        (40, 1, 1, 1),
+        "{:?}",
+        p.outcomes
+    );
+    assert_eq!(p.verdicts.get("ok_structural"), Some(&1));
+    assert_eq!(report.samples["policy_violation"].len(), 1);
+    assert_eq!(report.failed() + report.skipped_after_conflicts(), 0);
+    // Left byte for byte as they were.
+    let items = db.items(TABLE);
+    let find = |pk: &str| items.iter().find(|i| i.get("pk") == Some(&s(pk))).unwrap().clone();
+    assert_eq!(find("customer-00101"), legacy);
+    assert_eq!(find("customer-00102"), unknown);
+    assert_eq!(find("customer-00100"), item_to_table_item(&encrypted));
+    // The fake reports capacity: one write per item (each under 1 KB), and the scan's reads.
+    assert_eq!(report.write_units_per_item, Some(1.0));
+    assert!(p.read_units > 0.0);
+
+    // A second run finds every segment finished in the ledger and writes nothing.
+    let again = backfill(db.clone(), config("w1")).await;
+    assert_eq!((again.progress.scanned, again.completion), (0, Completion::Finished));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_writes_nothing_and_estimates_the_cost() {
+    let db = table_with(25);
+    let mut c = config("w1");
+    c.rewrite.dry_run = true;
+    c.write_units_per_second = Some(5.0);
+    let report = backfill(db.clone(), c).await;
+    assert_eq!(report.progress.count("would_encrypt"), 25);
+    assert!(db.items(TABLE).iter().all(|i| !i.contains_key(HEAD)));
+    assert!(db.items(LEDGER).is_empty(), "no ledger entry either");
+    assert!(report.would_write_bytes.unwrap() > 25 * 100);
+    // 25 writes of one unit at 5 units a second.
+    assert_eq!(report.estimated_seconds, Some(5.0));
+}
+
+/// Wraps the fake; before the write-back of chosen items, writes them as the application would.
+#[derive(Clone)]
+struct Interfering {
+    inner: Arc<FakeDynamo>,
+    /// pk → how many more times to interfere, and with what.
+    plan: Arc<Mutex<HashMap<String, (usize, Interference)>>>,
+    interfered: Arc<AtomicUsize>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Interference {
+    /// The application changes the email, still in plaintext.
+    PlaintextWrite,
+    /// The application writes the item encrypted itself (with a new email).
+    EncryptedWrite,
+    /// The application deletes it.
+    Delete,
+}
+
+impl Interfering {
+    async fn interfere(&self, key: &Item) {
+        let Some(AttributeValue::S(pk)) = key.get("pk") else {
+            return;
+        };
+        let (left, what) = {
+            let mut plan = self.plan.lock().unwrap();
+            match plan.get_mut(pk) {
+                Some((n, what)) if *n > 0 => {
+                    *n -= 1;
+                    (*n, *what)
+                }
+                _ => return,
+            }
+        };
+        self.interfered.fetch_add(1, Ordering::Relaxed);
+        let i: usize = pk.trim_start_matches("customer-").parse().unwrap();
+        let mut item = plain(i);
+        // Each write differs from the one before (a write of identical values would not be a change).
+        let email = match left {
+            0 => format!("changed-{i}@example.com"),
+            n => format!("changed-{i}-{n}@example.com"),
+        };
+        item.insert("email".into(), s(&email));
+        match what {
+            Interference::PlaintextWrite => self.inner.put_raw(TABLE, item).unwrap(),
+            Interference::EncryptedWrite => {
+                let e = ddbguard_dbe::encrypt_item(
+                    &table_config(),
+                    keyring().as_ref(),
+                    &table_item_to_item(&item).unwrap(),
+                )
+                .await
+                .unwrap();
+                self.inner.put_raw(TABLE, item_to_table_item(&e)).unwrap();
+            }
+            Interference::Delete => {
+                self.inner.delete_item(TABLE, key.clone(), None).await.unwrap();
+            }
+        }
+    }
+}
+
+impl DynamoApi for Interfering {
+    async fn get_item(&self, table: &str, key: Item, consistent: bool) -> Result<GetItemOutput, DdbError> {
+        self.inner.get_item(table, key, consistent).await
+    }
+    async fn put_item(&self, table: &str, item: Item, condition: Option<Condition>) -> Result<Consumed, DdbError> {
+        self.inner.put_item(table, item, condition).await
+    }
+    async fn update_item(
+        &self,
+        table: &str,
+        key: Item,
+        update: Update,
+        condition: Option<Condition>,
+        return_values: ReturnValues,
+    ) -> Result<UpdateItemOutput, DdbError> {
+        if table == TABLE {
+            self.interfere(&key).await;
+        }
+        self.inner
+            .update_item(table, key, update, condition, return_values)
+            .await
+    }
+    async fn delete_item(&self, table: &str, key: Item, condition: Option<Condition>) -> Result<Consumed, DdbError> {
+        self.inner.delete_item(table, key, condition).await
+    }
+    async fn transact_write(&self, ops: Vec<WriteOp>) -> Result<Consumed, DdbError> {
+        self.inner.transact_write(ops).await
+    }
+    async fn query(&self, table: &str, query: PartitionQuery) -> Result<Page, DdbError> {
+        self.inner.query(table, query).await
+    }
+    async fn scan_segment(&self, table: &str, scan: ScanSegment) -> Result<Page, DdbError> {
+        self.inner.scan_segment(table, scan).await
+    }
+    async fn batch_get(&self, table: &str, keys: Vec<Item>, consistent: bool) -> Result<BatchGetOutput, DdbError> {
+        self.inner.batch_get(table, keys, consistent).await
+    }
+    async fn describe_table(&self, table: &str) -> Result<TableDescription, DdbError> {
+        self.inner.describe_table(table).await
+    }
+    async fn create_table(&self, spec: &TableSpec) -> Result<(), DdbError> {
+        self.inner.create_table(spec).await
+    }
+    async fn update_time_to_live(&self, table: &str, attribute: &str, enabled: bool) -> Result<(), DdbError> {
+        self.inner.update_time_to_live(table, attribute, enabled).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_concurrent_application_write_always_wins() {
+    let db = table_with(30);
+    let plan = HashMap::from([
+        ("customer-00001".to_owned(), (1, Interference::PlaintextWrite)),
+        ("customer-00002".to_owned(), (1, Interference::EncryptedWrite)),
+        ("customer-00003".to_owned(), (1, Interference::Delete)),
+        // Changes before every attempt: left plaintext for a later run.
+        ("customer-00004".to_owned(), (99, Interference::PlaintextWrite)),
+    ]);
+    let interfering = Interfering {
+        inner: db.clone(),
+        plan: Arc::new(Mutex::new(plan)),
+        interfered: Arc::new(AtomicUsize::new(0)),
+    };
+    let report = backfill(interfering.clone(), config("w1")).await;
+    let p = &report.progress;
+    assert_eq!(p.count("encrypted"), 27, "{:?}", p.outcomes);
+    assert_eq!(
+        (
+            p.count("encrypted_meanwhile"),
+            p.count("deleted_meanwhile"),
+            p.count("skipped_conflicts")
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(report.skipped_after_conflicts(), 1);
+    let items = db.items(TABLE);
+    let find = |pk: &str| items.iter().find(|i| i.get("pk") == Some(&s(pk))).cloned();
+    // The plaintext write was re-read and encrypted from its new value.
+    let one = find("customer-00001").unwrap();
+    let decrypted = decrypt_item(&table_config(), keyring().as_ref(), &table_item_to_item(&one).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        decrypted.item.get("email"),
+        Some(&ddbguard_dbe::AttributeValue::S("changed-1@example.com".into()))
+    );
+    // The application's own encryption was left as it wrote it.
+    let two = find("customer-00002").unwrap();
+    let decrypted = decrypt_item(&table_config(), keyring().as_ref(), &table_item_to_item(&two).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        decrypted.item.get("email"),
+        Some(&ddbguard_dbe::AttributeValue::S("changed-2@example.com".into()))
+    );
+    // The deletion stands, and the item that kept changing holds the application's last plaintext.
+    assert!(find("customer-00003").is_none());
+    let four = find("customer-00004").unwrap();
+    assert!(!four.contains_key(HEAD));
+    assert!(
+        matches!(four.get("email"), Some(AttributeValue::S(e)) if e.starts_with("changed-4-")),
+        "{four:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attribute_added_meanwhile_fails_the_condition_and_survives() {
+    // The application adds `ssn`-less item's email between scan and write: the item read had no email, so the
+    // condition requires it absent.
+    let db = table_with(0);
+    let mut item = plain(7);
+    item.remove("email");
+    db.put_raw(TABLE, item).unwrap();
+    let interfering = Interfering {
+        inner: db.clone(),
+        plan: Arc::new(Mutex::new(HashMap::from([(
+            "customer-00007".to_owned(),
+            (1, Interference::PlaintextWrite),
+        )]))),
+        interfered: Arc::new(AtomicUsize::new(0)),
+    };
+    let report = backfill(interfering, config("w1")).await;
+    assert_eq!(report.progress.count("encrypted"), 1);
+    let now = db.items(TABLE).pop().unwrap();
+    let decrypted = decrypt_item(&table_config(), keyring().as_ref(), &table_item_to_item(&now).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        decrypted.item.get("email"),
+        Some(&ddbguard_dbe::AttributeValue::S("changed-7@example.com".into()))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_run_resumes_and_encrypts_every_item_exactly_once() {
+    let db = table_with(120);
+    let faulty = Arc::new(FaultyDynamo::new(db.clone()));
+    // Slow writes, so the interruption lands mid-run.
+    faulty.set_latency(Op::UpdateItem, Duration::from_millis(200));
+    let mut c = config("w1");
+    c.item_concurrency = 2;
+    let first = run(
+        faulty.clone(),
+        target(),
+        c.clone(),
+        |_| {},
+        tokio::time::sleep(Duration::from_secs(3)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.completion, Completion::Interrupted);
+    let done_first = first.progress.count("encrypted");
+    assert!(done_first > 0 && done_first < 120, "{done_first}");
+    // Every lease was released at the interruption.
+    let store = DynamoLeaseStore::new(db.clone(), LeaseTable::new(LEDGER));
+    assert!(store.list_leases().await.unwrap().iter().all(|l| l.owner.is_none()));
+
+    let second = backfill(faulty.clone(), c).await;
+    assert_eq!(second.completion, Completion::Finished);
+    // The pages the first run was in are scanned again; their rewritten items are skipped, never re-encrypted.
+    assert_eq!(done_first + second.progress.count("encrypted"), 120);
+    assert_eq!(
+        second.progress.count("already_encrypted") as usize,
+        second.progress.scanned as usize - second.progress.count("encrypted") as usize
+    );
+    assert_all_encrypted(&db, 120).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_processes_split_the_segments_and_together_finish() {
+    let db = table_with(200);
+    let mut a = config("a");
+    let mut b = config("b");
+    a.segments = Some(8);
+    b.segments = Some(8);
+    a.concurrency = 2;
+    b.concurrency = 2;
+    let (ra, rb) = tokio::join!(backfill(db.clone(), a), backfill(db.clone(), b));
+    let (ea, eb) = (ra.progress.count("encrypted"), rb.progress.count("encrypted"));
+    assert_eq!(ea + eb, 200);
+    assert!(ea > 0 && eb > 0, "both worked: {ea} + {eb}");
+    assert_all_encrypted(&db, 200).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_is_retried_and_the_write_budget_holds() {
+    let db = table_with(300);
+    let faulty = Arc::new(FaultyDynamo::new(db.clone()));
+    faulty.fail_next(Op::UpdateItem, ErrorKind::Throttled, 5);
+    let mut c = config("w1");
+    c.write_units_per_second = Some(20.0);
+    let started = tokio::time::Instant::now();
+    let report = backfill(faulty.clone(), c).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(report.progress.count("encrypted"), 300);
+    let rate = report.progress.write_units / elapsed;
+    assert!(rate <= 20.0 * 1.1, "{rate} units/s against a budget of 20");
+    assert!(rate >= 20.0 * 0.8, "the budget is used: {rate}");
+    assert_eq!(report.limited_by, Some("write_capacity"));
+    assert!(faulty.calls(Op::UpdateItem) >= 305, "the throttled writes were retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttled_scans_of_the_table_and_the_ledger_are_retried() {
+    let db = table_with(60);
+    let faulty = Arc::new(FaultyDynamo::new(db.clone()));
+    // The first scans are the ledger's listings, the next ones the table's segments.
+    faulty.fail_next(Op::Scan, ErrorKind::Throttled, 4);
+    let report = backfill(faulty.clone(), config("w1")).await;
+    assert_eq!(report.progress.count("encrypted"), 60);
+    faulty.fail_next(Op::Scan, ErrorKind::Transient, 2);
+    let again = backfill(faulty, config("w1")).await;
+    assert_eq!(again.completion, Completion::Finished);
+    assert_all_encrypted(&db, 60).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_processs_segment_is_taken_over() {
+    let db = table_with(50);
+    // A process that took segment 0 and died: its counter never moves again.
+    let store = DynamoLeaseStore::new(db.clone(), LeaseTable::new(LEDGER));
+    store.initialize().await.unwrap();
+    let key = format!("{TABLE}/backfill/4/0");
+    store
+        .create_lease_if_absent(&Lease::new(key.clone(), vec![]))
+        .await
+        .unwrap();
+    store.take_lease(&key, "dead", 0).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let report = backfill(db.clone(), config("w1")).await;
+    assert_eq!(report.progress.count("encrypted"), 50);
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "waited for the lease to expire"
+    );
+    assert_all_encrypted(&db, 50).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_table_or_key_mismatch_is_a_named_error() {
+    let db = Arc::new(FakeDynamo::new());
+    let err = run(db.clone(), target(), config("w1"), |_| {}, std::future::pending::<()>())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("\"Customers\" does not exist in us-east-1"),
+        "{err}"
+    );
+    db.add_table(TableSpec::on_demand(
+        TABLE,
+        KeySchema {
+            hash: KeyAttribute::new("id", ScalarType::S),
+            range: None,
+        },
+    ));
+    let err = run(db, target(), config("w1"), |_| {}, std::future::pending::<()>())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no key attribute \"pk\""), "{err}");
+}
