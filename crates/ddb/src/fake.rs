@@ -1463,7 +1463,10 @@ mod tests {
         let e = ensure_table(&slow, &TableSpec::on_demand("S", schema()), Duration::from_secs(5))
             .await
             .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Transient);
+        assert_eq!(
+            (e.kind, e.operation),
+            (ErrorKind::Other, "DescribeTable (waiting for ACTIVE)")
+        );
         assert!(e.message.contains("ACTIVE"), "{}", e.message);
     }
 
