@@ -410,7 +410,7 @@ fn describe(t: &Table) -> TableDescription {
     }
 }
 
-/// A read page of `items` (in slot order, filtered by `keep`) after `start`, up to `limit` items or 1 MB.
+/// A read page of `items` (in slot order) after `start`, up to `limit` items or 1 MB.
 fn page<'a>(
     schema: &KeySchema,
     items: impl Iterator<Item = (&'a Slot, &'a Item)>,
