@@ -467,7 +467,8 @@ pub struct EnsuredTable {
 ///
 /// A table that exists is left as it is (whatever its schema: the caller checks
 /// [`EnsuredTable::description`]). A concurrent creation by another process (`ResourceInUseException`) is
-/// waited for like our own. Fails with [`ErrorKind::Transient`] if the table is not ACTIVE within `timeout`.
+/// waited for like our own. Fails with [`ErrorKind::Other`] if the table is not ACTIVE within `timeout` (a
+/// table stuck in CREATING needs an operator, not a retry).
 pub async fn ensure_table<D: DynamoApi>(db: &D, spec: &TableSpec, timeout: Duration) -> Result<EnsuredTable, DdbError> {
     let mut created = false;
     match db.describe_table(&spec.name).await {
@@ -506,7 +507,7 @@ pub async fn ensure_table<D: DynamoApi>(db: &D, spec: &TableSpec, timeout: Durat
         let delay = backoff.next_delay();
         if tokio::time::Instant::now() + delay > deadline {
             return Err(DdbError::new(
-                ErrorKind::Transient,
+                ErrorKind::Other,
                 "DescribeTable (waiting for ACTIVE)",
                 &spec.name,
                 format!("the table did not become ACTIVE within {timeout:?}"),

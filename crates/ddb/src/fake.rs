@@ -326,7 +326,7 @@ fn describe(t: &Table) -> TableDescription {
     }
 }
 
-/// A read page of `items` (in slot order, filtered by `keep`) after `start`, up to `limit` items or 1 MB.
+/// A read page of `items` (in slot order) after `start`, up to `limit` items or 1 MB.
 fn page<'a>(
     schema: &KeySchema,
     items: impl Iterator<Item = (&'a Slot, &'a Item)>,
@@ -1379,7 +1379,10 @@ mod tests {
         let e = ensure_table(&slow, &TableSpec::on_demand("S", schema()), Duration::from_secs(5))
             .await
             .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Transient);
+        assert_eq!(
+            (e.kind, e.operation),
+            (ErrorKind::Other, "DescribeTable (waiting for ACTIVE)")
+        );
         assert!(e.message.contains("ACTIVE"), "{}", e.message);
     }
 

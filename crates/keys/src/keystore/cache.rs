@@ -288,7 +288,7 @@ impl From<KeyStoreError> for KeyringError {
     }
 }
 
-impl BranchKeyLoader for DynamoKeyStore {
+impl<D: ddbguard_ddb::DynamoApi> BranchKeyLoader for DynamoKeyStore<D> {
     fn load_active<'a>(&'a self, branch_key_id: &'a str) -> KeyringFuture<'a, BranchKey> {
         Box::pin(async move { Ok(self.active_branch_key(branch_key_id).await?) })
     }

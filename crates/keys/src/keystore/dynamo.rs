@@ -1,18 +1,14 @@
 //! [`DynamoKeyStore`]: the key store's operations over DynamoDB and KMS (`CreateKeyStore`, `CreateKey`,
 //! `VersionKey`, `GetActiveBranchKey`, `GetBranchKeyVersion`, and a `describe` for operators).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::client::Waiters as _;
-use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put, ScalarAttributeType, TableStatus,
-    TransactWriteItem,
+use ddbguard_ddb::{
+    AttributeValue, Condition, DdbError, DynamoApi, ErrorKind, Item, KeyAttribute, KeySchema, PartitionQuery,
+    ScalarType, SdkDynamo, TableSpec, WriteOp, ensure_table,
 };
 use zeroize::Zeroizing;
 
@@ -46,8 +42,11 @@ pub struct BranchKeyItemInfo {
 
 /// The branch key store in one region: a DynamoDB table and the KMS key that wraps its branch keys, used
 /// through that region's KMS client (for an MRK, its replica in the client's region).
-pub struct DynamoKeyStore {
-    ddb: aws_sdk_dynamodb::Client,
+///
+/// Generic over the DynamoDB implementation so that tests run it over `ddbguard_ddb::FakeDynamo`; production
+/// code uses the default, [`SdkDynamo`].
+pub struct DynamoKeyStore<D = SdkDynamo> {
+    ddb: D,
     table: String,
     logical_name: String,
     configured: KmsArn,
@@ -55,7 +54,7 @@ pub struct DynamoKeyStore {
     kms: Arc<dyn KmsApi>,
 }
 
-impl fmt::Debug for DynamoKeyStore {
+impl<D> fmt::Debug for DynamoKeyStore<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DynamoKeyStore")
             .field("table", &self.table)
@@ -65,9 +64,7 @@ impl fmt::Debug for DynamoKeyStore {
     }
 }
 
-type Item = HashMap<String, AttributeValue>;
-
-impl DynamoKeyStore {
+impl DynamoKeyStore<SdkDynamo> {
     /// A store over `table` (logical name `logical_name`, bound into every branch key) whose branch keys are
     /// wrapped under `kms_key_arn`, a key ARN (not an alias). `kms` is the KMS client of the local region; an MRK
     /// is used through its replica there.
@@ -77,7 +74,20 @@ impl DynamoKeyStore {
         logical_name: impl Into<String>,
         kms_key_arn: &str,
         kms: Arc<dyn KmsApi>,
-    ) -> Result<DynamoKeyStore, KeyStoreError> {
+    ) -> Result<DynamoKeyStore<SdkDynamo>, KeyStoreError> {
+        DynamoKeyStore::with_dynamo(SdkDynamo::new(ddb), table, logical_name, kms_key_arn, kms)
+    }
+}
+
+impl<D: DynamoApi> DynamoKeyStore<D> {
+    /// [`DynamoKeyStore::new`] over any DynamoDB implementation.
+    pub fn with_dynamo(
+        ddb: D,
+        table: impl Into<String>,
+        logical_name: impl Into<String>,
+        kms_key_arn: &str,
+        kms: Arc<dyn KmsApi>,
+    ) -> Result<DynamoKeyStore<D>, KeyStoreError> {
         let configured = KmsArn::parse_key(kms_key_arn)
             .map_err(|e| KeyStoreError::InvalidInput(format!("key store KMS key {kms_key_arn:?}: {e}")))?;
         let kms_key_id = if configured.is_mrk() {
@@ -115,124 +125,40 @@ impl DynamoKeyStore {
         &self.kms_key_id
     }
 
-    fn dynamo<E>(&self, operation: &'static str, e: SdkError<E, HttpResponse>) -> KeyStoreError
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        let code = e.code().unwrap_or("").to_owned();
-        let status = e.raw_response().map(|r| r.status().as_u16());
-        let transient = matches!(e, SdkError::TimeoutError(_) | SdkError::DispatchFailure(_))
-            || status.is_some_and(|s| s >= 500)
-            || is_transient_code(&code);
-        let message = match (e.code(), e.message()) {
-            (Some(c), Some(m)) => format!("{c}: {m}"),
-            (Some(c), None) => c.to_owned(),
-            _ => {
-                let mut s = e.to_string();
-                if let Some(src) = std::error::Error::source(&e) {
-                    s.push_str(": ");
-                    s.push_str(&src.to_string());
-                }
-                s
-            }
-        };
+    /// A failed DynamoDB call; throttling and transient failures are worth retrying later.
+    fn dynamo(&self, e: DdbError) -> KeyStoreError {
         KeyStoreError::Dynamo {
-            operation,
-            table: self.table.clone(),
-            message,
-            transient,
+            operation: e.operation,
+            table: e.table,
+            message: e.message,
+            transient: e.kind.is_retryable(),
         }
     }
 
-    /// `CreateKeyStore`: creates the table (on-demand) if it does not exist and checks the key schema if it
-    /// does. Returns whether it was created. Production key stores are usually created by infrastructure code
-    /// as a global table; this is for first setups and the local environment.
+    /// `CreateKeyStore`: creates the table (on-demand) if it does not exist, waits until it is ACTIVE, and checks
+    /// the key schema. Returns whether it was created (false if it existed, or another process created it at the
+    /// same time). Production key stores are usually created by infrastructure code as a global table; this is
+    /// for first setups and the local environment.
     pub async fn create_key_store(&self) -> Result<bool, KeyStoreError> {
-        match self.ddb.describe_table().table_name(&self.table).send().await {
-            Ok(out) => {
-                let table = out
-                    .table
-                    .unwrap_or_else(|| aws_sdk_dynamodb::types::TableDescription::builder().build());
-                let schema: Vec<(String, KeyType)> = table
-                    .key_schema()
-                    .iter()
-                    .map(|k| (k.attribute_name().to_owned(), k.key_type().clone()))
-                    .collect();
-                let types: HashMap<&str, &ScalarAttributeType> = table
-                    .attribute_definitions()
-                    .iter()
-                    .map(|d| (d.attribute_name(), d.attribute_type()))
-                    .collect();
-                let ok = schema.len() == 2
-                    && schema.contains(&(ATTR_ID.to_owned(), KeyType::Hash))
-                    && schema.contains(&(ATTR_TYPE.to_owned(), KeyType::Range))
-                    && types.get(ATTR_ID) == Some(&&ScalarAttributeType::S)
-                    && types.get(ATTR_TYPE) == Some(&&ScalarAttributeType::S);
-                if !ok {
-                    return Err(KeyStoreError::BadSchema {
-                        table: self.table.clone(),
-                        found: format!("{schema:?}"),
-                    });
-                }
-                if table.table_status() != Some(&TableStatus::Active) {
-                    self.wait_active().await?;
-                }
-                Ok(false)
-            }
-            Err(e) if e.code() == Some("ResourceNotFoundException") => {
-                let key = |name: &str, t: KeyType| {
-                    KeySchemaElement::builder()
-                        .attribute_name(name)
-                        .key_type(t)
-                        .build()
-                        .map_err(|e| KeyStoreError::InvalidInput(e.to_string()))
-                };
-                let def = |name: &str| {
-                    AttributeDefinition::builder()
-                        .attribute_name(name)
-                        .attribute_type(ScalarAttributeType::S)
-                        .build()
-                        .map_err(|e| KeyStoreError::InvalidInput(e.to_string()))
-                };
-                self.ddb
-                    .create_table()
-                    .table_name(&self.table)
-                    .key_schema(key(ATTR_ID, KeyType::Hash)?)
-                    .key_schema(key(ATTR_TYPE, KeyType::Range)?)
-                    .attribute_definitions(def(ATTR_ID)?)
-                    .attribute_definitions(def(ATTR_TYPE)?)
-                    .billing_mode(BillingMode::PayPerRequest)
-                    .send()
-                    .await
-                    .map_err(|e| self.dynamo("CreateTable", e))?;
-                self.wait_active().await?;
-                Ok(true)
-            }
-            Err(e) => Err(self.dynamo("DescribeTable", e)),
-        }
-    }
-
-    /// Waits until the table is ACTIVE: DynamoDB refuses writes to a table that is still being created.
-    async fn wait_active(&self) -> Result<(), KeyStoreError> {
-        self.ddb
-            .wait_until_table_exists()
-            .table_name(&self.table)
-            .wait(TABLE_ACTIVE_TIMEOUT)
+        let expected = KeySchema {
+            hash: KeyAttribute::new(ATTR_ID, ScalarType::S),
+            range: Some(KeyAttribute::new(ATTR_TYPE, ScalarType::S)),
+        };
+        let spec = TableSpec::on_demand(self.table.clone(), expected.clone());
+        let table = ensure_table(&self.ddb, &spec, TABLE_ACTIVE_TIMEOUT)
             .await
-            .map(drop)
-            .map_err(|e| {
-                let mut message = e.to_string();
-                if let Some(src) = std::error::Error::source(&e) {
-                    message.push_str(": ");
-                    message.push_str(&src.to_string());
-                }
-                KeyStoreError::Dynamo {
-                    operation: "DescribeTable (waiting for ACTIVE)",
-                    table: self.table.clone(),
-                    message,
-                    transient: false,
-                }
-            })
+            .map_err(|e| self.dynamo(e))?;
+        let found = &table.description.key_schema;
+        if *found != expected {
+            let attr = |a: &KeyAttribute, role: &str| format!("{} ({role}, {:?})", a.name, a.kind);
+            let mut parts = vec![attr(&found.hash, "HASH")];
+            parts.extend(found.range.as_ref().map(|r| attr(r, "RANGE")));
+            return Err(KeyStoreError::BadSchema {
+                table: self.table.clone(),
+                found: parts.join(", "),
+            });
+        }
+        Ok(table.created)
     }
 
     /// `CreateKey`: a new branch key (id = a random UUID unless given) with its first version and its beacon
@@ -270,11 +196,10 @@ impl DynamoKeyStore {
             .kms
             .generate_data_key_without_plaintext(&self.kms_key_id, 32, &ecs.beacon)
             .await?;
-        let not_exists = "attribute_not_exists(#id)";
         let puts = vec![
-            self.put(item(&ecs.decrypt_only, decrypt_only), not_exists, None)?,
-            self.put(item(&ecs.active, active), not_exists, None)?,
-            self.put(item(&ecs.beacon, beacon.ciphertext), not_exists, None)?,
+            self.put(item(&ecs.decrypt_only, decrypt_only), Condition::not_exists(ATTR_ID)),
+            self.put(item(&ecs.active, active), Condition::not_exists(ATTR_ID)),
+            self.put(item(&ecs.beacon, beacon.ciphertext), Condition::not_exists(ATTR_ID)),
         ];
         self.transact(puts, || KeyStoreError::AlreadyExists {
             table: self.table.clone(),
@@ -308,13 +233,12 @@ impl DynamoKeyStore {
             &custom,
         );
         let (decrypt_only, active) = self.wrapped_version(&ecs).await?;
+        // The active item is replaced only if it is still the one authenticated above.
+        let unchanged =
+            Condition::exists(ATTR_ID).and(Condition::equals(ATTR_ENC, AttributeValue::B(Blob::new(old_enc))));
         let puts = vec![
-            self.put(item(&ecs.decrypt_only, decrypt_only), "attribute_not_exists(#id)", None)?,
-            self.put(
-                item(&ecs.active, active),
-                "attribute_exists(#id) AND #enc = :old",
-                Some(old_enc),
-            )?,
+            self.put(item(&ecs.decrypt_only, decrypt_only), Condition::not_exists(ATTR_ID)),
+            self.put(item(&ecs.active, active), unchanged),
         ];
         self.transact(puts, || KeyStoreError::ConcurrentRotation {
             branch_key_id: branch_key_id.to_owned(),
@@ -340,38 +264,14 @@ impl DynamoKeyStore {
     /// reason (throttling, a conflicting transaction, validation) is a DynamoDB error that names the reasons.
     async fn transact(
         &self,
-        puts: Vec<TransactWriteItem>,
+        puts: Vec<WriteOp>,
         conflict: impl FnOnce() -> KeyStoreError,
     ) -> Result<(), KeyStoreError> {
-        let e = match self
-            .ddb
-            .transact_write_items()
-            .set_transact_items(Some(puts))
-            .send()
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) => e,
-        };
-        let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = e.as_service_error() else {
-            return Err(self.dynamo("TransactWriteItems", e));
-        };
-        let reasons: Vec<&str> = cancelled
-            .cancellation_reasons()
-            .iter()
-            .filter_map(|r| r.code())
-            .filter(|c| *c != "None")
-            .collect();
-        // Without reasons (some endpoints leave them out) a cancelled conditional write is taken as the condition.
-        if reasons.is_empty() || reasons.contains(&"ConditionalCheckFailed") {
-            return Err(conflict());
+        match self.ddb.transact_write(puts).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind == ErrorKind::Conflict => Err(conflict()),
+            Err(e) => Err(self.dynamo(e)),
         }
-        Err(KeyStoreError::Dynamo {
-            operation: "TransactWriteItems",
-            table: self.table.clone(),
-            message: format!("transaction cancelled: {}", reasons.join(", ")),
-            transient: reasons.iter().all(|c| is_transient_code(c)),
-        })
     }
 
     /// `GetActiveBranchKey`: the active version, decrypted (an eventually consistent read, as the official
@@ -398,32 +298,41 @@ impl DynamoKeyStore {
     /// Every item of a branch key (active, versions, beacon), without decrypting anything.
     pub async fn describe(&self, branch_key_id: &str) -> Result<Vec<BranchKeyItemInfo>, KeyStoreError> {
         let mut infos = Vec::new();
-        let mut pages = self
-            .ddb
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#id = :id")
-            .expression_attribute_names("#id", ATTR_ID)
-            .expression_attribute_values(":id", AttributeValue::S(branch_key_id.to_owned()))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
-        while let Some(item) = pages.next().await {
-            let item = item.map_err(|e| self.dynamo("Query", e))?;
-            let item_type = match item.get(ATTR_TYPE) {
-                Some(AttributeValue::S(t)) => t.clone(),
-                _ => "<no type>".to_owned(),
-            };
-            let (ec, _) = self.authenticated_context(branch_key_id, &item_type, &item)?;
-            infos.push(BranchKeyItemInfo {
-                version: ec.get(ATTR_VERSION).cloned(),
-                create_time: ec[ATTR_CREATE_TIME].clone(),
-                kms_arn: ec[ATTR_KMS_ARN].clone(),
-                hierarchy_version: ec[ATTR_HIERARCHY_VERSION].clone(),
-                encryption_context: custom_context(&ec),
-                item_type,
-            });
+        let mut start = None;
+        loop {
+            let page = self
+                .ddb
+                .query(
+                    &self.table,
+                    PartitionQuery {
+                        key_name: ATTR_ID.to_owned(),
+                        value: AttributeValue::S(branch_key_id.to_owned()),
+                        consistent: true,
+                        exclusive_start_key: start.take(),
+                        limit: None,
+                    },
+                )
+                .await
+                .map_err(|e| self.dynamo(e))?;
+            for item in page.items {
+                let item_type = match item.get(ATTR_TYPE) {
+                    Some(AttributeValue::S(t)) => t.clone(),
+                    _ => "<no type>".to_owned(),
+                };
+                let (ec, _) = self.authenticated_context(branch_key_id, &item_type, &item)?;
+                infos.push(BranchKeyItemInfo {
+                    version: ec.get(ATTR_VERSION).cloned(),
+                    create_time: ec[ATTR_CREATE_TIME].clone(),
+                    kms_arn: ec[ATTR_KMS_ARN].clone(),
+                    hierarchy_version: ec[ATTR_HIERARCHY_VERSION].clone(),
+                    encryption_context: custom_context(&ec),
+                    item_type,
+                });
+            }
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => break,
+            }
         }
         if infos.is_empty() {
             return Err(KeyStoreError::NotFound {
@@ -436,16 +345,15 @@ impl DynamoKeyStore {
     }
 
     async fn get_item(&self, branch_key_id: &str, item_type: &str, consistent: bool) -> Result<Item, KeyStoreError> {
+        let key = Item::from([
+            (ATTR_ID.to_owned(), AttributeValue::S(branch_key_id.to_owned())),
+            (ATTR_TYPE.to_owned(), AttributeValue::S(item_type.to_owned())),
+        ]);
         let out = self
             .ddb
-            .get_item()
-            .table_name(&self.table)
-            .key(ATTR_ID, AttributeValue::S(branch_key_id.to_owned()))
-            .key(ATTR_TYPE, AttributeValue::S(item_type.to_owned()))
-            .consistent_read(consistent)
-            .send()
+            .get_item(&self.table, key, consistent)
             .await
-            .map_err(|e| self.dynamo("GetItem", e))?;
+            .map_err(|e| self.dynamo(e))?;
         out.item.ok_or_else(|| KeyStoreError::NotFound {
             table: self.table.clone(),
             branch_key_id: branch_key_id.to_owned(),
@@ -600,40 +508,17 @@ impl DynamoKeyStore {
         Ok(out.ciphertext)
     }
 
-    fn put(&self, item: Item, condition: &str, old_enc: Option<Vec<u8>>) -> Result<TransactWriteItem, KeyStoreError> {
-        let mut put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(condition)
-            .expression_attribute_names("#id", ATTR_ID);
-        if let Some(old) = old_enc {
-            put = put
-                .expression_attribute_names("#enc", ATTR_ENC)
-                .expression_attribute_values(":old", AttributeValue::B(Blob::new(old)));
+    fn put(&self, item: Item, condition: Condition) -> WriteOp {
+        WriteOp::Put {
+            table: self.table.clone(),
+            item,
+            condition: Some(condition),
         }
-        let put = put.build().map_err(|e| KeyStoreError::InvalidInput(e.to_string()))?;
-        Ok(TransactWriteItem::builder().put(put).build())
     }
 }
 
 /// How long `CreateKeyStore` waits for a new table to become ACTIVE.
 const TABLE_ACTIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// Error and cancellation-reason codes that mean "try again later" rather than a finding about the key store.
-fn is_transient_code(code: &str) -> bool {
-    code.contains("Throttl")
-        || matches!(
-            code,
-            "ProvisionedThroughputExceededException"
-                | "ProvisionedThroughputExceeded"
-                | "RequestLimitExceeded"
-                | "InternalServerError"
-                | "ServiceUnavailable"
-                | "TransactionConflict"
-                | "TransactionConflictException"
-                | "TransactionInProgressException"
-        )
-}
 
 /// The DynamoDB item for an encryption context and its `enc`: the context without `tablename`, with
 /// `hierarchy-version` as a number.
@@ -658,6 +543,7 @@ fn item(ec: &EncryptionContext, enc: Vec<u8>) -> Item {
 mod tests {
     use super::*;
     use crate::kms::fake::FakeKmsWorld;
+    use ddbguard_ddb::{FakeDynamo, FaultyDynamo, Op};
 
     const MRK_EAST: &str = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
     const MRK_WEST: &str = "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
@@ -787,6 +673,173 @@ mod tests {
         active.remove("version");
         let e = store.decrypt_item("bk", BRANCH_ACTIVE, &active).await.unwrap_err();
         assert!(e.to_string().contains("no version attribute"), "{e}");
+    }
+
+    /// A store in us-east-1 over `ddb` and a fake KMS that has the key.
+    fn store_over<D: DynamoApi>(ddb: D) -> DynamoKeyStore<D> {
+        let world = FakeKmsWorld::new();
+        world.create_key(MRK_EAST);
+        let kms: Arc<dyn KmsApi> = Arc::new(world.client("us-east-1"));
+        DynamoKeyStore::with_dynamo(ddb, "Keys", "Logical", MRK_EAST, kms).unwrap()
+    }
+
+    fn types(infos: &[BranchKeyItemInfo]) -> Vec<String> {
+        let mut t: Vec<String> = infos.iter().map(|i| i.item_type.clone()).collect();
+        t.sort();
+        t
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn creating_the_store_twice_creates_the_table_once() {
+        let fake = Arc::new(FakeDynamo::new().with_creating_describes(2));
+        let store = store_over(Arc::clone(&fake));
+        assert!(store.create_key_store().await.unwrap());
+        assert!(!store.create_key_store().await.unwrap());
+        let d = fake.describe_table("Keys").await.unwrap();
+        assert_eq!(d.billing_mode, Some(ddbguard_ddb::BillingMode::PayPerRequest));
+        assert_eq!(
+            (d.key_schema.hash.name.as_str(), d.key_schema.range.map(|r| r.name)),
+            ("branch-key-id", Some("type".to_owned()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_table_with_another_schema_is_not_a_key_store() {
+        let fake = FakeDynamo::new();
+        fake.add_table(TableSpec::on_demand(
+            "Keys",
+            KeySchema {
+                hash: KeyAttribute::new("pk", ScalarType::S),
+                range: None,
+            },
+        ));
+        let e = store_over(fake).create_key_store().await.unwrap_err();
+        assert!(
+            matches!(e, KeyStoreError::BadSchema { ref found, .. } if found == "pk (HASH, S)"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn create_rotate_get_and_describe_over_the_fake() {
+        let store = store_over(FakeDynamo::new());
+        store.create_key_store().await.unwrap();
+        let custom = BTreeMap::from([("tenant".to_owned(), "a".to_owned())]);
+        let id = store.create_key(None, &custom).await.unwrap();
+        let first = store.active_branch_key(&id).await.unwrap();
+        assert_eq!(first.branch_key_id, id);
+        let infos = store.describe(&id).await.unwrap();
+        let v1 = format!("{VERSION_PREFIX}{}", uuid::Uuid::from_bytes(first.version));
+        assert_eq!(
+            types(&infos),
+            vec!["beacon:ACTIVE".to_owned(), BRANCH_ACTIVE.into(), v1.clone()]
+        );
+        assert!(
+            infos
+                .iter()
+                .all(|i| i.encryption_context == custom && i.hierarchy_version == "1")
+        );
+        let active = infos.iter().find(|i| i.item_type == BRANCH_ACTIVE).unwrap();
+        assert_eq!(active.version.as_deref(), Some(v1.as_str()));
+
+        let v2 = store.version_key(&id).await.unwrap();
+        let now = store.active_branch_key_consistent(&id).await.unwrap();
+        assert_eq!(uuid::Uuid::from_bytes(now.version).to_string(), v2);
+        assert_ne!(now.version, first.version);
+        // The old version still decrypts to the same key.
+        let old = store
+            .branch_key_version(&id, &uuid::Uuid::from_bytes(first.version).to_string())
+            .await
+            .unwrap();
+        assert_eq!(old.version, first.version);
+        assert_eq!(old.key.expose(), first.key.expose());
+        assert_ne!(now.key.expose(), first.key.expose());
+        assert_eq!(store.describe(&id).await.unwrap().len(), 4);
+
+        // A caller-chosen id that exists already: the transaction's conditions refuse it.
+        store.create_key(Some("bk"), &custom).await.unwrap();
+        let e = store.create_key(Some("bk"), &custom).await.unwrap_err();
+        assert!(
+            matches!(e, KeyStoreError::AlreadyExists { ref branch_key_id, .. } if branch_key_id == "bk"),
+            "{e}"
+        );
+        let e = store.describe("nope").await.unwrap_err();
+        assert!(matches!(e, KeyStoreError::NotFound { .. }), "{e}");
+        let e = store.branch_key_version(&id, VERSION).await.unwrap_err();
+        assert!(matches!(e, KeyStoreError::NotFound { .. }), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_rotations_conflict_on_the_active_item() {
+        let fake = FaultyDynamo::new(FakeDynamo::new());
+        let store = store_over(fake);
+        store.create_key_store().await.unwrap();
+        let id = store.create_key(None, &BTreeMap::new()).await.unwrap();
+        // Both rotations read the same active item before either writes.
+        store
+            .ddb
+            .set_latency(Op::TransactWrite, std::time::Duration::from_millis(10));
+        let (a, b) = tokio::join!(store.version_key(&id), store.version_key(&id));
+        let (won, lost) = if a.is_ok() { (a, b) } else { (b, a) };
+        let won = won.unwrap();
+        let lost = lost.unwrap_err();
+        assert!(matches!(lost, KeyStoreError::ConcurrentRotation { .. }), "{lost}");
+        let active = store.active_branch_key_consistent(&id).await.unwrap();
+        assert_eq!(uuid::Uuid::from_bytes(active.version).to_string(), won);
+        // Exactly one new version was written: active, beacon, two versions.
+        assert_eq!(store.describe(&id).await.unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn throttling_is_transient_and_reads_as_kms_throttled() {
+        let fake = FaultyDynamo::new(FakeDynamo::new());
+        let store = store_over(fake);
+        store.create_key_store().await.unwrap();
+        let id = store.create_key(None, &BTreeMap::new()).await.unwrap();
+        store.ddb.fail_next(Op::GetItem, ErrorKind::Throttled, 1);
+        let e = store.active_branch_key(&id).await.unwrap_err();
+        assert!(
+            matches!(e, KeyStoreError::Dynamo { operation: "GetItem", transient: true, ref table, .. } if table == "Keys"),
+            "{e}"
+        );
+        assert_eq!(
+            ddbguard_dbe::KeyringError::from(e).verdict(),
+            ddbguard_dbe::Verdict::KmsThrottled
+        );
+        // A throttled transaction is transient too, and writes nothing.
+        store.ddb.fail_next(Op::TransactWrite, ErrorKind::Throttled, 1);
+        let e = store.version_key(&id).await.unwrap_err();
+        assert!(matches!(e, KeyStoreError::Dynamo { transient: true, .. }), "{e}");
+        assert_eq!(store.describe(&id).await.unwrap().len(), 3);
+        // The next call goes through.
+        store.active_branch_key(&id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_missing_table_is_a_named_dynamodb_error() {
+        let store = store_over(FakeDynamo::new());
+        let e = store.active_branch_key("bk").await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                KeyStoreError::Dynamo { operation: "GetItem", transient: false, ref table, ref message }
+                    if table == "Keys" && message.starts_with("ResourceNotFoundException")
+            ),
+            "{e}"
+        );
+        assert_eq!(e.kind(), "dynamodb");
+        assert!(e.to_string().contains("key store table Keys"), "{e}");
+        let e = store.create_key(None, &BTreeMap::new()).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                KeyStoreError::Dynamo {
+                    operation: "TransactWriteItems",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

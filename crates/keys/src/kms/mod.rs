@@ -11,13 +11,14 @@
 //! - [`cache`]: [`KeyCache`], a bounded TTL cache of unwrapped intermediate keys;
 //! - [`keyring`]: [`MrkKeyring`] (`kms-mrk`) and [`MrkDiscoveryKeyring`] (`kms-mrk-discovery`);
 //! - [`check`]: [`check::check_keys`], the per-region state and round-trip matrix of `ddbguard keys check`;
-//! - [`fake`]: an in-memory multi-region KMS and a fault-injecting wrapper for tests.
+//! - `fake` (feature `fake`): an in-memory multi-region KMS and a fault-injecting wrapper for tests.
 
 pub mod api;
 pub mod cache;
 pub mod check;
 mod dbe;
 pub mod error;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod governor;
 pub mod keyring;
