@@ -7,7 +7,6 @@
 //! branch key's items and decrypts the active version in the local region, exiting 1 when that fails.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -29,9 +28,8 @@ pub enum BranchCommand {
 
 #[derive(Debug, Args)]
 pub struct TableArgs {
-    /// The ddbguard config file (TOML).
-    #[arg(long, env = "DDBGUARD_CONFIG")]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: crate::config::ConfigArgs,
 
     /// The physical name of a `[[tables]]` entry whose keyring has `kind = "hierarchy"`.
     #[arg(long)]
@@ -76,14 +74,9 @@ pub async fn run(command: BranchCommand, out: &mut impl std::io::Write) -> anyho
         BranchCommand::Create(c) => (&c.table, c.branch_key_id.clone()),
         BranchCommand::Rotate(b) | BranchCommand::Show(b) => (&b.table, b.branch_key_id.clone()),
     };
-    let config = Config::load(&args.config)?;
+    let config = args.config.load()?;
     let (table, hierarchy) = hierarchy_table(&config, &args.table)?;
-    let aws_settings = config.aws.as_ref().with_context(|| {
-        format!(
-            "{}: a hierarchy keyring needs an [aws] section with `region`",
-            config.path.display()
-        )
-    })?;
+    let aws_settings = &crate::keyring::aws_settings(&config).await?;
     let id = match &command {
         BranchCommand::Create(c) => {
             match c.branch_key_id.as_deref() {
@@ -186,7 +179,7 @@ fn hierarchy_table<'c>(config: &'c Config, name: &str) -> anyhow::Result<(&'c Ta
         KeyringSettings::Hierarchy(h) => Ok((table, h)),
         _ => anyhow::bail!(
             "{}: table {name:?} does not use a `hierarchy` keyring, so it has no branch keys",
-            config.path.display()
+            config.origin
         ),
     }
 }

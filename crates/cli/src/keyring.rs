@@ -12,7 +12,7 @@ use ddbguard_keys::kms::{
 };
 use ddbguard_keys::{HierarchyKeyring, RawAesKeyring};
 
-use crate::config::{AwsSettings, HierarchySettings, KeyringSettings};
+use crate::config::{AwsSettings, Config, ConfigError, HierarchySettings, KeyringSettings};
 
 /// Unwrapped intermediate keys kept per process (each 32 bytes plus bookkeeping), and for how long.
 const KEY_CACHE_ENTRIES: usize = 10_000;
@@ -65,7 +65,7 @@ impl AwsContext {
             aws_sdk_dynamodb::Client::new(&self.local_sdk),
             &h.key_store_table,
             &h.logical_name,
-            &h.key_arn,
+            &h.key_arn.to_string(),
             self.local_kms()?,
         )?)
     }
@@ -77,6 +77,20 @@ impl AwsContext {
             .cloned()
             .with_context(|| format!("no KMS client for the local region {}", self.settings.region))
     }
+}
+
+/// The `[aws]` settings with the local region settled, once per process: the file's `region`, else what the AWS
+/// SDK's region chain finds (`AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, then the instance
+/// metadata) — on ECS the task's `AWS_REGION`. An error names `[aws] region` when neither has one.
+pub async fn aws_settings(config: &Config) -> Result<AwsSettings, ConfigError> {
+    let from_chain = match config.aws.region {
+        Some(_) => None,
+        None => aws_config::meta::region::RegionProviderChain::default_provider()
+            .region()
+            .await
+            .map(|region| region.to_string()),
+    };
+    config.aws_settings(from_chain)
 }
 
 /// No single AWS call attempt may take longer than this (the SDK retries a timed-out attempt).
@@ -103,14 +117,18 @@ pub async fn sdk_config(settings: &AwsSettings, region: &str) -> aws_config::Sdk
 
 /// The keyring for these settings, ready to decrypt (and, except discovery, encrypt).
 pub fn build(settings: &KeyringSettings, aws: Option<&AwsContext>) -> anyhow::Result<Box<dyn Keyring>> {
-    let aws = || aws.context("KMS keyrings need the [aws] section of the config");
+    let aws = || aws.context("KMS keyrings need the AWS clients of the local region");
     Ok(match settings {
         KeyringSettings::RawAes { namespace, name, key } => {
             Box::new(RawAesKeyring::new(namespace.clone(), name.clone(), key.clone()))
         }
         KeyringSettings::KmsMrk { key_arn } => {
             let aws = aws()?;
-            Box::new(MrkKeyring::new(key_arn, aws.local_kms()?, Some(aws.cache.clone()))?)
+            Box::new(MrkKeyring::new(
+                &key_arn.to_string(),
+                aws.local_kms()?,
+                Some(aws.cache.clone()),
+            )?)
         }
         KeyringSettings::KmsMrkDiscovery { filter } => {
             let aws = aws()?;

@@ -11,8 +11,8 @@ use anyhow::Context as _;
 use ddbguard_keys::kms::check::{CheckReport, KeyState, check_keys};
 use serde::Serialize;
 
-use crate::config::{Config, KeyringSettings};
-use crate::keyring::AwsContext;
+use crate::config::Config;
+use crate::keyring::{self, AwsContext};
 
 /// One table's result.
 #[derive(Debug, Serialize)]
@@ -25,38 +25,29 @@ pub struct TableCheck {
 
 /// Checks the tables of `config` (or only `table`); returns the per-table reports.
 pub async fn check(config: &Config, table: Option<&str>) -> anyhow::Result<Vec<TableCheck>> {
-    let aws_settings = config.aws.as_ref().with_context(|| {
-        format!(
-            "{}: `keys check` needs an [aws] section with `region` and `regions`",
-            config.path.display()
-        )
-    })?;
     let tables: Vec<_> = match table {
         Some(name) => vec![config.table(name)?],
         None => config.tables.iter().collect(),
     };
-    let targets: Vec<(&str, &str)> = tables
+    // `kms-mrk` keys, and the keys that wrap branch keys (they must work in every region the key store serves).
+    let targets: Vec<(&str, String)> = tables
         .iter()
-        .filter_map(|t| match &t.keyring {
-            KeyringSettings::KmsMrk { key_arn } => Some((t.name.as_str(), key_arn.as_str())),
-            // The key that wraps the branch keys must work in every region the key store serves.
-            KeyringSettings::Hierarchy(h) => Some((t.name.as_str(), h.key_arn.as_str())),
-            _ => None,
-        })
+        .filter_map(|t| Some((t.name.as_str(), t.keyring.kms_key()?.to_string())))
         .collect();
     if targets.is_empty() {
         anyhow::bail!(
             "{}: no {} uses a `kms-mrk` or `hierarchy` keyring, so there is no KMS key to check",
-            config.path.display(),
+            config.origin,
             table.map_or("table".to_owned(), |t| format!("table named {t:?}"))
         );
     }
-    let aws = AwsContext::new(aws_settings).await;
+    let aws_settings = keyring::aws_settings(config).await?;
+    let aws = AwsContext::new(&aws_settings).await;
     let mut out = Vec::with_capacity(targets.len());
     for (table, key_arn) in targets {
         let logical = config.table(table)?.dbe.logical_table_name.clone();
         let context = [("aws-crypto-table-name".to_owned(), logical)].into();
-        let report = check_keys(key_arn, &aws_settings.regions, &aws.kms, &context)
+        let report = check_keys(&key_arn, &aws_settings.regions, &aws.kms, &context)
             .await
             .with_context(|| format!("table {table:?}: cannot check key {key_arn}"))?;
         let failures = report.failures();

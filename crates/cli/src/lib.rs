@@ -24,8 +24,6 @@ pub mod keyring;
 pub mod keys;
 pub mod verify;
 
-use config::Config;
-
 /// Verify and migrate client-side encrypted DynamoDB Global Tables under KMS multi-Region keys.
 #[derive(Debug, Parser)]
 #[command(name = "ddbguard", version, propagate_version = true)]
@@ -73,9 +71,8 @@ pub enum KeysCommand {
 
 #[derive(Debug, Args)]
 pub struct KeysCheckArgs {
-    /// The ddbguard config file (TOML).
-    #[arg(long, env = "DDBGUARD_CONFIG")]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: config::ConfigArgs,
 
     /// Only this table (physical name); default every table with a `kms-mrk` or `hierarchy` keyring.
     #[arg(long)]
@@ -92,9 +89,8 @@ pub struct ItemArgs {
     #[arg(value_enum)]
     pub op: item::ItemOp,
 
-    /// The ddbguard config file (TOML).
-    #[arg(long, env = "DDBGUARD_CONFIG")]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: config::ConfigArgs,
 
     /// The physical table name of a `[[tables]]` entry in the config.
     #[arg(long)]
@@ -156,15 +152,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_item(args: ItemArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
+    let config = args.config.load()?;
     let table = config.table(&args.table)?;
     let input = read_input(args.input.as_deref())?;
     let keyring = match args.op {
         item::ItemOp::Inspect => None,
         _ => {
-            let aws = match (&config.aws, table.keyring.needs_aws()) {
-                (Some(settings), true) => Some(keyring::AwsContext::new(settings).await),
-                _ => None,
+            let aws = if table.keyring.needs_aws() {
+                Some(keyring::AwsContext::new(&keyring::aws_settings(&config).await?).await)
+            } else {
+                None
             };
             Some(keyring::build(&table.keyring, aws.as_ref())?)
         }
@@ -179,7 +176,7 @@ async fn run_item(args: ItemArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_keys_check(args: KeysCheckArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
+    let config = args.config.load()?;
     let checks = keys::check(&config, args.table.as_deref()).await?;
     let ok = checks.iter().all(|c| c.report.ok);
     let mut out = io::stdout().lock();

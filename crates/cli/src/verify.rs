@@ -20,7 +20,6 @@
 //!   unusable, …): nothing was verified.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,9 +56,8 @@ const MAX_TABLE_NAME: usize = 255;
 /// `ddbguard verify` arguments.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The ddbguard config file (TOML).
-    #[arg(long, env = "DDBGUARD_CONFIG")]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: crate::config::ConfigArgs,
 
     /// The physical table name of a `[[tables]]` entry; required when several tables are configured (one table
     /// per process).
@@ -104,22 +102,17 @@ impl StartFrom {
 
 /// Runs `ddbguard verify`. `Err` is a startup or configuration error (exit code 2).
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
+    let config = args.config.load()?;
     let table = select_table(&config, args.table.as_deref())?;
-    let aws_settings = config.aws.as_ref().with_context(|| {
-        format!(
-            "{}: `verify` needs an [aws] section with the local `region` (the region whose replica and stream \
-             are verified)",
-            config.path.display()
-        )
-    })?;
+    // The local region is the one whose replica and stream are verified.
+    let aws_settings = &keyring::aws_settings(&config).await?;
     let region = aws_settings.region.clone();
     let lease_table = config.verify.lease_table_for(&table.name);
     if !args.until_caught_up && lease_table.len() > MAX_TABLE_NAME {
         anyhow::bail!(
             "{}: [verify] lease_table: the lease table name {lease_table:?} is longer than {MAX_TABLE_NAME} \
              characters; choose a shorter lease_table",
-            config.path.display()
+            config.origin
         );
     }
 
@@ -136,7 +129,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let aws = AwsContext::new(aws_settings).await;
     let keyring: Arc<dyn Keyring> = Arc::from(keyring::build(&table.keyring, Some(&aws))?);
     let verifier = Verifier::new(policy(table, config.verify.sample_rate)?, keyring, region.clone())
-        .with_context(|| format!("{}: table {:?}: unusable policy", config.path.display(), table.name))?
+        .with_context(|| format!("{}: table {:?}: unusable policy", config.origin, table.name))?
         .with_table_label(table.name.clone());
 
     let sdk = keyring::sdk_config(aws_settings, &region).await;
@@ -202,10 +195,10 @@ fn select_table<'c>(config: &'c Config, name: Option<&str>) -> anyhow::Result<&'
     match (name, config.tables.as_slice()) {
         (Some(name), _) => Ok(config.table(name)?),
         (None, [only]) => Ok(only),
-        (None, []) => anyhow::bail!("{}: no [[tables]] entry to verify", config.path.display()),
+        (None, []) => anyhow::bail!("{}: no [[tables]] entry to verify", config.origin),
         (None, tables) => anyhow::bail!(
             "{}: {} tables are configured ({}); `verify` checks one table per process: pass --table NAME",
-            config.path.display(),
+            config.origin,
             tables.len(),
             tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
         ),
@@ -224,7 +217,7 @@ fn policy(table: &TableSettings, sample_rate: f64) -> anyhow::Result<VerifyPolic
     }
     if let KeyringSettings::KmsMrk { key_arn } = &table.keyring {
         policy = policy
-            .with_key_arn(key_arn)
+            .with_key_arn(&key_arn.to_string())
             .with_context(|| format!("table {:?}: keyring.key_arn", table.name))?;
     }
     Ok(policy)

@@ -1,67 +1,21 @@
 //! The `ddbguard` binary end to end: `item encrypt|decrypt|inspect` with a raw AES key and with a KMS MRK across
 //! the two local regions, batch (JSON lines) output and exit codes, config errors, and `keys check`.
 //!
-//! The tests run the binary as an operator would, from the target directory this test executable lives in
-//! (`target/<profile>/deps/e2e-…` → `target/<profile>/ddbguard`). Cargo does not build a dependency's binaries,
-//! so the first test of a process runs `cargo build -p ddbguard --bin ddbguard` there (a no-op when it is up to
-//! date); `DDBGUARD_BIN` names a prebuilt binary instead.
+//! The tests run the binary as an operator would: the one cargo built for this test target
+//! (`CARGO_BIN_EXE_ddbguard`), so it is never stale and never built a second time.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
-use ddbguard_e2e::{LocalAws, PRIMARY_REGION, REPLICA_REGION, repo_root, unique_name};
+use ddbguard_e2e::{LocalAws, PRIMARY_REGION, REPLICA_REGION, unique_name};
 use serde_json::{Value, json};
-
-// The dev-dependency only makes the CLI crate part of the test build (see tests/Cargo.toml).
-use ddbguard as _;
 
 /// A 32-byte AES key (bytes 0..=31), base64.
 const RAW_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-/// The `ddbguard` binary, built on first use.
-fn ddbguard_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("DDBGUARD_BIN") {
-            return PathBuf::from(bin);
-        }
-        let exe = std::env::current_exe().expect("current_exe");
-        // target/<profile>/deps/e2e-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lives in target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_owned(),
-            Some(other) => other.to_owned(),
-        };
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "ddbguard",
-                "--bin",
-                "ddbguard",
-                "--profile",
-                &profile,
-            ])
-            .arg("--manifest-path")
-            .arg(repo_root().join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir)
-            .stdin(Stdio::null())
-            .status()
-            .expect("running cargo build -p ddbguard");
-        assert!(status.success(), "cargo build -p ddbguard failed: {status}");
-        let bin = profile_dir.join(format!("ddbguard{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.exists(), "{} was not built", bin.display());
-        bin
-    })
-}
+/// The `ddbguard` binary that cargo built with this test target.
+const DDBGUARD_BIN: &str = env!("CARGO_BIN_EXE_ddbguard");
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -80,7 +34,12 @@ impl Run {
 
 /// Runs `ddbguard ARGS` with `stdin` as input, static test credentials and nothing else from the AWS environment.
 pub(crate) fn ddbguard(args: &[&str], stdin: &str) -> Run {
-    let mut command = Command::new(ddbguard_bin());
+    ddbguard_with_env(args, stdin, &[])
+}
+
+/// [`ddbguard`] with the environment variables `env` set as well.
+pub(crate) fn ddbguard_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(DDBGUARD_BIN);
     command.args(args);
     for (name, _) in std::env::vars_os() {
         if name
@@ -95,6 +54,7 @@ pub(crate) fn ddbguard(args: &[&str], stdin: &str) -> Run {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("DDBGUARD_LOG", "warn")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -744,4 +704,115 @@ key_store_table = "{key_store}"
     );
     assert_eq!(summary["passed"], true, "{summary:#}");
     Ok(())
+}
+
+#[tokio::test]
+async fn one_config_without_a_region_serves_both_regions_through_aws_region_and_variables() -> anyhow::Result<()> {
+    let env = LocalAws::shared();
+    let mrk = env.create_replicated_mrk(&unique_name("cli", "env-config")).await?;
+    let dir = TempDir::new("env-config");
+    // No `[aws] region`: the region comes from AWS_REGION, the key and the endpoint from variables.
+    let text = format!(
+        "[aws]\nregions = [\"{PRIMARY_REGION}\", \"{REPLICA_REGION}\"]\nendpoint_url = \"${{TEST_ENDPOINT}}\"\n{}",
+        customers_table("", "kind = \"kms-mrk\"\nkey_arn = \"${CUSTOMERS_KEY_ARN}\"")
+    );
+    let config = dir.write("ddbguard.toml", &text);
+    let in_region = |region: &'static str| {
+        [
+            ("AWS_REGION", region),
+            ("TEST_ENDPOINT", env.endpoint()),
+            ("CUSTOMERS_KEY_ARN", mrk.primary_arn.as_str()),
+        ]
+    };
+    let plain = customer("cust-1", "123-45-6789", "alice@example.com");
+
+    let run = ddbguard_with_env(
+        &item_cmd("encrypt", &config),
+        &plain.to_string(),
+        &in_region(PRIMARY_REGION),
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    let encrypted = run.stdout;
+    let run = ddbguard_with_env(&item_cmd("decrypt", &config), &encrypted, &in_region(REPLICA_REGION));
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.json(), plain);
+
+    // A region outside `regions` is named as the problem.
+    let mut elsewhere = in_region(REPLICA_REGION);
+    elsewhere[0].1 = "eu-west-1";
+    let run = ddbguard_with_env(&item_cmd("decrypt", &config), &encrypted, &elsewhere);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr.contains("`regions`") && run.stderr.contains("eu-west-1"),
+        "{}",
+        run.stderr
+    );
+
+    // No region anywhere (no AWS_REGION, no profile, no instance metadata): exit 2 naming the field.
+    let mut nowhere = in_region(REPLICA_REGION).to_vec();
+    nowhere.remove(0);
+    nowhere.push(("AWS_CONFIG_FILE", "/nonexistent/ddbguard-test-aws-config"));
+    let run = ddbguard_with_env(&item_cmd("decrypt", &config), &encrypted, &nowhere);
+    assert_eq!(run.code, 2, "{run:#?}");
+    for needle in [config.as_str(), "[aws]", "field `region`", "AWS_REGION"] {
+        assert!(run.stderr.contains(needle), "stderr lacks {needle}: {}", run.stderr);
+    }
+    Ok(())
+}
+
+#[test]
+fn an_unset_variable_without_default_exits_2_naming_it_the_file_and_the_line() {
+    let dir = TempDir::new("unset-var");
+    let text = raw_aes_config().replace("partition_key = \"pk\"", "partition_key = \"${DDBGUARD_TEST_PK}\"");
+    let line = text
+        .lines()
+        .position(|l| l.contains("DDBGUARD_TEST_PK"))
+        .expect("the reference")
+        + 1;
+    let config = dir.write("ddbguard.toml", &text);
+    let run = ddbguard(&item_cmd("inspect", &config), "{}");
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stdout.is_empty(), "{run:#?}");
+    for needle in [config.as_str(), &format!("line {line}:"), "`DDBGUARD_TEST_PK`"] {
+        assert!(run.stderr.contains(needle), "stderr lacks {needle}: {}", run.stderr);
+    }
+    // Set, the same file works.
+    let plain = customer("cust-1", "123-45-6789", "alice@example.com");
+    let run = ddbguard_with_env(
+        &item_cmd("encrypt", &config),
+        &plain.to_string(),
+        &[("DDBGUARD_TEST_PK", "pk")],
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+}
+
+#[test]
+fn the_whole_config_can_come_from_ddbguard_config_toml() {
+    let text = raw_aes_config();
+    let plain = customer("cust-1", "123-45-6789", "alice@example.com");
+    let args = ["item", "encrypt", "--table", "Customers"];
+    let run = ddbguard_with_env(&args, &plain.to_string(), &[("DDBGUARD_CONFIG_TOML", &text)]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.json().get("aws_dbe_head").is_some(), "{run:#?}");
+
+    // Errors name the variable instead of a file.
+    let bad = text.replace("\"SIGN_ONLY\"", "\"SIGNED\"");
+    let run = ddbguard_with_env(&args, "{}", &[("DDBGUARD_CONFIG_TOML", &bad)]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("config in $DDBGUARD_CONFIG_TOML"), "{}", run.stderr);
+
+    // A file as well: ambiguous, exit 2 before anything is read.
+    let dir = TempDir::new("inline-and-file");
+    let config = dir.write("ddbguard.toml", &text);
+    let run = ddbguard_with_env(
+        &item_cmd("encrypt", &config),
+        &plain.to_string(),
+        &[("DDBGUARD_CONFIG_TOML", &text)],
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr.contains(&config) && run.stderr.contains("DDBGUARD_CONFIG_TOML"),
+        "{}",
+        run.stderr
+    );
 }

@@ -1,0 +1,448 @@
+//! Loading and validation of whole config texts; the sections' own rules are tested beside them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ddbguard_dbe::{AlgorithmSuite, CryptoAction};
+use ddbguard_keys::keystore::CacheSettings;
+
+use super::*;
+
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn table(extra: &str, keyring: &str) -> String {
+    format!(
+        r#"
+[[tables]]
+name = "Customers"
+partition_key = "pk"
+sort_key = "sk"
+{extra}
+[tables.attribute_actions]
+pk = "SIGN_ONLY"
+sk = "SIGN_ONLY"
+ssn = "ENCRYPT_AND_SIGN"
+[tables.keyring]
+{keyring}
+"#
+    )
+}
+
+fn raw_aes() -> String {
+    format!("kind = \"raw-aes\"\nkey_namespace = \"ops\"\nkey_name = \"k\"\nkey_base64 = \"{KEY}\"")
+}
+
+fn err(text: &str) -> String {
+    Config::parse(Path::new("ddbguard.toml"), text).unwrap_err().to_string()
+}
+
+#[test]
+fn the_documented_config_is_valid() {
+    let text = include_str!("../../../../config/ddbguard.toml");
+    // Its `${VAR:-default}` references take their defaults when nothing is set.
+    let config = Config::parse(Path::new("config/ddbguard.toml"), text).unwrap();
+    let t = config.table("Customers").unwrap();
+    assert!(matches!(t.keyring, KeyringSettings::KmsMrk { .. }));
+    assert!(t.required_encrypted.contains("ssn"));
+    assert_eq!(config.aws.regions.len(), 2);
+    // It leaves the region to the environment, and its variables change it for another deployment.
+    assert_eq!(config.aws.region, None);
+    let env = env_of(&[(INLINE_CONFIG_VAR, text), ("CUSTOMERS_TABLE", "Customers-eu")]);
+    let config = Config::load(None, &env).unwrap();
+    assert_eq!(config.tables[0].name, "Customers-eu");
+    assert_eq!(config.tables[0].dbe.logical_table_name, "Customers");
+}
+
+#[test]
+fn hierarchy_keyring_is_read_with_defaults_and_checked() {
+    let mrk = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+    let base = format!("kind = \"hierarchy\"\nkey_arn = \"{mrk}\"\nkey_store_table = \"Keys\"");
+    let config = Config::parse(Path::new("x.toml"), &format!("{AWS}{}", table("", &base))).unwrap();
+    let KeyringSettings::Hierarchy(h) = &config.tables[0].keyring else {
+        panic!("not hierarchy: {:?}", config.tables[0].keyring)
+    };
+    assert_eq!((h.logical_name.as_str(), h.branch_key_id.as_deref()), ("Keys", None));
+    assert_eq!(h.cache, CacheSettings::default());
+    let full = format!(
+        "{base}\nkey_store_logical_name = \"L\"\nbranch_key_id = \"bk\"\ncache_ttl_seconds = 5\ncache_max_entries = 7"
+    );
+    let config = Config::parse(Path::new("x.toml"), &format!("{AWS}{}", table("", &full))).unwrap();
+    let KeyringSettings::Hierarchy(h) = &config.tables[0].keyring else {
+        panic!()
+    };
+    assert_eq!((h.logical_name.as_str(), h.branch_key_id.as_deref()), ("L", Some("bk")));
+    assert_eq!((h.cache.ttl.as_secs(), h.cache.max_entries), (5, 7));
+    let e = err(&format!(
+        "{AWS}{}",
+        table("", &format!("{base}\ncache_ttl_seconds = 0"))
+    ));
+    assert!(e.contains("keyring.cache_ttl_seconds"), "{e}");
+    let e = err(&format!(
+        "{AWS}{}",
+        table("", &base.replace("key_store_table = \"Keys\"", ""))
+    ));
+    assert!(e.contains("keyring.key_store_table"), "{e}");
+    let e = err(&format!(
+        "{AWS}{}",
+        table("", &base.replace(mrk, "arn:aws:kms:us-east-1:111122223333:alias/keys"))
+    ));
+    assert!(e.contains("keyring.key_arn"), "{e}");
+}
+
+#[test]
+fn valid_config_gets_defaults() {
+    let config = Config::parse(Path::new("x.toml"), &table("", &raw_aes())).unwrap();
+    let t = config.table("Customers").unwrap();
+    assert_eq!(t.dbe.logical_table_name, "Customers");
+    assert_eq!(t.dbe.algorithm_suite, AlgorithmSuite::EcdsaP384);
+    assert_eq!(t.dbe.attribute_actions["ssn"], CryptoAction::EncryptAndSign);
+    assert!(matches!(t.keyring, KeyringSettings::RawAes { ref key, .. } if key[1] == 1));
+}
+
+#[test]
+fn suite_and_logical_name_are_read() {
+    let text = table("logical_name = \"Cust\"\nalgorithm_suite = \"0x6700\"", &raw_aes());
+    let config = Config::parse(Path::new("x.toml"), &text).unwrap();
+    let t = &config.tables[0];
+    assert_eq!(t.dbe.logical_table_name, "Cust");
+    assert_eq!(t.dbe.algorithm_suite, AlgorithmSuite::HmacOnly);
+}
+
+#[test]
+fn errors_name_file_table_and_field() {
+    let e = err(&table("algorithm_suite = \"0x6702\"", &raw_aes()));
+    assert!(
+        e.contains("ddbguard.toml") && e.contains("\"Customers\"") && e.contains("algorithm_suite"),
+        "{e}"
+    );
+
+    let e = err(&table("", &raw_aes()).replace("\"ENCRYPT_AND_SIGN\"", "\"ENCRYPT\""));
+    assert!(e.contains("attribute_actions.ssn") && e.contains("ENCRYPT"), "{e}");
+
+    let e = err(&table(
+        "",
+        "kind = \"raw-aes\"\nkey_namespace = \"ops\"\nkey_name = \"k\"\nkey_base64 = \"AAAA\"",
+    ));
+    assert!(e.contains("keyring.key_base64") && e.contains("32 bytes"), "{e}");
+
+    let e = err(&table("", "kind = \"kms\""));
+    assert!(e.contains("keyring.kind"), "{e}");
+
+    let e = err(&table("colour = \"blue\"", &raw_aes()));
+    assert!(e.contains("ddbguard.toml") && e.contains("colour"), "{e}");
+}
+
+#[test]
+fn key_bytes_never_appear_in_errors_or_debug() {
+    let config = Config::parse(Path::new("x.toml"), &table("", &raw_aes())).unwrap();
+    let debug = format!("{config:?}");
+    assert!(debug.contains("<redacted>") && !debug.contains(KEY), "{debug}");
+    let bad = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+    let e = err(&table("", &raw_aes().replace(KEY, &format!("{bad}!"))));
+    assert!(!e.contains(bad), "{e}");
+}
+
+const AWS: &str = "[aws]\nregion = \"ap-southeast-2\"\nregions = [\"us-east-1\", \"ap-southeast-2\"]\n";
+const MRK: &str = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+
+#[test]
+fn kms_keyrings_and_aws_section() {
+    let text = format!(
+        "{AWS}{}",
+        table("", &format!("kind = \"kms-mrk\"\nkey_arn = \"{MRK}\""))
+    );
+    let config = Config::parse(Path::new("x.toml"), &text).unwrap();
+    let aws = config.aws_settings(None).unwrap();
+    assert_eq!(aws.region, "ap-southeast-2");
+    assert_eq!(aws.regions, ["us-east-1", "ap-southeast-2"]);
+    assert_eq!(aws.kms_requests_per_second, DEFAULT_KMS_REQUESTS_PER_SECOND);
+    assert!(
+        matches!(&config.tables[0].keyring, KeyringSettings::KmsMrk { key_arn } if key_arn.to_string() == MRK && key_arn.is_mrk())
+    );
+
+    let discovery =
+        "kind = \"kms-mrk-discovery\"\ndiscovery_filter = { partition = \"aws\", accounts = [\"111122223333\"] }";
+    let config = Config::parse(Path::new("x.toml"), &format!("{AWS}{}", table("", discovery))).unwrap();
+    assert!(
+        matches!(&config.tables[0].keyring, KeyringSettings::KmsMrkDiscovery { filter: Some(f) } if f.accounts.len() == 1)
+    );
+}
+
+#[test]
+fn kms_config_errors_are_precise() {
+    let alias = "arn:aws:kms:us-east-1:111122223333:alias/customers";
+    let e = err(&format!(
+        "{AWS}{}",
+        table("", &format!("kind = \"kms-mrk\"\nkey_arn = \"{alias}\""))
+    ));
+    assert!(e.contains("keyring.key_arn") && e.contains("alias"), "{e}");
+
+    // Without `[aws]` a KMS keyring is valid: the local region may come from the environment, and only its
+    // absence there too is an error (when the binary resolves it).
+    let config = Config::parse(
+        Path::new("ddbguard.toml"),
+        &table("", &format!("kind = \"kms-mrk\"\nkey_arn = \"{MRK}\"")),
+    )
+    .unwrap();
+    let e = config.aws_settings(None).unwrap_err().to_string();
+    assert!(
+        e.contains("ddbguard.toml") && e.contains("[aws]") && e.contains("`region`"),
+        "{e}"
+    );
+    assert_eq!(
+        config.aws_settings(Some("us-east-1".into())).unwrap().region,
+        "us-east-1"
+    );
+
+    let e = err(&format!(
+        "[aws]\nregion = \"eu-west-1\"\nregions = [\"us-east-1\"]\n{}",
+        table("", &raw_aes())
+    ));
+    assert!(
+        e.contains("[aws]") && e.contains("regions") && e.contains("eu-west-1"),
+        "{e}"
+    );
+
+    let e = err(&format!("[aws]\nregion = \"US East\"\n{}", table("", &raw_aes())));
+    assert!(e.contains("region"), "{e}");
+}
+
+#[test]
+fn duplicate_and_unknown_tables_are_reported() {
+    let text = format!("{}{}", table("", &raw_aes()), table("", &raw_aes()));
+    assert!(err(&text).contains("configured twice"));
+    let config = Config::parse(Path::new("x.toml"), &table("", &raw_aes())).unwrap();
+    let e = config.table("Orders").unwrap_err().to_string();
+    assert!(e.contains("Orders") && e.contains("Customers"), "{e}");
+}
+
+#[test]
+fn key_file_is_read_by_load_and_resolved_beside_the_config() {
+    let dir = std::env::temp_dir().join(format!("ddbguard-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("key.b64"), format!("{KEY}\n")).unwrap();
+    let keyring = "kind = \"raw-aes\"\nkey_namespace = \"ops\"\nkey_name = \"k\"\nkey_file = \"key.b64\"";
+    std::fs::write(dir.join("c.toml"), table("", keyring)).unwrap();
+    let config = Config::load(Some(&dir.join("c.toml")), &no_env).unwrap();
+    assert!(matches!(config.tables[0].keyring, KeyringSettings::RawAes { ref key, .. } if key[31] == 31));
+    // A missing key file is reported with the table and the field that name it.
+    std::fs::write(dir.join("d.toml"), table("", &keyring.replace("key.b64", "gone.b64"))).unwrap();
+    let e = Config::load(Some(&dir.join("d.toml")), &no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("\"Customers\"") && e.contains("keyring.key_file") && e.contains("gone.b64"),
+        "{e}"
+    );
+    // Validation itself reads nothing: without the loaded contents the key is not there.
+    let e = err(&table("", keyring));
+    assert!(e.contains("keyring.key_file") && e.contains("not read"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn verify_section_defaults() {
+    let config = Config::parse(Path::new("x.toml"), &table("", &raw_aes())).unwrap();
+    assert_eq!(config.verify.lease_table, DEFAULT_LEASE_TABLE);
+    assert_eq!(config.verify.sample_rate, 1.0);
+    // <host>-<pid>-<8 random hex digits>: unique even where hosts and pids repeat.
+    let id = &config.verify.worker_id;
+    let (rest, random) = id.rsplit_once('-').expect("a random suffix");
+    assert!(rest.ends_with(&format!("-{}", std::process::id())), "{id}");
+    assert!(
+        random.len() == 8 && random.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    assert_ne!(default_worker_id(), default_worker_id());
+    assert_eq!(config.verify.lease_table_for("Customers"), "ddbguard-leases-Customers");
+    let t = &config.tables[0];
+    assert!(t.required_encrypted.is_empty());
+    assert_eq!(t.require_suite, None);
+}
+
+#[test]
+fn verify_section_and_table_policy_are_read() {
+    let text = format!(
+        "[verify]\nlease_table = \"ops.leases\"\nworker_id = \"task-1\"\nsample_rate = 0.25\n{}",
+        table(
+            "required_encrypted = [\"ssn\", \"dob\"]\nrequire_suite = \"0x6701\"",
+            &raw_aes()
+        )
+    );
+    let config = Config::parse(Path::new("x.toml"), &text).unwrap();
+    assert_eq!(
+        config.verify,
+        VerifySettings {
+            lease_table: "ops.leases".into(),
+            worker_id: "task-1".into(),
+            sample_rate: 0.25,
+        }
+    );
+    let t = &config.tables[0];
+    assert_eq!(
+        t.required_encrypted,
+        BTreeSet::from(["dob".to_owned(), "ssn".to_owned()])
+    );
+    assert_eq!(t.require_suite, Some(AlgorithmSuite::EcdsaP384));
+}
+
+#[test]
+fn verify_errors_name_file_section_and_field() {
+    let with = |verify: &str| err(&format!("[verify]\n{verify}\n{}", table("", &raw_aes())));
+
+    let e = with("sample_rate = 1.5");
+    assert!(
+        e.contains("ddbguard.toml") && e.contains("[verify]") && e.contains("sample_rate") && e.contains("1.5"),
+        "{e}"
+    );
+    let e = with("sample_rate = nan");
+    assert!(e.contains("[verify]") && e.contains("sample_rate"), "{e}");
+    let e = with("lease_table = \"leases table\"");
+    assert!(e.contains("[verify]") && e.contains("lease_table"), "{e}");
+    let e = with("lease_table = \"ab\"");
+    assert!(e.contains("lease_table") && e.contains("3 to 200"), "{e}");
+    let e = with("worker_id = \" \"");
+    assert!(e.contains("[verify]") && e.contains("worker_id"), "{e}");
+    let e = with("lease = \"x\"");
+    assert!(e.contains("ddbguard.toml") && e.contains("lease"), "{e}");
+}
+
+#[test]
+fn table_verify_policy_errors_name_table_and_field() {
+    let e = err(&table("require_suite = \"0x6799\"", &raw_aes()));
+    assert!(
+        e.contains("ddbguard.toml") && e.contains("\"Customers\"") && e.contains("require_suite"),
+        "{e}"
+    );
+    let e = err(&table("required_encrypted = [\"pk\"]", &raw_aes()));
+    assert!(
+        e.contains("\"Customers\"") && e.contains("required_encrypted") && e.contains("primary key"),
+        "{e}"
+    );
+    let e = err(&table("required_encrypted = [\"sk\"]", &raw_aes()));
+    assert!(e.contains("required_encrypted"), "{e}");
+    let e = err(&table("required_encrypted = [\"ssn\", \"ssn\"]", &raw_aes()));
+    assert!(e.contains("required_encrypted") && e.contains("twice"), "{e}");
+    let e = err(&table("required_encrypted = [\"\"]", &raw_aes()));
+    assert!(e.contains("required_encrypted") && e.contains("empty"), "{e}");
+    let e = err(&table("", &raw_aes())
+        .replace(
+            "ssn = \"ENCRYPT_AND_SIGN\"",
+            "ssn = \"ENCRYPT_AND_SIGN\"\nzip = \"SIGN_ONLY\"",
+        )
+        .replace(
+            "[tables.attribute_actions]",
+            "required_encrypted = [\"zip\"]\n[tables.attribute_actions]",
+        ));
+    assert!(
+        e.contains("required_encrypted") && e.contains("zip") && e.contains("SIGN_ONLY"),
+        "{e}"
+    );
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// An environment lookup over fixed pairs, so tests never touch the process environment.
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    move |name| map.get(name).cloned()
+}
+
+#[test]
+fn variables_are_expanded_before_parsing() {
+    let text = format!(
+        "[aws]\nregion = \"${{REGION}}\"\nregions = [\"us-east-1\", \"ap-southeast-2\"]\n{}",
+        table("", &format!("kind = \"kms-mrk\"\nkey_arn = \"${{KEY_ARN:-{MRK}}}\""))
+    )
+    .replace("name = \"Customers\"", "name = \"${TABLE:-Customers}\"");
+    let env = env_of(&[
+        (INLINE_CONFIG_VAR, &text),
+        ("REGION", "ap-southeast-2"),
+        ("TABLE", "Orders"),
+    ]);
+    let config = Config::load(None, &env).unwrap();
+    assert_eq!(config.origin, ConfigSource::Inline);
+    assert_eq!(config.aws.region.as_deref(), Some("ap-southeast-2"));
+    assert_eq!(config.tables[0].name, "Orders");
+    assert_eq!(
+        config.tables[0].keyring.kms_key().map(ToString::to_string).as_deref(),
+        Some(MRK)
+    );
+}
+
+#[test]
+fn an_unset_variable_is_an_error_naming_it_the_source_and_the_line() {
+    let text = format!("[aws]\nregion = \"${{REGION}}\"\n{}", table("", &raw_aes()));
+    let e = Config::load(None, &env_of(&[(INLINE_CONFIG_VAR, &text)])).unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::Expand { error, .. } if error.line == 2),
+        "{e:?}"
+    );
+    let e = e.to_string();
+    assert!(
+        e.contains("DDBGUARD_CONFIG_TOML") && e.contains("line 2") && e.contains("`REGION`"),
+        "{e}"
+    );
+
+    let e = Config::parse(Path::new("ddbguard.toml"), &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("config file ddbguard.toml: line 2:") && e.contains("`REGION`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn inline_config_and_file_are_exclusive() {
+    let text = table("", &raw_aes());
+    let env = env_of(&[(INLINE_CONFIG_VAR, &text)]);
+    let config = Config::load(None, &env).unwrap();
+    assert_eq!(config.tables[0].name, "Customers");
+    // Errors in inline text name the variable instead of a file.
+    let bad = env_of(&[(INLINE_CONFIG_VAR, "[aws]\nregion = \"US East\"\n")]);
+    let e = Config::load(None, &bad).unwrap_err().to_string();
+    assert!(
+        e.starts_with("config in $DDBGUARD_CONFIG_TOML: [aws]: field `region`"),
+        "{e}"
+    );
+    // Both given: an error, whichever would be meant; neither: an error naming all three ways.
+    let e = Config::load(Some(Path::new("ddbguard.toml")), &env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ddbguard.toml") && e.contains(INLINE_CONFIG_VAR), "{e}");
+    let e = Config::load(None, &no_env).unwrap_err().to_string();
+    assert!(
+        e.contains("--config") && e.contains("DDBGUARD_CONFIG") && e.contains(INLINE_CONFIG_VAR),
+        "{e}"
+    );
+    // An empty variable counts as unset (a task definition that declares it without a value).
+    let empty = env_of(&[(INLINE_CONFIG_VAR, "")]);
+    assert!(matches!(Config::load(None, &empty), Err(ConfigError::Missing)));
+}
+
+#[test]
+fn unreadable_config_file_names_it() {
+    let e = Config::load(Some(Path::new("/nonexistent/ddbguard.toml")), &no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot read config file /nonexistent/ddbguard.toml"), "{e}");
+}
+
+#[test]
+fn region_falls_back_to_the_chain_and_is_named_when_missing() {
+    let text = format!(
+        "[aws]\nregions = [\"us-east-1\", \"ap-southeast-2\"]\n{}",
+        table("", &format!("kind = \"kms-mrk\"\nkey_arn = \"{MRK}\""))
+    );
+    let config = Config::parse(Path::new("ddbguard.toml"), &text).unwrap();
+    assert_eq!(config.aws.region, None);
+    let aws = config.aws_settings(Some("ap-southeast-2".into())).unwrap();
+    assert_eq!((aws.region.as_str(), aws.regions.len()), ("ap-southeast-2", 2));
+    let e = config.aws_settings(None).unwrap_err().to_string();
+    assert!(
+        e.contains("config file ddbguard.toml: [aws]: field `region`") && e.contains("AWS_REGION"),
+        "{e}"
+    );
+}
