@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ddbguard_dbe::Keyring;
+use ddbguard_ddb::SdkDynamo;
 use ddbguard_keys::keystore::{CachingBranchKeySource, DynamoKeyStore};
 use ddbguard_keys::kms::{
     GovernedKms, KeyCache, KmsApi, KmsCounters, MrkDiscoveryKeyring, MrkKeyring, RateLimiter, RetryPolicy, SdkKms,
 };
 use ddbguard_keys::{HierarchyKeyring, RawAesKeyring};
+
+use ddbguard_verify::service::{RegionClients, SdkStreams};
 
 use crate::config::{AwsSettings, Config, ConfigError, HierarchySettings, KeyringSettings};
 
@@ -26,8 +29,9 @@ pub struct AwsContext {
     pub kms: BTreeMap<String, Arc<dyn KmsApi>>,
     pub counters: Arc<KmsCounters>,
     pub cache: Arc<KeyCache>,
-    /// SDK configuration of the local region (DynamoDB clients for key stores).
-    pub local_sdk: aws_config::SdkConfig,
+    /// The SDK configuration, loaded once (credentials, endpoint, timeouts) for the local region; other regions'
+    /// clients are derived from it.
+    pub sdk: aws_config::SdkConfig,
 }
 
 impl AwsContext {
@@ -38,10 +42,10 @@ impl AwsContext {
             settings.kms_requests_per_second.ceil().max(1.0) as u32,
         ));
         let counters = KmsCounters::new();
+        let sdk = sdk_config(settings, &settings.region).await;
         let mut kms: BTreeMap<String, Arc<dyn KmsApi>> = BTreeMap::new();
         for region in &settings.regions {
-            let sdk = sdk_config(settings, region).await;
-            let client = SdkKms::new(aws_sdk_kms::Client::new(&sdk), region.clone());
+            let client = SdkKms::new(aws_sdk_kms::Client::new(&in_region(&sdk, region)), region.clone());
             let governed = GovernedKms::new(
                 Arc::new(client),
                 Some(limiter.clone()),
@@ -55,14 +59,19 @@ impl AwsContext {
             kms,
             counters,
             cache: Arc::new(KeyCache::new(KEY_CACHE_ENTRIES, KEY_CACHE_TTL)),
-            local_sdk: sdk_config(settings, &settings.region).await,
+            sdk,
         }
+    }
+
+    /// The SDK configuration of `region`.
+    pub fn sdk_for(&self, region: &str) -> aws_config::SdkConfig {
+        in_region(&self.sdk, region)
     }
 
     /// The key store of a `hierarchy` keyring, in the local region.
     pub fn key_store(&self, h: &HierarchySettings) -> anyhow::Result<DynamoKeyStore> {
         Ok(DynamoKeyStore::new(
-            aws_sdk_dynamodb::Client::new(&self.local_sdk),
+            aws_sdk_dynamodb::Client::new(&self.sdk),
             &h.key_store_table,
             &h.logical_name,
             &h.key_arn.to_string(),
@@ -101,7 +110,7 @@ const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 
 /// The SDK configuration for one region, honouring `endpoint_url` (the local environment), with per-attempt and
 /// per-operation timeouts.
-pub async fn sdk_config(settings: &AwsSettings, region: &str) -> aws_config::SdkConfig {
+async fn sdk_config(settings: &AwsSettings, region: &str) -> aws_config::SdkConfig {
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .operation_attempt_timeout(ATTEMPT_TIMEOUT)
         .operation_timeout(OPERATION_TIMEOUT)
@@ -113,6 +122,27 @@ pub async fn sdk_config(settings: &AwsSettings, region: &str) -> aws_config::Sdk
         loader = loader.endpoint_url(url);
     }
     loader.load().await
+}
+
+/// `sdk` with another region (same credentials provider, endpoint and timeouts).
+fn in_region(sdk: &aws_config::SdkConfig, region: &str) -> aws_config::SdkConfig {
+    sdk.to_builder()
+        .region(aws_config::Region::new(region.to_owned()))
+        .build()
+}
+
+/// The verify service's clients: DynamoDB and DynamoDB Streams of any region, from the one SDK configuration.
+impl RegionClients for AwsContext {
+    type Dynamo = SdkDynamo;
+    type Streams = SdkStreams;
+
+    fn dynamo(&self, region: &str) -> SdkDynamo {
+        SdkDynamo::new(aws_sdk_dynamodb::Client::new(&self.sdk_for(region)))
+    }
+
+    fn streams(&self, region: &str) -> SdkStreams {
+        SdkStreams::new(aws_sdk_dynamodbstreams::Client::new(&self.sdk_for(region)))
+    }
 }
 
 /// The keyring for these settings, ready to decrypt (and, except discovery, encrypt).

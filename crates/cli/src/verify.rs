@@ -25,20 +25,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
-use aws_sdk_dynamodb::types::StreamViewType;
 use clap::Args;
 use ddbguard_dbe::Keyring;
-use ddbguard_stream::{
-    DynamoLeaseStore, LeaseStore, MemoryLeaseStore, ReaderConfig, RunSummary, SdkStreams, StartPosition, StatusHandle,
-    StreamReader,
-};
-use ddbguard_verify::http::{self, HealthSource, Readiness};
-use ddbguard_verify::{Verifier, VerifyPolicy, VerifySink, VerifySummary};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use ddbguard_verify::http;
+use ddbguard_verify::service::{self, LeaseMode, MetricsEndpoint, ServiceConfig, StartPosition};
+use ddbguard_verify::{Verifier, VerifyPolicy};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use metrics_util::MetricKindMask;
-use tokio::sync::watch;
 
 use crate::config::{Config, KeyringSettings, TableSettings};
 use crate::keyring::{self, AwsContext};
@@ -49,9 +42,6 @@ const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// A gauge not updated for this long is removed from `/metrics` (a finished shard's lag, for instance). Live
 /// gauges are updated every few seconds (lag at every poll, leases held at every discovery).
 const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-
-/// DynamoDB's longest table name.
-const MAX_TABLE_NAME: usize = 255;
 
 /// `ddbguard verify` arguments.
 #[derive(Debug, Args)]
@@ -105,16 +95,8 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
     let table = select_table(&config, args.table.as_deref())?;
     // The local region is the one whose replica and stream are verified.
-    let aws_settings = &keyring::aws_settings(&config).await?;
+    let aws_settings = keyring::aws_settings(&config).await?;
     let region = aws_settings.region.clone();
-    let lease_table = config.verify.lease_table_for(&table.name);
-    if !args.until_caught_up && lease_table.len() > MAX_TABLE_NAME {
-        anyhow::bail!(
-            "{}: [verify] lease_table: the lease table name {lease_table:?} is longer than {MAX_TABLE_NAME} \
-             characters; choose a shorter lease_table",
-            config.origin
-        );
-    }
 
     // The recorder first, so that every metric from here on is exported.
     // Per-shard series (lag) stop being updated when a shard is finished or moves to another worker: drop gauges
@@ -126,68 +108,56 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let listener = http::bind(args.metrics_addr).await?;
     let metrics_addr = listener.local_addr().unwrap_or(args.metrics_addr);
 
-    let aws = AwsContext::new(aws_settings).await;
+    let aws = AwsContext::new(&aws_settings).await;
     let keyring: Arc<dyn Keyring> = Arc::from(keyring::build(&table.keyring, Some(&aws))?);
     let verifier = Verifier::new(policy(table, config.verify.sample_rate)?, keyring, region.clone())
         .with_context(|| format!("{}: table {:?}: unusable policy", config.origin, table.name))?
         .with_table_label(table.name.clone());
-
-    let sdk = keyring::sdk_config(aws_settings, &region).await;
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let stream_arn = stream_arn(&ddb, &table.name, &region).await?;
-
-    let mut reader_config = ReaderConfig::new(stream_arn.clone(), config.verify.worker_id.clone());
-    reader_config.table_label = table.name.clone();
-    reader_config.start_position = args.from.start_position();
-    reader_config.until_caught_up = args.until_caught_up;
-    let sink = Arc::new(VerifySink::new(Arc::new(verifier)));
-    let streams = SdkStreams::new(aws_sdk_dynamodbstreams::Client::new(&sdk));
-
-    tracing::info!(
-        table = %table.name,
-        %region,
-        %stream_arn,
-        worker_id = %config.verify.worker_id,
-        lease_table = if args.until_caught_up { "(in memory)" } else { lease_table.as_str() },
-        from = ?args.from,
-        until_caught_up = args.until_caught_up,
-        %metrics_addr,
-        sample_rate = config.verify.sample_rate,
-        "verify: starting"
-    );
-
-    let serve = Serve { listener, prometheus };
-    let run_summary = if args.until_caught_up {
-        drive(reader_config, streams, MemoryLeaseStore::new(), sink.clone(), serve).await?
-    } else {
-        let leases = DynamoLeaseStore::new(
-            ddbguard_ddb::SdkDynamo::new(ddb),
-            ddbguard_lease::LeaseTable::for_shards(lease_table),
-        );
-        drive(reader_config, streams, leases, sink.clone(), serve).await?
+    let service = ServiceConfig {
+        table: table.name.clone(),
+        region,
+        worker_id: config.verify.worker_id.clone(),
+        leases: if args.until_caught_up {
+            LeaseMode::InMemory
+        } else {
+            LeaseMode::Table {
+                prefix: config.verify.lease_table.clone(),
+            }
+        },
+        start_position: args.from.start_position(),
+        until_caught_up: args.until_caught_up,
     };
+    tracing::info!(%metrics_addr, sample_rate = config.verify.sample_rate, from = ?args.from, "verify: configured");
 
-    let summary = sink.summary();
-    tracing::info!(
-        table = %summary.table,
-        records = summary.records,
-        failures = summary.failures(),
-        gaps = summary.gaps.len(),
-        duplicates_skipped = summary.duplicates_skipped,
-        caught_up = run_summary.caught_up,
-        leases_released = run_summary.leases_released,
-        shutdown_timed_out = run_summary.shutdown_timed_out,
-        "verify: stopped"
-    );
+    let upkeep = tokio::spawn({
+        let prometheus = prometheus.clone();
+        async move {
+            let mut tick = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                prometheus.run_upkeep();
+            }
+        }
+    });
+    let endpoint = MetricsEndpoint {
+        listener,
+        render: Arc::new(move || prometheus.render()),
+    };
+    let report = service::run(&aws, service, verifier, Some(endpoint), shutdown_signal()).await;
+    upkeep.abort();
+    let report = report.with_context(|| format!("{}: table {:?}", config.origin, table.name))?;
+
     if !args.until_caught_up {
         return Ok(ExitCode::SUCCESS);
     }
-    let passed = summary.passed() && run_summary.caught_up;
-    let doc = summary_json(&summary, &stream_arn, &run_summary, passed)?;
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &doc).context("cannot write output")?;
+    serde_json::to_writer_pretty(&mut out, &report.to_json()).context("cannot write output")?;
     std::io::Write::write_all(&mut out, b"\n").context("cannot write output")?;
-    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// The table to verify: `--table`, or the only configured one.
@@ -223,84 +193,6 @@ fn policy(table: &TableSettings, sample_rate: f64) -> anyhow::Result<VerifyPolic
     Ok(policy)
 }
 
-/// The ARN of the table's stream in the local region; an error unless the stream carries new images.
-async fn stream_arn(ddb: &aws_sdk_dynamodb::Client, table: &str, region: &str) -> anyhow::Result<String> {
-    let described = match ddb.describe_table().table_name(table).send().await {
-        Ok(out) => out,
-        Err(SdkError::ServiceError(e)) if matches!(e.err(), DescribeTableError::ResourceNotFoundException(_)) => {
-            anyhow::bail!("table {table:?} does not exist in {region}");
-        }
-        Err(e) => anyhow::bail!(
-            "cannot describe table {table:?} in {region}: {}",
-            DisplayErrorContext(&e)
-        ),
-    };
-    let description = described
-        .table()
-        .with_context(|| format!("DescribeTable of {table:?} in {region} returned no table"))?;
-    let enabled = description.stream_specification().is_some_and(|s| s.stream_enabled());
-    let arn = description.latest_stream_arn().filter(|_| enabled).with_context(|| {
-        format!(
-            "table {table:?} in {region} has no DynamoDB stream; enable one with view type NEW_IMAGE or \
-             NEW_AND_OLD_IMAGES (a global table's replicas have one already)"
-        )
-    })?;
-    if let Some(view) = description.stream_specification().and_then(|s| s.stream_view_type())
-        && !matches!(view, StreamViewType::NewImage | StreamViewType::NewAndOldImages)
-    {
-        anyhow::bail!(
-            "the stream of table {table:?} in {region} has view type {}; verification needs NEW_IMAGE or \
-             NEW_AND_OLD_IMAGES",
-            view.as_str()
-        );
-    }
-    Ok(arn.to_owned())
-}
-
-/// The metrics endpoint, served while the reader runs.
-struct Serve {
-    listener: tokio::net::TcpListener,
-    prometheus: PrometheusHandle,
-}
-
-/// Runs the reader with the metrics endpoint until it returns (caught up, or a signal and a clean shutdown).
-async fn drive<L: LeaseStore>(
-    config: ReaderConfig,
-    streams: SdkStreams,
-    leases: L,
-    sink: Arc<VerifySink>,
-    serve: Serve,
-) -> anyhow::Result<RunSummary> {
-    let reader = StreamReader::new(config, streams, leases, sink).context("cannot start the stream reader")?;
-    let health = Arc::new(Health {
-        prometheus: serve.prometheus.clone(),
-        status: reader.status(),
-    });
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = tokio::spawn(http::serve(serve.listener, health, async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    }));
-    let prometheus = serve.prometheus;
-    let upkeep = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
-        loop {
-            tick.tick().await;
-            prometheus.run_upkeep();
-        }
-    });
-
-    let result = reader.run(shutdown_signal()).await;
-
-    upkeep.abort();
-    let _ = stop_tx.send(true);
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "metrics endpoint failed"),
-        Err(e) => tracing::warn!(error = %e, "metrics endpoint task failed"),
-    }
-    result.context("the stream reader failed")
-}
-
 /// Completes on the first SIGTERM (ECS stopping the task) or SIGINT.
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -326,51 +218,6 @@ async fn shutdown_signal() {
         // Without any signal handler, never stop on a signal (the process is killed instead).
         std::future::pending::<()>().await;
     }
-}
-
-/// `/metrics` from the Prometheus recorder, `/readyz` from the reader's status.
-struct Health {
-    prometheus: PrometheusHandle,
-    status: StatusHandle,
-}
-
-impl HealthSource for Health {
-    fn render_metrics(&self) -> String {
-        self.prometheus.render()
-    }
-
-    fn readiness(&self) -> Readiness {
-        let status = self.status.snapshot();
-        readiness(&status)
-    }
-}
-
-fn readiness(status: &ddbguard_stream::ReaderStatus) -> Readiness {
-    if status.leases_held.is_empty() {
-        return Readiness::NotReady("no shard lease held".to_owned());
-    }
-    let stalled = status.stalled_shards();
-    if !stalled.is_empty() {
-        return Readiness::NotReady(format!("stalled shards: {}", stalled.join(", ")));
-    }
-    Readiness::Ready
-}
-
-/// The `--until-caught-up` output: the verify summary plus the stream, whether the run caught up and the verdict.
-fn summary_json(
-    summary: &VerifySummary,
-    stream_arn: &str,
-    run: &RunSummary,
-    passed: bool,
-) -> anyhow::Result<serde_json::Value> {
-    let mut doc = serde_json::to_value(summary).context("cannot serialize the summary")?;
-    if let Some(map) = doc.as_object_mut() {
-        map.insert("stream_arn".into(), stream_arn.into());
-        map.insert("failures".into(), summary.failures().into());
-        map.insert("caught_up".into(), run.caught_up.into());
-        map.insert("passed".into(), passed.into());
-    }
-    Ok(doc)
 }
 
 #[cfg(test)]
@@ -414,41 +261,5 @@ mod tests {
         assert_eq!(policy.sample_rate, 0.5);
         assert!(policy.key_arn.is_none());
         assert!(policy.requires_encryption());
-    }
-
-    #[test]
-    fn readiness_needs_leases_and_no_stall() {
-        let mut status = ddbguard_stream::ReaderStatus::default();
-        assert!(matches!(readiness(&status), Readiness::NotReady(why) if why.contains("lease")));
-        status.leases_held.push("shard-1".into());
-        assert_eq!(readiness(&status), Readiness::Ready);
-        status.shards.push(ddbguard_stream::ShardStatus {
-            shard_id: "shard-1".into(),
-            lag: None,
-            stalled: true,
-            caught_up: false,
-            records: 0,
-            checkpoint: None,
-        });
-        assert!(matches!(readiness(&status), Readiness::NotReady(why) if why.contains("shard-1")));
-    }
-
-    #[test]
-    fn summary_json_adds_the_run_fields() {
-        let summary = VerifySummary {
-            table: "Orders".into(),
-            region: "eu-west-1".into(),
-            ..VerifySummary::default()
-        };
-        let run = RunSummary {
-            caught_up: true,
-            ..RunSummary::default()
-        };
-        let doc = summary_json(&summary, "arn:s", &run, true).unwrap();
-        assert_eq!(doc["table"], "Orders");
-        assert_eq!(doc["stream_arn"], "arn:s");
-        assert_eq!(doc["caught_up"], true);
-        assert_eq!(doc["passed"], true);
-        assert_eq!(doc["failures"], 0);
     }
 }

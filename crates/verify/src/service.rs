@@ -16,9 +16,8 @@ use std::sync::Arc;
 
 use ddbguard_ddb::{DdbError, DynamoApi, ErrorKind};
 use ddbguard_lease::{DynamoLeaseStore, LeaseStore, LeaseTable, MemoryLeaseStore};
-use ddbguard_stream::{
-    ReaderConfig, ReaderError, ReaderStatus, RunSummary, StartPosition, StatusHandle, StreamReader, StreamsApi,
-};
+use ddbguard_stream::{ReaderConfig, ReaderError, ReaderStatus, RunSummary, StatusHandle, StreamReader, StreamsApi};
+pub use ddbguard_stream::{SdkStreams, StartPosition};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -553,5 +552,49 @@ mod tests {
         assert_eq!(report.summary.records, 1);
         assert_eq!(report.run.leases_released, 1);
         assert!(!report.run.caught_up);
+    }
+
+    #[test]
+    fn readiness_needs_leases_and_no_stall() {
+        let mut status = ReaderStatus::default();
+        assert!(matches!(readiness(&status), Readiness::NotReady(why) if why.contains("lease")));
+        status.leases_held.push("shard-1".into());
+        assert_eq!(readiness(&status), Readiness::Ready);
+        status.shards.push(ddbguard_stream::ShardStatus {
+            shard_id: "shard-1".into(),
+            lag: None,
+            stalled: true,
+            caught_up: false,
+            records: 0,
+            checkpoint: None,
+        });
+        assert!(matches!(readiness(&status), Readiness::NotReady(why) if why.contains("shard-1")));
+    }
+
+    #[test]
+    fn the_report_json_adds_the_run_fields() {
+        let report = VerifyReport {
+            stream_arn: "arn:s".into(),
+            summary: VerifySummary {
+                table: "Orders".into(),
+                region: "eu-west-1".into(),
+                ..VerifySummary::default()
+            },
+            run: RunSummary {
+                caught_up: true,
+                ..RunSummary::default()
+            },
+        };
+        let doc = report.to_json();
+        assert_eq!(doc["table"], "Orders");
+        assert_eq!(doc["stream_arn"], "arn:s");
+        assert_eq!(doc["caught_up"], true);
+        assert_eq!(doc["passed"], true);
+        assert_eq!(doc["failures"], 0);
+        let not_caught_up = VerifyReport {
+            run: RunSummary::default(),
+            ..report
+        };
+        assert_eq!(not_caught_up.to_json()["passed"], false);
     }
 }
