@@ -36,12 +36,12 @@ use ddbguard_stream::{
     StreamReader,
 };
 use ddbguard_verify::http::{self, HealthSource, Readiness};
-use ddbguard_verify::{Verifier, VerifyPolicy, VerifySink, VerifySummary};
+use ddbguard_verify::{Verifier, VerifySink, VerifySummary};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use tokio::sync::watch;
 
-use crate::config::{Config, KeyringSettings, TableSettings};
+use crate::config::{Config, TableSettings};
 use crate::keyring::{self, AwsContext};
 
 /// How often the Prometheus recorder compacts its histograms and expires idle series.
@@ -135,7 +135,8 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 
     let aws = AwsContext::new(aws_settings).await;
     let keyring: Arc<dyn Keyring> = Arc::from(keyring::build(&table.keyring, Some(&aws))?);
-    let verifier = Verifier::new(policy(table, config.verify.sample_rate)?, keyring, region.clone())
+    let policy = keyring::verify_policy(table, config.verify.sample_rate)?;
+    let verifier = Verifier::new(policy, keyring, region.clone())
         .with_context(|| format!("{}: table {:?}: unusable policy", config.path.display(), table.name))?
         .with_table_label(table.name.clone());
 
@@ -207,24 +208,6 @@ fn select_table<'c>(config: &'c Config, name: Option<&str>) -> anyhow::Result<&'
             tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
         ),
     }
-}
-
-/// The verification policy of a table.
-fn policy(table: &TableSettings, sample_rate: f64) -> anyhow::Result<VerifyPolicy> {
-    let mut policy = VerifyPolicy::new(table.dbe.clone());
-    policy.required_encrypted = table.required_encrypted.clone();
-    policy.require_suite = table.require_suite;
-    policy.sample_rate = sample_rate;
-    // Unwrapping under a cached branch key costs no KMS call: every record gets full verification.
-    if matches!(table.keyring, KeyringSettings::Hierarchy(_)) {
-        policy.sample_rate = 1.0;
-    }
-    if let KeyringSettings::KmsMrk { key_arn } = &table.keyring {
-        policy = policy
-            .with_key_arn(key_arn)
-            .with_context(|| format!("table {:?}: keyring.key_arn", table.name))?;
-    }
-    Ok(policy)
 }
 
 /// The ARN of the table's stream in the local region; an error unless the stream carries new images.
@@ -407,17 +390,6 @@ mod tests {
         assert!(e.contains("Nope"), "{e}");
         let none = Config::parse(Path::new("v.toml"), "").unwrap();
         assert!(select_table(&none, None).is_err());
-    }
-
-    #[test]
-    fn policy_carries_the_table_settings() {
-        let config = Config::parse(Path::new("v.toml"), &table("Orders")).unwrap();
-        let policy = policy(&config.tables[0], 0.5).unwrap();
-        assert!(policy.required_encrypted.contains("ssn"));
-        assert_eq!(policy.require_suite, Some(ddbguard_dbe::AlgorithmSuite::EcdsaP384));
-        assert_eq!(policy.sample_rate, 0.5);
-        assert!(policy.key_arn.is_none());
-        assert!(policy.requires_encryption());
     }
 
     #[test]
