@@ -282,6 +282,8 @@ mod tests {
 
     const KEY_BYTE: u8 = 7;
     const MRK: &str = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+    /// A single-region key: never MRK-matches [`MRK`].
+    const OTHER_KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
     const SSN: &str = "123-45-6789";
 
     /// A `Customers` table: `extra` goes into the `[[tables]]` entry; `actions` (`name = "ACTION"` lines) add to or
@@ -333,6 +335,38 @@ mod tests {
         ddbguard_dbe::encrypt_item(&writer.tables[0].dbe, keyring(key_byte).as_ref(), item)
             .await
             .unwrap()
+    }
+
+    /// Writes `aws-kms` EDKs naming `arn` without any KMS (the judge refuses them before any unwrap).
+    #[derive(Debug)]
+    struct KmsEdkWriter(&'static str);
+
+    impl Keyring for KmsEdkWriter {
+        fn unwrap_key<'a>(
+            &'a self,
+            _: &'a [ddbguard_dbe::EncryptedDataKey],
+            _: &'a ddbguard_dbe::EncryptionContext,
+        ) -> ddbguard_dbe::KeyringFuture<'a, ddbguard_dbe::UnwrappedKey> {
+            Box::pin(async {
+                Err(ddbguard_dbe::KeyringError::Other {
+                    message: "test keyring never unwraps".into(),
+                })
+            })
+        }
+
+        fn wrap_key<'a>(
+            &'a self,
+            _: &'a ddbguard_dbe::EncryptionContext,
+        ) -> ddbguard_dbe::KeyringFuture<'a, ddbguard_dbe::WrappedKey> {
+            Box::pin(async move {
+                Ok(ddbguard_dbe::WrappedKey {
+                    ikm: ddbguard_dbe::SecretKey::new(Zeroizing::new([1; 32])),
+                    provider_id: "aws-kms".into(),
+                    provider_info: self.0.as_bytes().to_vec(),
+                    wrapped: vec![0; 64],
+                })
+            })
+        }
     }
 
     fn stream_record(item: &Item) -> StreamRecord {
@@ -390,6 +424,9 @@ mod tests {
         let tier_encrypted = encrypt(&raw("", "tier = \"ENCRYPT_AND_SIGN\""), KEY_BYTE, &plain()).await;
         let plaintext = plain();
         let kms_reader = config(true, "", "", &format!("kind = \"kms-mrk\"\nkey_arn = \"{MRK}\""));
+        let under_other_key = ddbguard_dbe::encrypt_item(&reader.tables[0].dbe, &KmsEdkWriter(OTHER_KEY), &plain())
+            .await
+            .unwrap();
 
         let cases: Vec<(&str, &Config, &Item, Verdict, Reason)> = vec![
             ("ok", &reader, &good, Verdict::Ok, Reason::Verified),
@@ -408,11 +445,18 @@ mod tests {
                 Reason::WrappedKeyIntegrityFailed,
             ),
             (
-                "not under the configured KMS key",
+                "no KMS EDK under a KMS keyring",
                 &kms_reader,
                 &good,
                 Verdict::KeyNotMrk,
                 Reason::NoKmsEdk,
+            ),
+            (
+                "another KMS key",
+                &kms_reader,
+                &under_other_key,
+                Verdict::KeyNotMrk,
+                Reason::EdkKeyNotMrk,
             ),
             (
                 "plaintext",
