@@ -8,6 +8,9 @@
 //!   returns the plaintext item; every failure is a typed [`DbeError`] with a [`Verdict`].
 //! - [`encrypt_item`] writes a record the official SDKs can read.
 //! - [`check_structure`] / [`Header::from_item`] inspect a record without a key.
+//! - [`TablePolicy`]: what a table's items are held to beyond [`TableConfig`] (required encryption, suite), with
+//!   the pure checks every verdict-deciding entry point shares.
+//! - [`Verdict`] / [`Reason`]: the verdict contract, one spelling per value.
 //!
 //! Byte-level reference: `dbesdk-format.md` (the design digest of the public specification).
 
