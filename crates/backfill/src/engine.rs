@@ -179,7 +179,7 @@ pub async fn run<D: DynamoApi + Clone>(
         }
         Err(e) => return Err(e.into()),
     };
-    for key in target.config.key_names() {
+    for key in target.config().key_names() {
         if description.key_schema.names().all(|n| n != key) {
             return Err(BackfillError::Config(format!(
                 "table {:?} in {} has no key attribute {key:?} (its key is {}): check partition_key / sort_key",
@@ -422,7 +422,7 @@ async fn scan_segment<D: DynamoApi + Clone, L: LeaseStore>(
             .for_each_concurrent(cfg.item_concurrency, |item| {
                 let shared = shared.clone();
                 async move {
-                    let key = shared.target.config.key_names().filter_map(|k| item.get(k).map(|v| (k.to_owned(), v.clone()))).collect::<Item>();
+                    let key = shared.target.config().key_names().filter_map(|k| item.get(k).map(|v| (k.to_owned(), v.clone()))).collect::<Item>();
                     let outcome = match &shared.config.filter {
                         Some(f) if !(f.0)(&item) => Outcome::Filtered,
                         _ => rewrite::process(&shared.db, &shared.target, &shared.budgets, &shared.config.rewrite, item).await,

@@ -23,12 +23,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ddbguard_dbe::{
-    AttributeValue as DbeValue, DbeError, Keyring, TableConfig, Verdict, check_structure, encrypt_item,
-};
+use ddbguard_dbe::{AttributeValue as DbeValue, DbeError, Keyring, Reason, TableConfig, Verdict, encrypt_item};
 use ddbguard_ddb::size::{item_size, read_units, write_units};
 use ddbguard_ddb::{AttributeValue, Backoff, Condition, DdbError, DynamoApi, ErrorKind, Item, ReturnValues, Update};
 use ddbguard_verify::convert::{item_to_table_item, table_item_to_item};
+use ddbguard_verify::{Depth, Judge};
 
 use crate::limiter::Budgets;
 
@@ -49,8 +48,9 @@ pub const MAX_COMPARED_ATTRIBUTES: usize = 150;
 pub struct Target {
     /// The physical table.
     pub table: String,
-    /// The item format configuration: attribute actions, key names, suite.
-    pub config: TableConfig,
+    /// The judge `verify` uses for this table: its policy (attribute actions, key names, suite, required
+    /// encryption, KMS key) decides what is written, and it gives items already encrypted their verdict.
+    pub judge: Judge,
     /// The keyring that encrypts (the table's keyring in the home region).
     pub keyring: Arc<dyn Keyring>,
     /// KMS requests one encryption costs (`kms-mrk`: 1, a `GenerateDataKey`; `hierarchy` with a cached branch
@@ -75,10 +75,11 @@ pub enum Outcome {
     },
     /// Already in the DB-ESDK format: never rewritten; the structural verdict is counted.
     AlreadyEncrypted {
-        /// `ok_structural`, or the failing verdict of the structural check.
+        /// The judge's verdict at structural depth (`ok_structural`, or `ok` where a full check costs no KMS
+        /// call), or a failing one.
         verdict: Verdict,
-        /// The reason code of a failing verdict.
-        reason: &'static str,
+        /// Its reason.
+        reason: Reason,
     },
     /// Written by the legacy DynamoDB Encryption Client: never rewritten by a plaintext backfill.
     Legacy,
@@ -120,6 +121,13 @@ impl Outcome {
             Outcome::SkippedConflicts => "skipped_conflicts",
             Outcome::Failed { .. } => "failed",
         }
+    }
+}
+
+impl Target {
+    /// The item format configuration: attribute actions, key names, suite.
+    pub fn config(&self) -> &TableConfig {
+        &self.judge.policy().table.config
     }
 }
 
@@ -170,7 +178,7 @@ pub async fn process<D: DynamoApi>(
     let mut attempts = 0;
     loop {
         match format_of(&current) {
-            Format::Dbesdk if attempts == 0 => return structural(target, &current),
+            Format::Dbesdk if attempts == 0 => return structural(target, &current).await,
             Format::Dbesdk => return Outcome::EncryptedMeanwhile,
             Format::Legacy if attempts == 0 => return Outcome::Legacy,
             Format::Legacy => return Outcome::EncryptedMeanwhile,
@@ -226,21 +234,16 @@ fn reason_of(kind: ErrorKind) -> &'static str {
     }
 }
 
-/// The structural verdict of an item already in the DB-ESDK format (no key needed, no KMS call).
-fn structural(target: &Target, item: &Item) -> Outcome {
-    let verdict = table_item_to_item(item)
-        .map_err(|_| (Verdict::IntegrityFailed, "unconvertible_item"))
-        .and_then(|i| {
-            check_structure(&target.config, &i)
-                .map(|_| ())
-                .map_err(|e| (e.verdict(), e.reason()))
-        });
-    match verdict {
-        Ok(()) => Outcome::AlreadyEncrypted {
-            verdict: Verdict::OkStructural,
-            reason: "",
-        },
-        Err((verdict, reason)) => Outcome::AlreadyEncrypted { verdict, reason },
+/// The verdict of an item already in the DB-ESDK format, from the judge `verify` uses, at structural depth
+/// (no KMS call).
+async fn structural(target: &Target, item: &Item) -> Outcome {
+    let judgement = match table_item_to_item(item) {
+        Ok(i) => target.judge.judge(&i, Depth::Structural).await,
+        Err(e) => ddbguard_verify::Judgement::new(Verdict::IntegrityFailed, e.reason(), e.to_string()),
+    };
+    Outcome::AlreadyEncrypted {
+        verdict: judgement.verdict,
+        reason: judgement.reason,
     }
 }
 
@@ -274,13 +277,17 @@ async fn encrypt(target: &Target, budgets: &Budgets, settings: &RewriteSettings,
             budgets.kms.ready().await;
             budgets.kms.charge(target.kms_calls_per_item);
         }
-        match encrypt_item(&target.config, target.keyring.as_ref(), &plain).await {
+        match encrypt_item(target.config(), target.keyring.as_ref(), &plain).await {
             Ok(encrypted) => return Ok(item_to_table_item(&encrypted)),
             Err(e) => match e.verdict() {
                 Verdict::KmsThrottled if backoff.attempts() < settings.max_retries => {
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
-                Verdict::PolicyViolation => return Err(Outcome::PolicyViolation { reason: e.reason() }),
+                Verdict::PolicyViolation => {
+                    return Err(Outcome::PolicyViolation {
+                        reason: e.reason().as_str(),
+                    });
+                }
                 _ => return Err(failed(&e)),
             },
         }
@@ -289,7 +296,9 @@ async fn encrypt(target: &Target, budgets: &Budgets, settings: &RewriteSettings,
 
 fn failed(e: &DbeError) -> Outcome {
     tracing::warn!(error = %e, "encrypting an item failed");
-    Outcome::Failed { reason: e.reason() }
+    Outcome::Failed {
+        reason: e.reason().as_str(),
+    }
 }
 
 /// The write-back condition (see the module docs).
@@ -307,7 +316,7 @@ pub fn write_condition(target: &Target, read: &Item) -> Condition {
                 all.push(Condition::equals(name.clone(), read[name].clone()));
             }
             let mut absent: Vec<&String> = target
-                .config
+                .config()
                 .attribute_actions
                 .keys()
                 .filter(|n| !read.contains_key(*n))
@@ -323,7 +332,7 @@ pub fn write_condition(target: &Target, read: &Item) -> Condition {
 
 /// The write-back update: every non-key attribute encryption changed or added (header and footer included).
 pub fn write_update(target: &Target, read: &Item, encrypted: &Item) -> Update {
-    let keys: Vec<&str> = target.config.key_names().collect();
+    let keys: Vec<&str> = target.config().key_names().collect();
     let mut names: Vec<&String> = encrypted
         .iter()
         .filter(|(n, v)| !keys.contains(&n.as_str()) && read.get(*n) != Some(*v))
@@ -413,7 +422,7 @@ where
 
 fn key_of(target: &Target, item: &Item) -> Item {
     target
-        .config
+        .config()
         .key_names()
         .filter_map(|k| item.get(k).map(|v| (k.to_owned(), v.clone())))
         .collect::<HashMap<String, AttributeValue>>()

@@ -16,6 +16,7 @@ use ddbguard_ddb::{
 use ddbguard_keys::RawAesKeyring;
 use ddbguard_lease::{DynamoLeaseStore, Lease, LeaseStore, LeaseTable};
 use ddbguard_verify::convert::{item_to_table_item, table_item_to_item};
+use ddbguard_verify::{Judge, VerifyPolicy};
 use zeroize::Zeroizing;
 
 use crate::engine::{BackfillConfig, run};
@@ -48,7 +49,7 @@ fn keyring() -> Arc<RawAesKeyring> {
 fn target() -> Target {
     Target {
         table: TABLE.into(),
-        config: table_config(),
+        judge: Judge::new(VerifyPolicy::new(table_config()), keyring()).unwrap(),
         keyring: keyring(),
         kms_calls_per_item: 0.0,
         version_attribute: None,

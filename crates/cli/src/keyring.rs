@@ -1,4 +1,4 @@
-//! Builds the AWS clients and the keyring a table's settings describe.
+//! Builds the AWS clients, the keyring and the verification policy a table's settings describe.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,10 +12,11 @@ use ddbguard_keys::kms::{
     GovernedKms, KeyCache, KmsApi, KmsCounters, MrkDiscoveryKeyring, MrkKeyring, RateLimiter, RetryPolicy, SdkKms,
 };
 use ddbguard_keys::{HierarchyKeyring, RawAesKeyring};
+use ddbguard_verify::VerifyPolicy;
 
 use ddbguard_verify::service::{RegionClients, SdkStreams};
 
-use crate::config::{AwsSettings, Config, ConfigError, HierarchySettings, KeyringSettings};
+use crate::config::{AwsSettings, Config, ConfigError, HierarchySettings, KeyringSettings, TableSettings};
 
 /// Unwrapped intermediate keys kept per process (each 32 bytes plus bookkeeping), and for how long.
 const KEY_CACHE_ENTRIES: usize = 10_000;
@@ -176,4 +177,64 @@ pub fn build(settings: &KeyringSettings, aws: Option<&AwsContext>) -> anyhow::Re
             }
         }
     })
+}
+
+/// The policy every verdict about this table's items is judged by: `ddbguard verify` and `ddbguard item decrypt`
+/// build it here, so the same item gets the same verdict from both.
+///
+/// `sample_rate` applies to stream records only (`item decrypt` always verifies in full). Under a hierarchical
+/// keyring it is 1: unwrapping under a cached branch key costs no KMS call.
+pub fn verify_policy(table: &TableSettings, sample_rate: f64) -> anyhow::Result<VerifyPolicy> {
+    let mut policy = VerifyPolicy::new(ddbguard_dbe::TablePolicy {
+        config: table.dbe.clone(),
+        required_encrypted: table.required_encrypted.clone(),
+        require_suite: table.require_suite,
+    });
+    policy.sample_rate = sample_rate;
+    if matches!(table.keyring, KeyringSettings::Hierarchy(_)) {
+        policy.sample_rate = 1.0;
+    }
+    if let KeyringSettings::KmsMrk { key_arn } = &table.keyring {
+        policy = policy.with_key(key_arn.clone());
+    }
+    Ok(policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const MRK: &str = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+
+    fn table(keyring: &str) -> String {
+        format!(
+            "[aws]\nregion = \"us-east-1\"\nregions = [\"us-east-1\"]\n\
+             [[tables]]\nname = \"Orders\"\npartition_key = \"pk\"\nrequired_encrypted = [\"ssn\"]\n\
+             require_suite = \"0x6701\"\n[tables.attribute_actions]\npk = \"SIGN_ONLY\"\n[tables.keyring]\n{keyring}\n"
+        )
+    }
+
+    #[test]
+    fn policy_carries_the_table_settings() {
+        let raw = format!("kind = \"raw-aes\"\nkey_namespace = \"ops\"\nkey_name = \"k\"\nkey_base64 = \"{KEY}\"");
+        let config = Config::parse(Path::new("v.toml"), &table(&raw)).unwrap();
+        let policy = verify_policy(&config.tables[0], 0.5).unwrap();
+        assert!(policy.table.required_encrypted.contains("ssn"));
+        assert_eq!(
+            policy.table.require_suite,
+            Some(ddbguard_dbe::AlgorithmSuite::EcdsaP384)
+        );
+        assert_eq!(policy.sample_rate, 0.5);
+        assert!(policy.key_arn.is_none());
+        assert!(policy.table.requires_encryption());
+
+        let kms = format!("kind = \"kms-mrk\"\nkey_arn = \"{MRK}\"");
+        let config = Config::parse(Path::new("v.toml"), &table(&kms)).unwrap();
+        let policy = verify_policy(&config.tables[0], 0.5).unwrap();
+        assert_eq!(policy.key_arn.map(|k| k.to_string()).as_deref(), Some(MRK));
+    }
 }

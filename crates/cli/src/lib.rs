@@ -10,9 +10,10 @@
 //! | 1 | the command ran, and at least one item or check failed (the output says which and why) |
 //! | 2 | usage, configuration or environment error: nothing was checked |
 
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -154,8 +155,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn run_item(args: ItemArgs) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
     let table = config.table(&args.table)?;
-    let input = read_input(args.input.as_deref())?;
-    let keyring = match args.op {
+    let input = open_input(args.input.as_deref())?;
+    let keyring: Option<Arc<dyn ddbguard_dbe::Keyring>> = match args.op {
         item::ItemOp::Inspect => None,
         _ => {
             let aws = if table.keyring.needs_aws() {
@@ -163,14 +164,17 @@ async fn run_item(args: ItemArgs) -> anyhow::Result<ExitCode> {
             } else {
                 None
             };
-            Some(keyring::build(&table.keyring, aws.as_ref())?)
+            Some(Arc::from(keyring::build(&table.keyring, aws.as_ref())?))
         }
     };
+    let processor = item::ItemProcessor::new(args.op, table, keyring)
+        .with_context(|| format!("{}: table {:?}", config.origin, table.name))?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    let all_ok = item::run(args.op, table, keyring.as_deref(), &input, &mut out)
+    let all_ok = processor
+        .run(input, &mut out)
         .await
-        .context("cannot write output")?;
+        .context("cannot read items or write results")?;
     out.flush().context("cannot write output")?;
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -190,22 +194,12 @@ async fn run_keys_check(args: KeysCheckArgs) -> anyhow::Result<ExitCode> {
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn read_input(path: Option<&std::path::Path>) -> anyhow::Result<String> {
-    let mut input = String::new();
-    match path {
-        None => {
-            io::stdin()
-                .read_to_string(&mut input)
-                .context("cannot read items from stdin")?;
-        }
-        Some(p) if p.as_os_str() == "-" => {
-            io::stdin()
-                .read_to_string(&mut input)
-                .context("cannot read items from stdin")?;
-        }
-        Some(p) => {
-            input = std::fs::read_to_string(p).with_context(|| format!("cannot read items from {}", p.display()))?;
-        }
-    }
-    Ok(input)
+/// The item input as a buffered stream: a file, or stdin for `-` or no path.
+fn open_input(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn BufRead>> {
+    Ok(match path {
+        Some(p) if p.as_os_str() != "-" => Box::new(io::BufReader::new(
+            std::fs::File::open(p).with_context(|| format!("cannot read items from {}", p.display()))?,
+        )),
+        _ => Box::new(io::stdin().lock()),
+    })
 }

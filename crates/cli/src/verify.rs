@@ -27,13 +27,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use ddbguard_dbe::Keyring;
+use ddbguard_verify::Verifier;
 use ddbguard_verify::http;
 use ddbguard_verify::service::{self, LeaseMode, MetricsEndpoint, ServiceConfig, StartPosition};
-use ddbguard_verify::{Verifier, VerifyPolicy};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use metrics_util::MetricKindMask;
 
-use crate::config::{Config, KeyringSettings, TableSettings};
+use crate::config::{Config, TableSettings};
 use crate::keyring::{self, AwsContext};
 
 /// How often the Prometheus recorder compacts its histograms and expires idle series.
@@ -110,7 +110,8 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 
     let aws = AwsContext::new(&aws_settings).await;
     let keyring: Arc<dyn Keyring> = Arc::from(keyring::build(&table.keyring, Some(&aws))?);
-    let verifier = Verifier::new(policy(table, config.verify.sample_rate)?, keyring, region.clone())
+    let policy = keyring::verify_policy(table, config.verify.sample_rate)?;
+    let verifier = Verifier::new(policy, keyring, region.clone())
         .with_context(|| format!("{}: table {:?}: unusable policy", config.origin, table.name))?
         .with_table_label(table.name.clone());
     let service = ServiceConfig {
@@ -175,24 +176,6 @@ fn select_table<'c>(config: &'c Config, name: Option<&str>) -> anyhow::Result<&'
     }
 }
 
-/// The verification policy of a table.
-fn policy(table: &TableSettings, sample_rate: f64) -> anyhow::Result<VerifyPolicy> {
-    let mut policy = VerifyPolicy::new(table.dbe.clone());
-    policy.required_encrypted = table.required_encrypted.clone();
-    policy.require_suite = table.require_suite;
-    policy.sample_rate = sample_rate;
-    // Unwrapping under a cached branch key costs no KMS call: every record gets full verification.
-    if matches!(table.keyring, KeyringSettings::Hierarchy(_)) {
-        policy.sample_rate = 1.0;
-    }
-    if let KeyringSettings::KmsMrk { key_arn } = &table.keyring {
-        policy = policy
-            .with_key_arn(&key_arn.to_string())
-            .with_context(|| format!("table {:?}: keyring.key_arn", table.name))?;
-    }
-    Ok(policy)
-}
-
 /// Completes on the first SIGTERM (ECS stopping the task) or SIGINT.
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -250,16 +233,5 @@ mod tests {
         assert!(e.contains("Nope"), "{e}");
         let none = Config::parse(Path::new("v.toml"), "").unwrap();
         assert!(select_table(&none, None).is_err());
-    }
-
-    #[test]
-    fn policy_carries_the_table_settings() {
-        let config = Config::parse(Path::new("v.toml"), &table("Orders")).unwrap();
-        let policy = policy(&config.tables[0], 0.5).unwrap();
-        assert!(policy.required_encrypted.contains("ssn"));
-        assert_eq!(policy.require_suite, Some(ddbguard_dbe::AlgorithmSuite::EcdsaP384));
-        assert_eq!(policy.sample_rate, 0.5);
-        assert!(policy.key_arn.is_none());
-        assert!(policy.requires_encryption());
     }
 }

@@ -1,4 +1,4 @@
-//! Decrypt-and-verify and encrypt per item (suites 0x6700 and 0x6701, raw AES keyring) for a 3-, a 9- and a
+//! Decrypt-and-verify and encrypt per item (suites 0x6700 and 0x6701, raw AES keyring: `keyring/mod.rs`) for a 3-, a 9- and a
 //! 30-attribute item, each beside its floor: the raw primitives the same record needs, over the same byte
 //! counts, timed in the same run (see `common/mod.rs`). Prints a table of mean µs/item, floor and ratio,
 //! and the peak RSS of the bench process, after criterion's own report.
@@ -6,6 +6,7 @@
 //! `cargo bench -p ddbguard-dbe --bench item` (criterion filters work: `-- decrypt_attrs30`).
 
 mod common;
+mod keyring;
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -13,10 +14,11 @@ use std::time::Duration;
 use common::{SUITES, Shape, criterion_dir, load_average, mean_us, peak_rss_kb, shapes};
 use criterion::Criterion;
 use ddbguard_dbe::{AlgorithmSuite, decrypt_item, encrypt_item};
-use ddbguard_keys::RawAesKeyring;
+use keyring::BenchKeyring;
+
 use zeroize::Zeroizing;
 
-fn bench_shape(c: &mut Criterion, keyring: &RawAesKeyring, shape: &Shape, suite_name: &str, suite: AlgorithmSuite) {
+fn bench_shape(c: &mut Criterion, keyring: &BenchKeyring, shape: &Shape, suite_name: &str, suite: AlgorithmSuite) {
     let cfg = shape.config(suite);
     let plain = &shape.item;
     let enc = futures::executor::block_on(encrypt_item(&cfg, keyring, plain)).expect("encrypt");
@@ -51,7 +53,7 @@ fn main() {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_millis(1500))
         .configure_from_args();
-    let keyring = RawAesKeyring::new("bench", "key", Zeroizing::new([7u8; 32]));
+    let keyring = BenchKeyring::new("bench", "key", Zeroizing::new([7u8; 32]));
     let shapes = shapes();
     for shape in &shapes {
         for (suite_name, suite) in SUITES {

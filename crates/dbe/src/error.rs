@@ -9,76 +9,7 @@ use std::fmt;
 
 use crate::config::ConfigError;
 use crate::keyring::KeyringError;
-
-/// The verifier's vocabulary: exactly one per stream record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Verdict {
-    /// Decrypted and authentic: commitment, recipient tag, signature and every field verified.
-    Ok,
-    /// Not fully decrypted (not sampled); header, key and shape checked without the data key.
-    OkStructural,
-    /// An attribute the policy says must be encrypted is stored in plaintext (no `aws_dbe_head`).
-    Plaintext,
-    /// Written by the legacy DynamoDB Encryption Client (`*amzn-ddb-map-desc*`).
-    LegacyFormat,
-    /// Encrypted under a key that does not MRK-match the configured key (or no EDK for this keyring).
-    KeyNotMrk,
-    /// The key service refused the local key (missing, disabled, pending deletion, access denied).
-    KeyUnavailable,
-    /// Commitment, recipient tag, signature or field authentication failed, or the format is malformed.
-    IntegrityFailed,
-    /// The item's shape differs from the policy (signed attribute set, key attributes, reserved names).
-    PolicyViolation,
-    /// The key service throttled beyond the retry budget; retried later.
-    KmsThrottled,
-    /// A REMOVE event: nothing to decrypt.
-    Remove,
-}
-
-impl Verdict {
-    /// Every verdict, in declaration order.
-    pub const ALL: [Verdict; 10] = [
-        Verdict::Ok,
-        Verdict::OkStructural,
-        Verdict::Plaintext,
-        Verdict::LegacyFormat,
-        Verdict::KeyNotMrk,
-        Verdict::KeyUnavailable,
-        Verdict::IntegrityFailed,
-        Verdict::PolicyViolation,
-        Verdict::KmsThrottled,
-        Verdict::Remove,
-    ];
-
-    /// The metric label: `ok`, `ok_structural`, `plaintext`, …
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Ok => "ok",
-            Verdict::OkStructural => "ok_structural",
-            Verdict::Plaintext => "plaintext",
-            Verdict::LegacyFormat => "legacy_format",
-            Verdict::KeyNotMrk => "key_not_mrk",
-            Verdict::KeyUnavailable => "key_unavailable",
-            Verdict::IntegrityFailed => "integrity_failed",
-            Verdict::PolicyViolation => "policy_violation",
-            Verdict::KmsThrottled => "kms_throttled",
-            Verdict::Remove => "remove",
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Verdict {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Verdict::ALL.into_iter().find(|v| v.as_str() == s).ok_or(())
-    }
-}
+use crate::verdict::{Reason, Verdict};
 
 /// Which of the two reserved attributes an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,41 +254,41 @@ impl DbeError {
         }
     }
 
-    /// A stable snake_case code for metrics and logs.
-    pub fn reason(&self) -> &'static str {
+    /// The stable reason code for metrics, logs and outputs.
+    pub fn reason(&self) -> Reason {
         use DbeError::*;
         match self {
-            NotEncrypted { .. } => "not_encrypted",
-            LegacyFormat => "legacy_format",
-            PartMissing { part: Part::Header } => "header_missing",
-            PartMissing { part: Part::Footer } => "footer_missing",
-            PartWrongType { part: Part::Header, .. } => "header_wrong_type",
-            PartWrongType { part: Part::Footer, .. } => "footer_wrong_type",
-            MalformedHeader { .. } => "malformed_header",
-            UnsupportedVersion(_) => "unsupported_version",
-            UnsupportedFlavor(_) => "unsupported_flavor",
-            FooterLength { .. } => "footer_length",
-            LegendMismatch { .. } => "legend_mismatch",
-            UnexpectedSignedAttribute { .. } => "unexpected_signed_attribute",
-            MissingKeyAttribute { .. } => "missing_key_attribute",
-            MissingContextAttribute { .. } => "missing_context_attribute",
-            ReservedAttributeName { .. } => "reserved_attribute_name",
-            MissingAction { .. } => "missing_attribute_action",
-            Config(_) => "invalid_config",
-            ContextMismatch { .. } => "context_mismatch",
-            TooLarge { .. } => "too_large",
+            NotEncrypted { .. } => Reason::NotEncrypted,
+            LegacyFormat => Reason::LegacyFormat,
+            PartMissing { part: Part::Header } => Reason::HeaderMissing,
+            PartMissing { part: Part::Footer } => Reason::FooterMissing,
+            PartWrongType { part: Part::Header, .. } => Reason::HeaderWrongType,
+            PartWrongType { part: Part::Footer, .. } => Reason::FooterWrongType,
+            MalformedHeader { .. } => Reason::MalformedHeader,
+            UnsupportedVersion(_) => Reason::UnsupportedVersion,
+            UnsupportedFlavor(_) => Reason::UnsupportedFlavor,
+            FooterLength { .. } => Reason::FooterLength,
+            LegendMismatch { .. } => Reason::LegendMismatch,
+            UnexpectedSignedAttribute { .. } => Reason::UnexpectedSignedAttribute,
+            MissingKeyAttribute { .. } => Reason::MissingKeyAttribute,
+            MissingContextAttribute { .. } => Reason::MissingContextAttribute,
+            ReservedAttributeName { .. } => Reason::ReservedAttributeName,
+            MissingAction { .. } => Reason::MissingAttributeAction,
+            Config(_) => Reason::InvalidConfig,
+            ContextMismatch { .. } => Reason::ContextMismatch,
+            TooLarge { .. } => Reason::TooLarge,
             Keyring(e) => e.reason(),
-            KeyringIndex { .. } => "keyring_bad_index",
-            DataKeyUnwrap { .. } => "data_key_unwrap_failed",
-            CommitmentMismatch => "commitment_mismatch",
-            TagMismatch => "recipient_tag_mismatch",
-            SignatureInvalid => "signature_invalid",
-            PublicKey(_) => "public_key_invalid",
-            FieldAuthentication { .. } => "field_authentication_failed",
-            MalformedEncryptedField { .. } => "malformed_encrypted_field",
-            BadValue { .. } => "bad_value_serialization",
-            InvalidNumber { .. } => "invalid_number",
-            Crypto(_) => "crypto_failure",
+            KeyringIndex { .. } => Reason::KeyringBadIndex,
+            DataKeyUnwrap { .. } => Reason::DataKeyUnwrapFailed,
+            CommitmentMismatch => Reason::CommitmentMismatch,
+            TagMismatch => Reason::RecipientTagMismatch,
+            SignatureInvalid => Reason::SignatureInvalid,
+            PublicKey(_) => Reason::PublicKeyInvalid,
+            FieldAuthentication { .. } => Reason::FieldAuthenticationFailed,
+            MalformedEncryptedField { .. } => Reason::MalformedEncryptedField,
+            BadValue { .. } => Reason::BadValueSerialization,
+            InvalidNumber { .. } => Reason::InvalidNumber,
+            Crypto(_) => Reason::CryptoFailure,
         }
     }
 }
@@ -367,18 +298,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn verdict_labels_round_trip() {
-        for v in Verdict::ALL {
-            assert_eq!(v.as_str().parse::<Verdict>(), Ok(v));
-            assert_eq!(v.to_string(), v.as_str());
-        }
-        assert!("nope".parse::<Verdict>().is_err());
-    }
-
-    #[test]
     fn mapping_examples() {
         assert_eq!(DbeError::CommitmentMismatch.verdict(), Verdict::IntegrityFailed);
-        assert_eq!(DbeError::CommitmentMismatch.reason(), "commitment_mismatch");
+        assert_eq!(DbeError::CommitmentMismatch.reason().as_str(), "commitment_mismatch");
         assert_eq!(
             DbeError::NotEncrypted { policy_encrypts: true }.verdict(),
             Verdict::Plaintext

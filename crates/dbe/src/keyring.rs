@@ -11,8 +11,8 @@ use std::pin::Pin;
 
 use crate::context::EncryptionContext;
 use crate::crypto::Ikm;
-use crate::error::Verdict;
 use crate::header::EncryptedDataKey;
+use crate::verdict::{Reason, Verdict};
 
 /// The boxed future keyrings return (no async-trait needed).
 pub type KeyringFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, KeyringError>> + Send + 'a>>;
@@ -72,15 +72,9 @@ pub enum KeyUnavailableReason {
 }
 
 impl KeyUnavailableReason {
-    /// snake_case label.
+    /// The label, which is also the record's [`Reason`] (`not_found`, `disabled`, …): spelled once, there.
     pub fn as_str(self) -> &'static str {
-        match self {
-            KeyUnavailableReason::NotFound => "not_found",
-            KeyUnavailableReason::Disabled => "disabled",
-            KeyUnavailableReason::PendingDeletion => "pending_deletion",
-            KeyUnavailableReason::InvalidState => "invalid_state",
-            KeyUnavailableReason::AccessDenied => "access_denied",
-        }
+        Reason::from(self).as_str()
     }
 }
 
@@ -151,21 +145,15 @@ impl KeyringError {
         }
     }
 
-    /// A stable snake_case reason code.
-    pub fn reason(&self) -> &'static str {
+    /// The reason code; for `key_unavailable` it is the [`KeyUnavailableReason`] itself (`disabled`, …).
+    pub fn reason(&self) -> Reason {
         match self {
-            KeyringError::NoMatchingKey { .. } => "no_matching_key",
-            KeyringError::KeyNotMrk { .. } => "key_not_mrk",
-            KeyringError::KeyUnavailable { reason, .. } => match reason {
-                KeyUnavailableReason::NotFound => "key_not_found",
-                KeyUnavailableReason::Disabled => "key_disabled",
-                KeyUnavailableReason::PendingDeletion => "key_pending_deletion",
-                KeyUnavailableReason::InvalidState => "key_invalid_state",
-                KeyUnavailableReason::AccessDenied => "key_access_denied",
-            },
-            KeyringError::Throttled { .. } => "kms_throttled",
-            KeyringError::IntegrityFailed { .. } => "wrapped_key_integrity_failed",
-            KeyringError::Other { .. } => "keyring_error",
+            KeyringError::NoMatchingKey { .. } => Reason::NoMatchingKey,
+            KeyringError::KeyNotMrk { .. } => Reason::KeyNotMrk,
+            KeyringError::KeyUnavailable { reason, .. } => Reason::from(*reason),
+            KeyringError::Throttled { .. } => Reason::KmsThrottled,
+            KeyringError::IntegrityFailed { .. } => Reason::WrappedKeyIntegrityFailed,
+            KeyringError::Other { .. } => Reason::KeyringError,
         }
     }
 }

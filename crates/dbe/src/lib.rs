@@ -8,6 +8,9 @@
 //!   returns the plaintext item; every failure is a typed [`DbeError`] with a [`Verdict`].
 //! - [`encrypt_item`] writes a record the official SDKs can read.
 //! - [`check_structure`] / [`Header::from_item`] inspect a record without a key.
+//! - [`TablePolicy`]: what a table's items are held to beyond [`TableConfig`] (required encryption, suite), with
+//!   the pure checks every verdict-deciding entry point shares.
+//! - [`Verdict`] / [`Reason`]: the verdict contract, one spelling per value.
 //!
 //! Byte-level reference: `dbesdk-format.md` (the design digest of the public specification).
 
@@ -20,7 +23,9 @@ mod item;
 pub mod json;
 mod keyring;
 mod number;
+mod policy;
 mod value;
+mod verdict;
 
 pub use config::{AlgorithmSuite, ConfigError, CryptoAction, TableConfig, UnknownAction};
 pub use context::{
@@ -28,14 +33,16 @@ pub use context::{
     canonical_cmp, canonical_path, serialize_context, utf16_len,
 };
 pub use crypto::{Ikm, SecretKey, ct_eq, gcm_open, gcm_seal, random_fill};
-pub use error::{DbeError, Part, Verdict};
+pub use error::{DbeError, Part};
 pub use header::{
     COMMITMENT_LEN, EncryptedDataKey, Footer, Header, MESSAGE_ID_LEN, SIGNATURE_LEN, TAG_LEN, WRAPPED_PDK_LEN,
 };
 pub use item::{DecryptedItem, check_structure, decrypt_item, encrypt_item, signed_attribute_names};
 pub use keyring::{KeyUnavailableReason, Keyring, KeyringError, KeyringFuture, UnwrappedKey, WrappedKey};
 pub use number::normalize_number;
+pub use policy::{PolicyMismatch, TablePolicy};
 pub use value::{AttributeValue, Item, MAX_DEPTH, cmp_utf16, type_id};
+pub use verdict::{Reason, UnknownLabel, Verdict};
 
 /// The header attribute.
 pub const HEADER_ATTRIBUTE: &str = "aws_dbe_head";

@@ -233,7 +233,7 @@ mod tests {
     fn public_wrapper() {
         assert_eq!(normalize_number("1E2").unwrap(), "100");
         let e = normalize_number("x").unwrap_err();
-        assert_eq!(e.reason(), "invalid_number");
+        assert_eq!(e.reason().as_str(), "invalid_number");
     }
 
     #[test]

@@ -321,7 +321,7 @@ fn encrypted_and_signed_attribute_tampering_is_detected() {
             let mut t = enc.clone();
             t.insert(name.into(), s("plain"));
             let e = expect_err(&c, &t, Verdict::IntegrityFailed, "encrypted attribute replaced by S");
-            assert_eq!(e.reason(), "malformed_encrypted_field");
+            assert_eq!(e.reason().as_str(), "malformed_encrypted_field");
         }
         // Swapped encrypted values.
         let mut t = enc.clone();
@@ -400,7 +400,7 @@ fn missing_or_wrong_parts() {
     let mut t = enc.clone();
     t.insert(HEADER_ATTRIBUTE.into(), s("x"));
     let e = decrypt(&c, &t).unwrap_err();
-    assert_eq!(e.reason(), "header_wrong_type");
+    assert_eq!(e.reason().as_str(), "header_wrong_type");
     let e = decrypt(&c, &item()).unwrap_err();
     assert_eq!(e.verdict(), Verdict::Plaintext);
     let mut only_signed = c.clone();
@@ -432,7 +432,7 @@ fn missing_or_wrong_parts() {
     }
     let e = block_on(decrypt_item(&c, &Nobody, &enc)).unwrap_err();
     assert_eq!(e.verdict(), Verdict::KeyNotMrk);
-    assert_eq!(e.reason(), "no_matching_key");
+    assert_eq!(e.reason().as_str(), "no_matching_key");
     let e = block_on(decrypt_item(&c, &TestKeyring::new(2), &enc)).unwrap_err();
     assert_eq!(e.verdict(), Verdict::IntegrityFailed);
 }
@@ -471,7 +471,7 @@ fn encrypt_policy_errors() {
     let mut i = item();
     i.insert("n".into(), AttributeValue::N("1e999".into()));
     let e = block_on(encrypt_item(&c, &k, &i)).unwrap_err();
-    assert_eq!(e.reason(), "invalid_number");
+    assert_eq!(e.reason().as_str(), "invalid_number");
     assert!(!e.to_string().contains("1e999"));
     let mut i = item();
     i.insert("secret".into(), AttributeValue::Ss(vec!["dup".into(), "dup".into()]));
@@ -579,4 +579,65 @@ proptest! {
             }
         }
     }
+}
+
+/// The table policy's checks against a record written under `config(suite, false)`.
+#[test]
+fn table_policy_checks_suite_required_encryption_and_actions() {
+    let c = config(AlgorithmSuite::EcdsaP384, false);
+    let written = encrypt(&c, &item());
+    let header = check_structure(&c, &written).unwrap();
+    let check = |p: &TablePolicy| p.check_header(&header, &written).map_err(|e| (e.verdict(), e.reason()));
+
+    let same = TablePolicy::new(c.clone());
+    assert_eq!(check(&same), Ok(()));
+    assert!(same.requires_encryption());
+    assert_eq!(same.check_decrypted(&decrypt(&c, &written).unwrap()), Ok(()));
+
+    let mut p = same.clone();
+    p.require_suite = Some(AlgorithmSuite::HmacOnly);
+    assert_eq!(check(&p), Err((Verdict::PolicyViolation, Reason::WrongSuite)));
+
+    let mut p = same.clone();
+    p.required_encrypted.insert("meta".into());
+    let e = p.check_header(&header, &written).unwrap_err();
+    assert_eq!(
+        (e.verdict(), e.reason()),
+        (Verdict::Plaintext, Reason::AttributeNotEncrypted)
+    );
+    assert!(
+        e.to_string().contains("\"meta\"") && e.to_string().contains("SIGN_ONLY"),
+        "{e}"
+    );
+
+    let mut p = same.clone();
+    p.required_encrypted.insert("junk".into());
+    let e = p.check_header(&header, &written).unwrap_err();
+    assert!(e.to_string().contains("stored unsigned"), "{e}");
+
+    let mut p = same.clone();
+    p.config.attribute_actions.remove("meta");
+    assert_eq!(
+        check(&p),
+        Err((Verdict::PolicyViolation, Reason::UnexpectedSignedAttribute))
+    );
+
+    let mut p = same.clone();
+    p.config
+        .attribute_actions
+        .insert("secret".into(), CryptoAction::SignOnly);
+    p.config
+        .attribute_actions
+        .insert("n".into(), CryptoAction::EncryptAndSign);
+    let e = p.check_header(&header, &written).unwrap_err();
+    assert_eq!(
+        (e.verdict(), e.reason()),
+        (Verdict::Plaintext, Reason::AttributeNotEncrypted)
+    );
+    p.config.attribute_actions.insert("n".into(), CryptoAction::SignOnly);
+    assert_eq!(check(&p), Err((Verdict::PolicyViolation, Reason::ActionMismatch)));
+    let decrypted = decrypt(&c, &written).unwrap();
+    let e = p.check_decrypted(&decrypted).unwrap_err();
+    assert_eq!(e.reason(), Reason::ActionMismatch);
+    assert!(!e.to_string().contains("123-45-6789"), "{e}");
 }

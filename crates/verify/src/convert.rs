@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue as TableValue;
 use aws_sdk_dynamodbstreams::types::AttributeValue as StreamValue;
-use ddbguard_dbe::{AttributeValue, Item};
+use ddbguard_dbe::{AttributeValue, Item, Reason};
 
 /// Nesting beyond this is rejected before recursing further (DynamoDB itself stops at 32 levels, so this only
 /// guards the stack against a hostile or corrupted image; the item format applies its own, exact limit).
@@ -40,12 +40,12 @@ pub enum ConvertError {
 }
 
 impl ConvertError {
-    /// A stable snake_case reason code for metrics and logs.
-    pub fn reason(&self) -> &'static str {
+    /// The reason code of the `integrity_failed` verdict this gives a stream record.
+    pub fn reason(&self) -> Reason {
         match self {
-            ConvertError::UnknownType { .. } => "unknown_attribute_type",
-            ConvertError::NullFalse { .. } => "null_false",
-            ConvertError::TooDeep { .. } => "image_too_deep",
+            ConvertError::UnknownType { .. } => Reason::UnknownAttributeType,
+            ConvertError::NullFalse { .. } => Reason::NullFalse,
+            ConvertError::TooDeep { .. } => Reason::ImageTooDeep,
         }
     }
 }
@@ -230,7 +230,7 @@ mod tests {
                 path: "m2.deep[0]".into()
             }
         );
-        assert_eq!(e.reason(), "null_false");
+        assert_eq!(e.reason(), Reason::NullFalse);
 
         let image: HashMap<_, _> = [("z".to_owned(), StreamValue::L(vec![StreamValue::Null(false)]))].into();
         assert_eq!(

@@ -1,13 +1,15 @@
 //! The `ddbguard verify` verdict engine and its operational surface.
 //!
-//! Every stream record gets exactly one [`Verdict`](ddbguard_dbe::Verdict) of architecture §4; the verdict
-//! vocabulary itself lives in `ddbguard-dbe` so that item-format errors can name their verdict.
+//! Every stream record gets exactly one [`Verdict`](ddbguard_dbe::Verdict) and [`Reason`](ddbguard_dbe::Reason) of
+//! architecture §4; the vocabulary itself lives in `ddbguard-dbe` so that item-format errors can name their
+//! verdict, and so does the table policy ([`TablePolicy`](ddbguard_dbe::TablePolicy)).
 //!
+//! - [`judge`]: [`Judge`], item + policy + keyring → [`Judgement`]: the one place a verdict about an item is
+//!   decided, for the stream verifier and `ddbguard item decrypt` alike.
 //! - [`convert`]: stream images (`aws_sdk_dynamodbstreams` attribute values) to the `ddbguard-dbe` item model.
-//! - [`policy`]: [`VerifyPolicy`], what a table's records must look like (actions, required-encrypted attributes,
-//!   suite, KMS key, sample rate).
-//! - [`engine`]: [`Verifier`], one record in, one [`RecordOutcome`] out, with the `ddbguard_records_total` metric
-//!   and the `alert` log event.
+//! - [`policy`]: [`VerifyPolicy`], the table policy plus what verification adds (KMS key, sample rate).
+//! - [`engine`]: [`Verifier`], one stream record in (event name, NEW image, conversion, sampling, then the judge),
+//!   one [`RecordOutcome`] out, with the `ddbguard_records_total` metric and the `alert` log event.
 //! - [`sink`]: [`VerifySink`], the stream reader's `RecordSink`, and the run's [`VerifySummary`].
 //! - [`http`]: the `/metrics`, `/healthz` and `/readyz` endpoint.
 //! - [`service`]: the verify service: one table's stream verified with injected AWS clients and a shutdown
@@ -16,11 +18,15 @@
 pub mod convert;
 pub mod engine;
 pub mod http;
+pub mod judge;
 pub mod policy;
 pub mod service;
 pub mod sink;
 
-pub use engine::{RecordOutcome, Verifier, verdict_passes};
+/// The stream record types of [`Verifier::verify`]'s signature.
+pub use ddbguard_stream::{EventName, SequenceNumber, StreamRecord};
+pub use engine::{RecordOutcome, Verifier};
+pub use judge::{Depth, Judge, Judgement, Plaintext};
 pub use policy::{PolicyError, VerifyPolicy};
 pub use sink::{GapSummary, VerifySink, VerifySummary};
 

@@ -1,25 +1,23 @@
-//! What a table's records must look like, beyond what the item format itself enforces.
+//! What verification adds to the table policy: the configured KMS key and the sample rate.
+//!
+//! The table policy itself (attribute actions, required encryption, suite) is [`TablePolicy`] in `ddbguard-dbe`,
+//! next to the table configuration, so that every crate judging items (this one, a backfill's audit) holds them
+//! to the same rules. What stays here needs `ddbguard-keys` (ARN parsing and MRK matching) or is a property of
+//! continuous verification (sampling).
 
-use std::collections::BTreeSet;
-
-use ddbguard_dbe::{AlgorithmSuite, ConfigError, TableConfig};
+use ddbguard_dbe::{ConfigError, TablePolicy};
 use ddbguard_keys::arn::{ArnError, KmsArn};
 
 /// The verification policy of one table.
 #[derive(Debug, Clone)]
 pub struct VerifyPolicy {
-    /// The DB-ESDK table configuration (attribute actions, keys, unsigned attributes).
-    pub table: TableConfig,
-    /// Attributes that must be ENCRYPT_AND_SIGN whenever present, in addition to those the table configuration
-    /// marks ENCRYPT_AND_SIGN.
-    pub required_encrypted: BTreeSet<String>,
-    /// If set, records written with another algorithm suite are a `policy_violation`.
-    pub require_suite: Option<AlgorithmSuite>,
+    /// The table policy: configuration, required-encrypted attributes, required suite.
+    pub table: TablePolicy,
     /// The configured KMS key (any replica): every `aws-kms` EDK must MRK-match it, else `key_not_mrk`.
     /// `None` for raw and hierarchical keyrings (then `aws-kms` EDKs are not checked here; the keyring decides).
     pub key_arn: Option<KmsArn>,
-    /// Share of records fully decrypted, `0.0..=1.0`; the rest get `ok_structural`. Records under a hierarchical
-    /// keyring's EDK are always decrypted in full (no KMS call per record).
+    /// Share of stream records fully decrypted, `0.0..=1.0`; the rest get `ok_structural`. Records under a
+    /// hierarchical keyring's EDK are always decrypted in full (no KMS call per record).
     pub sample_rate: f64,
 }
 
@@ -38,21 +36,24 @@ pub enum PolicyError {
 }
 
 impl VerifyPolicy {
-    /// A policy for `table`: no extra required attributes, any suite, no KMS key, every record decrypted.
-    pub fn new(table: TableConfig) -> VerifyPolicy {
+    /// A policy for `table` (a [`TablePolicy`] or a bare table configuration): no KMS key, every record decrypted.
+    pub fn new(table: impl Into<TablePolicy>) -> VerifyPolicy {
         VerifyPolicy {
-            table,
-            required_encrypted: BTreeSet::new(),
-            require_suite: None,
+            table: table.into(),
             key_arn: None,
             sample_rate: 1.0,
         }
     }
 
     /// Sets the configured KMS key from its ARN (must name a key, not an alias).
-    pub fn with_key_arn(mut self, arn: &str) -> Result<VerifyPolicy, PolicyError> {
-        self.key_arn = Some(KmsArn::parse_key(arn)?);
-        Ok(self)
+    pub fn with_key_arn(self, arn: &str) -> Result<VerifyPolicy, PolicyError> {
+        Ok(self.with_key(KmsArn::parse_key(arn)?))
+    }
+
+    /// Sets the configured KMS key, already parsed (the config keeps ARNs parsed).
+    pub fn with_key(mut self, arn: KmsArn) -> VerifyPolicy {
+        self.key_arn = Some(arn);
+        self
     }
 
     /// Checks the table configuration and the sample rate.
@@ -62,16 +63,5 @@ impl VerifyPolicy {
             return Err(PolicyError::SampleRate(self.sample_rate));
         }
         Ok(())
-    }
-
-    /// Whether the policy requires anything encrypted (then an item without `aws_dbe_head` is `plaintext`).
-    pub fn requires_encryption(&self) -> bool {
-        self.table.encrypts_anything() || !self.required_encrypted.is_empty()
-    }
-
-    /// Whether `name` must be ENCRYPT_AND_SIGN when present.
-    pub fn must_encrypt(&self, name: &str) -> bool {
-        self.required_encrypted.contains(name)
-            || self.table.attribute_actions.get(name) == Some(&ddbguard_dbe::CryptoAction::EncryptAndSign)
     }
 }

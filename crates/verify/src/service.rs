@@ -479,7 +479,7 @@ mod tests {
         .unwrap();
         assert!(report.run.caught_up);
         assert_eq!(report.summary.records, 5);
-        assert_eq!(report.summary.by_verdict.get("ok"), Some(&5));
+        assert_eq!(report.summary.by_verdict.get(&ddbguard_dbe::Verdict::Ok), Some(&5));
         assert!(report.passed(), "{}", report.to_json());
         assert!(report.stream_arn.contains("table/orders/stream"));
         // The leases were kept in the lease table and released at the end.

@@ -59,11 +59,11 @@ pub struct VerifySummary {
     pub region: String,
     /// Records with a final verdict.
     pub records: u64,
-    /// Final verdicts by label (`ok`, `ok_structural`, …).
-    pub by_verdict: BTreeMap<&'static str, u64>,
+    /// Final verdicts, serialized by label (`ok`, `ok_structural`, …).
+    pub by_verdict: BTreeMap<Verdict, u64>,
     /// Final verdicts by origin region (`unknown` when not known) and label: the origin × region matrix row of
     /// this region.
-    pub by_origin: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    pub by_origin: BTreeMap<String, BTreeMap<Verdict, u64>>,
     /// Redelivered records skipped (already verified before their checkpoint).
     pub duplicates_skipped: u64,
     /// Records that were throttled by KMS and whose batch was handed back for a retry.
@@ -85,7 +85,7 @@ fn is_zero(n: &u64) -> bool {
 impl VerifySummary {
     /// Counts one final outcome.
     pub fn add(&mut self, outcome: &RecordOutcome) {
-        let verdict = outcome.verdict.as_str();
+        let verdict = outcome.verdict;
         let origin = outcome.origin_region.as_deref().unwrap_or(UNKNOWN_ORIGIN);
         self.records += 1;
         *self.by_verdict.entry(verdict).or_default() += 1;
@@ -101,7 +101,7 @@ impl VerifySummary {
     pub fn failures(&self) -> u64 {
         self.by_verdict
             .iter()
-            .filter(|(v, _)| !v.parse::<Verdict>().is_ok_and(crate::verdict_passes))
+            .filter(|(v, _)| !v.is_pass())
             .map(|(_, n)| n)
             .sum()
     }

@@ -197,7 +197,12 @@ impl Keyring for FakeKeyring {
 #[tokio::test]
 async fn correct_item_is_ok_with_keys_and_no_origin_for_raw_keys() {
     let o = verdict_of(&verifier(), &insert(&encrypted("p1").await)).await;
-    assert_eq!((o.verdict, o.reason), (Verdict::Ok, "verified"), "{}", o.message);
+    assert_eq!(
+        (o.verdict, o.reason.as_str()),
+        (Verdict::Ok, "verified"),
+        "{}",
+        o.message
+    );
     assert_eq!(o.origin_region, None);
     assert_eq!(o.keys, json!({"pk": {"S": "p1"}, "sk": {"N": "1"}}));
     assert!(o.is_pass());
@@ -211,7 +216,7 @@ async fn correct_item_is_ok_with_keys_and_no_origin_for_raw_keys() {
 #[tokio::test]
 async fn plaintext_item_where_ciphertext_belongs() {
     let o = verdict_of(&verifier(), &insert(&plain_item("p1", SECRET))).await;
-    assert_eq!((o.verdict, o.reason), (Verdict::Plaintext, "not_encrypted"));
+    assert_eq!((o.verdict, o.reason.as_str()), (Verdict::Plaintext, "not_encrypted"));
 
     // Without ENCRYPT_AND_SIGN in the table, a required_encrypted attribute still makes it `plaintext` ...
     let mut signed_only = config();
@@ -219,7 +224,7 @@ async fn plaintext_item_where_ciphertext_belongs() {
         .attribute_actions
         .insert("secret".into(), CryptoAction::SignOnly);
     let mut policy = VerifyPolicy::new(signed_only.clone());
-    policy.required_encrypted = BTreeSet::from(["secret".to_owned()]);
+    policy.table.required_encrypted = BTreeSet::from(["secret".to_owned()]);
     let v = verifier_with(policy, raw_keyring());
     assert_eq!(
         verdict_of(&v, &insert(&plain_item("p1", SECRET))).await.verdict,
@@ -229,7 +234,10 @@ async fn plaintext_item_where_ciphertext_belongs() {
     // ... and otherwise an unsigned item is a policy violation.
     let v = verifier_with(VerifyPolicy::new(signed_only), raw_keyring());
     let o = verdict_of(&v, &insert(&plain_item("p1", SECRET))).await;
-    assert_eq!((o.verdict, o.reason), (Verdict::PolicyViolation, "not_encrypted"));
+    assert_eq!(
+        (o.verdict, o.reason.as_str()),
+        (Verdict::PolicyViolation, "not_encrypted")
+    );
 }
 
 #[tokio::test]
@@ -238,7 +246,10 @@ async fn encrypted_record_with_the_secret_written_sign_only_is_plaintext() {
     writer.attribute_actions.insert("secret".into(), CryptoAction::SignOnly);
     let item = encrypt_with(&writer, raw_keyring().as_ref(), &plain_item("p1", SECRET)).await;
     let o = verdict_of(&verifier(), &insert(&item)).await;
-    assert_eq!((o.verdict, o.reason), (Verdict::Plaintext, "attribute_not_encrypted"));
+    assert_eq!(
+        (o.verdict, o.reason.as_str()),
+        (Verdict::Plaintext, "attribute_not_encrypted")
+    );
     assert!(o.message.contains("secret"));
 }
 
@@ -247,7 +258,7 @@ async fn flipped_ciphertext_bit_fails_integrity() {
     let mut item = encrypted("p1").await;
     flip_bit(&mut item, "secret");
     let o = verdict_of(&verifier(), &insert(&item)).await;
-    assert_eq!(o.verdict, Verdict::IntegrityFailed, "{}", o.reason);
+    assert_eq!(o.verdict, Verdict::IntegrityFailed, "{}", o.reason.as_str());
 
     let mut item = encrypted("p1").await;
     flip_bit(&mut item, "aws_dbe_foot");
@@ -262,7 +273,7 @@ async fn changed_signed_attribute_fails_integrity() {
     let mut item = encrypted("p1").await;
     item.insert("amount".into(), AttributeValue::N("1000000".into()));
     let o = verdict_of(&verifier(), &insert(&item)).await;
-    assert_eq!(o.verdict, Verdict::IntegrityFailed, "{}", o.reason);
+    assert_eq!(o.verdict, Verdict::IntegrityFailed, "{}", o.reason.as_str());
 
     // The unsigned attribute may change freely.
     let mut item = encrypted("p1").await;
@@ -276,7 +287,7 @@ async fn value_swapped_between_items_fails_integrity() {
     let b = encrypted("p2").await;
     a.insert("secret".into(), b["secret"].clone());
     let o = verdict_of(&verifier(), &insert(&a)).await;
-    assert_eq!(o.verdict, Verdict::IntegrityFailed, "{}", o.reason);
+    assert_eq!(o.verdict, Verdict::IntegrityFailed, "{}", o.reason.as_str());
 }
 
 #[tokio::test]
@@ -289,7 +300,7 @@ async fn unexpected_signed_attribute_is_a_policy_violation() {
     let item = encrypt_with(&writer, raw_keyring().as_ref(), &plain).await;
     let o = verdict_of(&verifier(), &insert(&item)).await;
     assert_eq!(
-        (o.verdict, o.reason),
+        (o.verdict, o.reason.as_str()),
         (Verdict::PolicyViolation, "unexpected_signed_attribute")
     );
     assert!(o.message.contains("extra"));
@@ -298,7 +309,7 @@ async fn unexpected_signed_attribute_is_a_policy_violation() {
     let mut item = encrypted("p1").await;
     item.insert("injected".into(), AttributeValue::S("x".into()));
     let o = verdict_of(&verifier(), &insert(&item)).await;
-    assert_eq!(o.verdict, Verdict::PolicyViolation, "{}", o.reason);
+    assert_eq!(o.verdict, Verdict::PolicyViolation, "{}", o.reason.as_str());
 
     // A known attribute with a different action than ours.
     let mut writer = config();
@@ -307,7 +318,10 @@ async fn unexpected_signed_attribute_is_a_policy_violation() {
         .insert("amount".into(), CryptoAction::EncryptAndSign);
     let item = encrypt_with(&writer, raw_keyring().as_ref(), &plain_item("p1", SECRET)).await;
     let o = verdict_of(&verifier(), &insert(&item)).await;
-    assert_eq!((o.verdict, o.reason), (Verdict::PolicyViolation, "action_mismatch"));
+    assert_eq!(
+        (o.verdict, o.reason.as_str()),
+        (Verdict::PolicyViolation, "action_mismatch")
+    );
 }
 
 #[tokio::test]
@@ -320,9 +334,12 @@ async fn wrong_suite_is_a_policy_violation() {
         AlgorithmSuite::HmacOnly
     };
     let mut policy = VerifyPolicy::new(config());
-    policy.require_suite = Some(other);
+    policy.table.require_suite = Some(other);
     let o = verdict_of(&verifier_with(policy, raw_keyring()), &insert(&item)).await;
-    assert_eq!((o.verdict, o.reason), (Verdict::PolicyViolation, "wrong_suite"));
+    assert_eq!(
+        (o.verdict, o.reason.as_str()),
+        (Verdict::PolicyViolation, "wrong_suite")
+    );
 }
 
 #[tokio::test]
@@ -330,7 +347,7 @@ async fn remove_legacy_missing_image_and_unconvertible_images() {
     let v = verifier();
     let o = verdict_of(&v, &record("e", EventName::Remove, None)).await;
     assert_eq!(
-        (o.verdict, o.reason, o.origin_region.as_deref()),
+        (o.verdict, o.reason.as_str(), o.origin_region.as_deref()),
         (Verdict::Remove, "remove", None)
     );
 
@@ -339,11 +356,17 @@ async fn remove_legacy_missing_image_and_unconvertible_images() {
     assert_eq!(verdict_of(&v, &insert(&legacy)).await.verdict, Verdict::LegacyFormat);
 
     let o = verdict_of(&v, &record("e", EventName::Modify, None)).await;
-    assert_eq!((o.verdict, o.reason), (Verdict::PolicyViolation, "no_new_image"));
+    assert_eq!(
+        (o.verdict, o.reason.as_str()),
+        (Verdict::PolicyViolation, "no_new_image")
+    );
 
     // An event name this version does not know gets a failing verdict, even with a correct new image.
     let o = verdict_of(&v, &record("e", EventName::Unknown, Some(&encrypted("p1").await))).await;
-    assert_eq!((o.verdict, o.reason), (Verdict::PolicyViolation, "unknown_event_name"));
+    assert_eq!(
+        (o.verdict, o.reason.as_str()),
+        (Verdict::PolicyViolation, "unknown_event_name")
+    );
 
     let mut r = insert(&encrypted("p1").await);
     r.new_image.as_mut().unwrap().insert(
@@ -351,7 +374,7 @@ async fn remove_legacy_missing_image_and_unconvertible_images() {
         aws_sdk_dynamodbstreams::types::AttributeValue::Null(false),
     );
     let o = verdict_of(&v, &r).await;
-    assert_eq!((o.verdict, o.reason), (Verdict::IntegrityFailed, "null_false"));
+    assert_eq!((o.verdict, o.reason.as_str()), (Verdict::IntegrityFailed, "null_false"));
 }
 
 #[tokio::test]
@@ -370,7 +393,7 @@ async fn sample_rate_zero_gives_ok_structural_without_a_keyring_call() {
     policy.sample_rate = 0.0;
     let v = verifier_with(policy, kms.clone());
     let o = verdict_of(&v, &insert(&item)).await;
-    assert_eq!((o.verdict, o.reason), (Verdict::OkStructural, "not_sampled"));
+    assert_eq!((o.verdict, o.reason.as_str()), (Verdict::OkStructural, "not_sampled"));
     assert_eq!(o.origin_region.as_deref(), Some("us-west-2"));
     assert_eq!(kms.calls(), 0);
 
@@ -410,7 +433,7 @@ async fn kms_edks_must_mrk_match_the_configured_key() {
     let single = Arc::new(FakeKeyring::new("aws-kms", SINGLE_REGION));
     let item = encrypt_with(&config(), single.as_ref(), &plain_item("p1", SECRET)).await;
     let o = verdict_of(&v_for(single.clone()), &insert(&item)).await;
-    assert_eq!((o.verdict, o.reason), (Verdict::KeyNotMrk, "edk_key_not_mrk"));
+    assert_eq!((o.verdict, o.reason.as_str()), (Verdict::KeyNotMrk, "edk_key_not_mrk"));
     assert_eq!(o.origin_region.as_deref(), Some("us-west-2"));
     assert!(o.message.contains(SINGLE_REGION), "{}", o.message);
     assert_eq!(single.calls(), 0);
@@ -419,9 +442,9 @@ async fn kms_edks_must_mrk_match_the_configured_key() {
     let garbage = Arc::new(FakeKeyring::new("aws-kms", "not-an-arn"));
     let item = encrypt_with(&config(), garbage.as_ref(), &plain_item("p1", SECRET)).await;
     let o = verdict_of(&v_for(garbage.clone()), &insert(&item)).await;
-    assert_eq!((o.verdict, o.reason), (Verdict::KeyNotMrk, "edk_arn_invalid"));
+    assert_eq!((o.verdict, o.reason.as_str()), (Verdict::KeyNotMrk, "edk_arn_invalid"));
     let o = verdict_of(&v_for(kms.clone()), &insert(&encrypted("p1").await)).await;
-    assert_eq!((o.verdict, o.reason), (Verdict::KeyNotMrk, "no_kms_edk"));
+    assert_eq!((o.verdict, o.reason.as_str()), (Verdict::KeyNotMrk, "no_kms_edk"));
     assert_eq!(garbage.calls(), 0);
 }
 
@@ -528,15 +551,20 @@ async fn sink_counts_by_verdict_and_origin_and_skips_duplicates() {
     assert_eq!(s.duplicates_skipped, 1);
     assert_eq!(
         s.by_verdict,
-        BTreeMap::from([("ok", 1), ("integrity_failed", 1), ("remove", 1), ("plaintext", 1)])
+        BTreeMap::from([
+            (Verdict::Ok, 1),
+            (Verdict::IntegrityFailed, 1),
+            (Verdict::Remove, 1),
+            (Verdict::Plaintext, 1)
+        ])
     );
     assert_eq!(
         s.by_origin["us-west-2"],
-        BTreeMap::from([("ok", 1), ("integrity_failed", 1)])
+        BTreeMap::from([(Verdict::Ok, 1), (Verdict::IntegrityFailed, 1)])
     );
     assert_eq!(
         s.by_origin["unknown"],
-        BTreeMap::from([("remove", 1), ("plaintext", 1)])
+        BTreeMap::from([(Verdict::Remove, 1), (Verdict::Plaintext, 1)])
     );
     assert_eq!(s.failures(), 2);
     assert!(!s.passed());
@@ -576,7 +604,10 @@ async fn a_long_batch_yields_to_other_tasks() {
     probe.abort();
     assert!(ran > 0, "the batch held the runtime for all 300 records");
     let summary = sink.summary();
-    assert_eq!((summary.records, summary.by_verdict.get("ok")), (300, Some(&300)));
+    assert_eq!(
+        (summary.records, summary.by_verdict.get(&Verdict::Ok)),
+        (300, Some(&300))
+    );
 }
 
 #[tokio::test]
@@ -606,7 +637,10 @@ async fn throttled_batches_are_handed_back_for_retry() {
     // The retry succeeds once the keyring works again: each record is counted once.
     let sink = VerifySink::new(Arc::new(verifier()));
     sink.process(&b).await.unwrap();
-    assert_eq!(sink.summary().by_verdict, BTreeMap::from([("ok", 1), ("remove", 1)]));
+    assert_eq!(
+        sink.summary().by_verdict,
+        BTreeMap::from([(Verdict::Ok, 1), (Verdict::Remove, 1)])
+    );
     assert!(sink.summary().passed());
 }
 
@@ -739,4 +773,22 @@ fn metrics_and_alerts_name_table_keys_verdict_and_reason_but_no_values() {
     assert_eq!(alerts[0]["fields"]["verdict"], "integrity_failed");
     assert_eq!(alerts[1]["fields"]["verdict"], "plaintext");
     assert!(!text.contains(SECRET), "plaintext in logs: {text}");
+}
+
+/// The operator docs list every verdict and reason, spelled as the code spells them.
+#[test]
+fn metrics_doc_lists_every_verdict_and_reason() {
+    let doc = include_str!("../../../docs/METRICS.md");
+    for label in Verdict::ALL.iter().map(|v| v.as_str()) {
+        assert!(
+            doc.contains(&format!("`{label}`")),
+            "docs/METRICS.md lacks verdict {label}"
+        );
+    }
+    for label in ddbguard_dbe::Reason::ALL.iter().map(|r| r.as_str()) {
+        assert!(
+            doc.contains(&format!("`{label}`")),
+            "docs/METRICS.md lacks reason {label}"
+        );
+    }
 }

@@ -272,7 +272,12 @@ fn json_lines_give_one_result_per_line_in_order_and_exit_1() {
         lines[1]
     );
     assert_eq!(lines[2]["ok"], false, "{}", lines[2]);
-    assert_eq!(lines[2]["verdict"], "invalid_input", "{}", lines[2]);
+    assert_eq!(lines[2]["input_error"], "not_json", "{}", lines[2]);
+    assert!(
+        lines[2].get("verdict").is_none(),
+        "an input error is not a verdict: {}",
+        lines[2]
+    );
     for secret in ["987-65-4321", "bob@example.com", "555-12-3456"] {
         assert!(!run.stdout.contains(secret), "stdout shows {secret}: {}", run.stdout);
         assert!(!run.stderr.contains(secret), "stderr shows {secret}: {}", run.stderr);

@@ -9,7 +9,7 @@ use ddbguard_dbe::{
     UnwrappedKey, WrappedKey,
 };
 
-use super::error::{KmsErrorKind, UnavailableReason};
+use super::error::KmsErrorKind;
 use super::keyring::{EdkRef, KmsKeyringError, MrkDiscoveryKeyring, MrkKeyring};
 
 impl From<KmsKeyringError> for KeyringError {
@@ -22,13 +22,7 @@ impl From<KmsKeyringError> for KeyringError {
             KmsKeyringError::Unsupported(_) => KeyringError::Other { message },
             KmsKeyringError::Kms(k) => match k.kind {
                 KmsErrorKind::KeyUnavailable(r) => KeyringError::KeyUnavailable {
-                    reason: match r {
-                        UnavailableReason::NotFound => KeyUnavailableReason::NotFound,
-                        UnavailableReason::Disabled => KeyUnavailableReason::Disabled,
-                        UnavailableReason::PendingDeletion => KeyUnavailableReason::PendingDeletion,
-                        UnavailableReason::InvalidState => KeyUnavailableReason::InvalidState,
-                        UnavailableReason::AccessDenied => KeyUnavailableReason::AccessDenied,
-                    },
+                    reason: KeyUnavailableReason::from(r),
                     key: k.key_id,
                     message,
                 },
@@ -104,7 +98,7 @@ impl Keyring for MrkDiscoveryKeyring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kms::error::{KmsError, Operation};
+    use crate::kms::error::{KmsError, Operation, UnavailableReason};
     use ddbguard_dbe::Verdict;
 
     fn kms(kind: KmsErrorKind) -> KeyringError {
@@ -149,7 +143,7 @@ mod tests {
         w.set_state(MRK_AP, FakeKeyState::Disabled);
         let e = decrypt_item(&config, &reader, &encrypted).await.unwrap_err();
         assert_eq!(e.verdict(), Verdict::KeyUnavailable);
-        assert_eq!(e.reason(), "key_disabled");
+        assert_eq!(e.reason().as_str(), "disabled");
     }
 
     #[test]
@@ -159,8 +153,10 @@ mod tests {
             Verdict::KeyUnavailable
         );
         assert_eq!(
-            kms(KmsErrorKind::KeyUnavailable(UnavailableReason::PendingDeletion)).reason(),
-            "key_pending_deletion"
+            kms(KmsErrorKind::KeyUnavailable(UnavailableReason::PendingDeletion))
+                .reason()
+                .as_str(),
+            "pending_deletion"
         );
         assert_eq!(kms(KmsErrorKind::Throttled).verdict(), Verdict::KmsThrottled);
         assert_eq!(kms(KmsErrorKind::Transient).verdict(), Verdict::KmsThrottled);

@@ -43,8 +43,7 @@ impl fmt::Display for Operation {
 }
 
 /// Why KMS in this region cannot use the key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum UnavailableReason {
     /// `NotFoundException`: the key (replica) does not exist in this region.
     NotFound,
@@ -59,15 +58,28 @@ pub enum UnavailableReason {
 }
 
 impl UnavailableReason {
-    /// The label used in verdicts and metrics: `not_found`, `disabled`, `pending_deletion`, …
+    /// The label used in verdicts and metrics: `not_found`, `disabled`, `pending_deletion`, … It is the record's
+    /// reason code ([`ddbguard_dbe::Reason`]) and spelled only there.
     pub fn as_str(self) -> &'static str {
-        match self {
-            UnavailableReason::NotFound => "not_found",
-            UnavailableReason::Disabled => "disabled",
-            UnavailableReason::PendingDeletion => "pending_deletion",
-            UnavailableReason::InvalidState => "invalid_state",
-            UnavailableReason::AccessDenied => "access_denied",
+        ddbguard_dbe::KeyUnavailableReason::from(self).as_str()
+    }
+}
+
+impl From<UnavailableReason> for ddbguard_dbe::KeyUnavailableReason {
+    fn from(r: UnavailableReason) -> Self {
+        match r {
+            UnavailableReason::NotFound => Self::NotFound,
+            UnavailableReason::Disabled => Self::Disabled,
+            UnavailableReason::PendingDeletion => Self::PendingDeletion,
+            UnavailableReason::InvalidState => Self::InvalidState,
+            UnavailableReason::AccessDenied => Self::AccessDenied,
         }
+    }
+}
+
+impl serde::Serialize for UnavailableReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
