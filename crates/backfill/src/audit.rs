@@ -201,6 +201,8 @@ pub struct AuditReport {
     pub items: u64,
     /// Items by verdict (`ok`, `ok_structural`, `plaintext`, …).
     pub by_verdict: BTreeMap<Verdict, u64>,
+    /// Items whose verdict does not pass.
+    pub failures: u64,
     /// Items by verdict and reason.
     pub by_reason: BTreeMap<Verdict, BTreeMap<Reason, u64>>,
     /// Items by origin region (`unknown` when not known) and verdict.
@@ -220,17 +222,6 @@ pub struct AuditReport {
     pub elapsed_seconds: f64,
     /// Whether the audit finished, every verdict passed and (with a comparison) the replicas agree.
     pub passed: bool,
-}
-
-impl AuditReport {
-    /// Items whose verdict does not pass.
-    pub fn failures(&self) -> u64 {
-        self.by_verdict
-            .iter()
-            .filter(|(v, _)| !v.is_pass())
-            .map(|(_, n)| n)
-            .sum()
-    }
 }
 
 /// The running counts.
@@ -476,6 +467,7 @@ fn report<L, R>(shared: &Shared<L, R>, segments: u32, completion: Completion, el
         segments,
         items: t.summary.records,
         by_verdict: t.summary.by_verdict.clone(),
+        failures: t.summary.failures(),
         by_reason: t.by_reason.clone(),
         by_origin: t.summary.by_origin.clone(),
         throttled_retries: t.summary.throttled_retries,

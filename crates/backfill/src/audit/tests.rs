@@ -178,7 +178,7 @@ async fn a_mixed_table_gets_verify_s_verdicts_counted_with_sample_keys() {
         !report.samples.contains_key(&Verdict::Ok),
         "keys of passing items are not kept"
     );
-    assert_eq!(report.failures(), 2);
+    assert_eq!(report.failures, 2);
     assert!(!report.passed);
     assert!(report.read_units > 0.0 && report.scanned_bytes > 0);
     // The raw keyring names no KMS key: the origin is unknown for every item.

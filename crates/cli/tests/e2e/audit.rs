@@ -282,6 +282,7 @@ async fn a_plaintext_item_fails_the_audit() -> anyhow::Result<()> {
     let (run, report) = s.audit(&s.primary, &[]);
     assert_eq!(run.code, 1, "{run:#?}");
     assert_eq!(report["by_verdict"], json!({"ok": 1, "plaintext": 1}), "{report:#}");
+    assert_eq!(report["failures"], 1, "{report:#}");
     assert_eq!(
         report["by_reason"]["plaintext"],
         json!({"not_encrypted": 1}),
