@@ -23,6 +23,7 @@ use crate::limiter::Budgets;
 use crate::position;
 use crate::report::{Completion, Progress, Report, Tally};
 use crate::rewrite::{self, Outcome, RewriteSettings, Target};
+use crate::scan::{self, PageError};
 
 /// Tables larger than this get one more segment per this many bytes (up to [`MAX_SEGMENTS`]).
 pub const BYTES_PER_SEGMENT: i64 = 512 * 1024 * 1024;
@@ -380,7 +381,6 @@ async fn scan_segment<D: DynamoApi + Clone, L: LeaseStore>(
         if let Some(end) = ctx.stopped() {
             return end;
         }
-        shared.budgets.read.ready().await;
         let scan = ScanSegment {
             segment,
             total_segments: total,
@@ -389,33 +389,24 @@ async fn scan_segment<D: DynamoApi + Clone, L: LeaseStore>(
             consistent: false,
         };
         let page = tokio::select! {
-            page = shared.db.scan_segment(&shared.target.table, scan) => page,
+            page = scan::read_page(&shared.db, &shared.target.table, scan, &shared.budgets.read, &mut backoff) => page,
             _ = ctx.stop_requested() => continue,
         };
         let page = match page {
-            Ok(p) => {
-                backoff.reset();
-                p
-            }
-            Err(e) if e.kind.is_retryable() => {
-                tracing::warn!(segment, error = %e, "scan failed; backing off");
-                ctx.pause(backoff.next_delay()).await;
+            Ok(p) => p,
+            Err(PageError::Retry { delay, error }) => {
+                tracing::warn!(segment, error = %error, "scan failed; backing off");
+                ctx.pause(delay).await;
                 continue;
             }
-            Err(e) => {
+            Err(PageError::Fatal(e)) => {
                 tracing::error!(segment, error = %e, "scan failed; stopping the run");
                 *shared.fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                 return TaskEnd::Stopped;
             }
         };
-        let bytes: usize = page.items.iter().map(ddbguard_ddb::item_size).sum();
-        let read_units = if page.consumed.read_units > 0.0 {
-            page.consumed.read_units
-        } else {
-            ddbguard_ddb::size::read_units(bytes, false)
-        };
-        shared.budgets.read.charge(read_units);
-        shared.tally.scanned(page.items.len() as u64, bytes as u64);
+        shared.tally.scanned(page.items.len() as u64, page.bytes);
+        let finished = page.is_last();
         // The page's items, a bounded number at a time; the checkpoint waits for all of them.
         let items = page.items;
         futures::stream::iter(items)
@@ -434,7 +425,6 @@ async fn scan_segment<D: DynamoApi + Clone, L: LeaseStore>(
                 }
             })
             .await;
-        let finished = page.last_evaluated_key.as_ref().is_none_or(|k| k.is_empty());
         let position = match page
             .last_evaluated_key
             .as_ref()

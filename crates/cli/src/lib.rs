@@ -18,6 +18,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+pub mod audit;
 pub mod branch;
 pub mod config;
 pub mod item;
@@ -57,6 +58,10 @@ pub enum Command {
     /// /healthz and /readyz. Runs until SIGTERM/SIGINT, or with --until-caught-up prints a JSON summary and
     /// exits 0 when every verdict passed and no gap was seen, 1 otherwise; 2 on config or startup errors.
     Verify(verify::VerifyArgs),
+    /// Scan a whole table in the local region and give every item the verdict `verify` would give it; with
+    /// --compare-region, also compare every item with its copy in that replica. Prints a JSON summary; exit 0
+    /// when every verdict passed (and the replicas agree), 1 otherwise, 2 on config or startup errors.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +153,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
             }
             Command::Verify(args) => verify::run(args).await,
+            Command::Audit(args) => audit::run(args).await,
         }
     })
 }

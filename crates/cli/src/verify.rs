@@ -177,7 +177,7 @@ fn select_table<'c>(config: &'c Config, name: Option<&str>) -> anyhow::Result<&'
 }
 
 /// Completes on the first SIGTERM (ECS stopping the task) or SIGINT.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -187,7 +187,7 @@ async fn shutdown_signal() {
                     _ = term.recv() => "SIGTERM",
                     _ = int.recv() => "SIGINT",
                 };
-                tracing::info!(signal = name, "verify: shutting down");
+                tracing::info!(signal = name, "shutting down");
                 return;
             }
             (Err(e), _) | (_, Err(e)) => {
@@ -196,7 +196,7 @@ async fn shutdown_signal() {
         }
     }
     if tokio::signal::ctrl_c().await.is_ok() {
-        tracing::info!(signal = "SIGINT", "verify: shutting down");
+        tracing::info!(signal = "SIGINT", "shutting down");
     } else {
         // Without any signal handler, never stop on a signal (the process is killed instead).
         std::future::pending::<()>().await;
