@@ -255,6 +255,7 @@ struct Row {
     segments: u32,
     wall: Duration,
     cpu: Duration,
+    rss_before_kib: u64,
     peak_kib: u64,
     peak_reset: bool,
     plain_bytes: u64,
@@ -296,6 +297,7 @@ async fn run_scenario(kind: Kind, suite: AlgorithmSuite, items: usize) -> Row {
     let kms_before = keys.counters.total();
 
     let peak_reset = reset_peak_rss();
+    let rss_before_kib = status_kib("VmRSS");
     let cpu0 = cpu_time();
     let t0 = Instant::now();
     let report = backfill(db.clone(), target.clone()).await;
@@ -368,6 +370,7 @@ async fn run_scenario(kind: Kind, suite: AlgorithmSuite, items: usize) -> Row {
         segments: p.segments,
         wall,
         cpu,
+        rss_before_kib,
         peak_kib,
         peak_reset,
         plain_bytes,
@@ -422,15 +425,15 @@ fn print_table(rows: &[Row], load_start: &str, load_end: &str) {
     );
     println!(
         "| keyring | suite | items | segments | bytes/item plain → encrypted | wall s | items/s | CPU µs/item \
-         | items/s per core | cores used | RCU/item (min) | WCU/item (min) | KMS calls/item | peak RSS MiB |"
+         | items/s per core | cores used | RCU/item (min) | WCU/item (min) | KMS calls/item | RSS before MiB | peak RSS MiB |"
     );
-    println!("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let n = r.items as f64;
         let wall = r.wall.as_secs_f64();
         let cpu = r.cpu.as_secs_f64();
         println!(
-            "| {} | {} | {} | {} | {:.0} → {:.0} | {wall:.2} | {:.0} | {:.1} | {:.0} | {:.2} | {:.4} ({:.4}) | {:.2} ({:.2}) | {:.4} | {:.0}{} |",
+            "| {} | {} | {} | {} | {:.0} → {:.0} | {wall:.2} | {:.0} | {:.1} | {:.0} | {:.2} | {:.4} ({:.4}) | {:.2} ({:.2}) | {:.4} | {:.0} | {:.0}{} |",
             r.kind.label(),
             suite_label(r.suite),
             r.items,
@@ -446,6 +449,7 @@ fn print_table(rows: &[Row], load_start: &str, load_end: &str) {
             r.write_units / n,
             r.min_write_units / n,
             r.kms_calls as f64 / n,
+            mib(r.rss_before_kib),
             mib(r.peak_kib),
             if r.peak_reset { "" } else { " (process)" },
         );
@@ -454,8 +458,9 @@ fn print_table(rows: &[Row], load_start: &str, load_end: &str) {
         "\nCPU = user + system time of the whole process (10 ms ticks) during the run, the in-memory DynamoDB and KMS \
          included; items/s per core = items ÷ CPU seconds. RCU/WCU = consumed capacity the run was charged for the \
          table (the ledger's own writes, one checkpoint per page of 100, are not included); (min) = the items' \
-         plaintext bytes read at 0.5 unit per 4 KB, and one write unit per started KB of each encrypted item. Peak \
-         RSS = VmHWM during the run{}, the in-memory table included.",
+         plaintext bytes read at 0.5 unit per 4 KB, and one write unit per started KB of each encrypted item. RSS \
+         before = after loading the table (the in-memory table holds every item); peak RSS = VmHWM during the \
+         run{}.",
         if rows.iter().all(|r| r.peak_reset) {
             " (reset before each run)"
         } else {
