@@ -6,6 +6,8 @@
 #                               accepted or rejected alike; tampered items fail on both sides; branch
 #                               keys made by either key store serve both hierarchical keyrings (one
 #                               region, and across regions over a global key store table);
+#                               items of every attribute type rewritten by the backfill engine
+#                               (over the in-memory DynamoDB) decrypt with the official crate;
 #                               `ddbguard item decrypt` (the binary, built first) prints the plaintext
 #                               of an official item and names a flipped bit integrity_failed.
 #   scripts/interop.sh --bench  decrypt-and-verify and encrypt µs/item, ddbguard vs the official crate,

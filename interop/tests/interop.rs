@@ -15,12 +15,17 @@
 //!
 //! Case counts: `INTEROP_CASES` per property (default 64 round trips, 96 tampers).
 //!
+//! [`backfill`]: items of every attribute type rewritten by the backfill engine (over the in-memory DynamoDB,
+//! both suites) decrypt with the official crate to the original values.
+//!
 //! [`cli`]: `ddbguard item decrypt` prints the plaintext of an item the official crate wrote and names a
 //! flipped bit `integrity_failed`.
 //!
 //! [`hierarchy`]: the same both ways with the official key store and hierarchical keyring, on the local
 //! AWS environment (started by the tests, or `DDBGUARD_TEST_ENDPOINT`).
 
+#[path = "interop/backfill.rs"]
+mod backfill;
 #[path = "interop/cli.rs"]
 mod cli;
 mod common;
