@@ -2,7 +2,7 @@
 //!
 //! Shards hold records with globally increasing sequence numbers (so a child's are above its parent's).
 //! Faults: expire the next N `GetRecords` iterators (or the K-th call), trim a shard before a sequence number,
-//! throttle the next N calls of any operation, split a shard (close it, add two children), remove a shard.
+//! throttle the next N calls of any operation, answer ResourceNotFound transiently, split a shard (close it, add two children), remove a shard.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -55,6 +55,7 @@ struct State {
     expire_next: u64,
     expire_at_call: Option<u64>,
     empty_next: u64,
+    not_found_next: u64,
     page_size: usize,
     calls: FakeCalls,
 }
@@ -211,6 +212,12 @@ impl FakeStreams {
         self.lock().empty_next = n;
     }
 
+    /// The next `n` GetShardIterator or GetRecords calls answer ResourceNotFoundException although the shard
+    /// exists (the service does so transiently, e.g. right after a shard was created).
+    pub fn not_found_next(&self, n: u64) {
+        self.lock().not_found_next = n;
+    }
+
     /// The `call`-th GetRecords call (1-based, counted from the stream's creation) answers ExpiredIteratorException.
     pub fn expire_at_get_records_call(&self, call: u64) {
         self.lock().expire_at_call = Some(call);
@@ -244,6 +251,13 @@ impl FakeStreams {
         } else {
             false
         }
+    }
+
+    fn transient_not_found(s: &mut State, what: &str) -> Option<StreamsError> {
+        (s.not_found_next > 0).then(|| {
+            s.not_found_next -= 1;
+            StreamsError::ResourceNotFound(format!("{what} (transient)"))
+        })
     }
 
     fn new_iterator(s: &mut State, shard: usize, pos: usize) -> String {
@@ -307,6 +321,9 @@ impl StreamsApi for FakeStreams {
         if Self::throttled(&mut s) {
             return Err(StreamsError::Throttled("LimitExceededException".into()));
         }
+        if let Some(e) = Self::transient_not_found(&mut s, shard_id) {
+            return Err(e);
+        }
         let Some(idx) = s.shards.iter().position(|x| x.id == shard_id && !x.removed) else {
             return Err(StreamsError::ResourceNotFound(format!("shard {shard_id}")));
         };
@@ -336,6 +353,9 @@ impl StreamsApi for FakeStreams {
             s.expire_next = s.expire_next.saturating_sub(1);
             s.calls.expired += 1;
             return Err(StreamsError::ExpiredIterator(iterator.to_owned()));
+        }
+        if let Some(e) = Self::transient_not_found(&mut s, iterator) {
+            return Err(e);
         }
         let Some(&(idx, pos)) = s.iterators.get(iterator) else {
             return Err(StreamsError::Other(format!("unknown iterator {iterator}")));

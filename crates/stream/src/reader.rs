@@ -242,7 +242,11 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
     /// Creates a reader. Nothing is called until [`StreamReader::run`].
     pub fn new(config: ReaderConfig, api: S, leases: L, sink: K) -> Result<Self, ReaderError> {
         config.validate()?;
-        let status = StatusHandle::new(&config.worker_id, config.stall_after());
+        let sync_stale_after = config
+            .discovery_interval
+            .saturating_mul(2)
+            .saturating_add(config.lease_duration);
+        let status = StatusHandle::new(&config.worker_id, config.stall_after(), sync_stale_after);
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
@@ -407,15 +411,31 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
             self.first_discovery = Some(shards.iter().map(|s| (s.id.clone(), s.is_closed())).collect());
         }
         self.shards = shards.into_iter().map(|s| (s.id.clone(), s)).collect();
-        let wanted: Vec<Lease> = self
-            .shards
-            .values()
-            .map(|s| Lease::new(s.id.clone(), s.parent_id.iter().cloned().collect()))
-            .collect();
-        if let Err(e) = self.leases.refresh(wanted).await {
+        if let Err(e) = self.leases.refresh(Vec::new()).await {
             tracing::warn!(error = %e, "listing leases failed");
             return;
         }
+        // A shard without a lease is new, or it left the stream after this discovery and another worker deleted
+        // its finished lease in between. Creating the lease again would have some worker read a gone shard (a
+        // false gap) or re-read a finished one; a discovery after the listing tells the two apart, because a
+        // worker deletes a lease only after a discovery that no longer lists its shard.
+        if self.shards.keys().any(|id| !self.leases.leases().contains_key(id)) {
+            match self.discover().await {
+                Ok(Some(fresh)) => self.shards = fresh.into_iter().map(|s| (s.id.clone(), s)).collect(),
+                Ok(None) | Err(_) => return,
+            }
+            let wanted: Vec<Lease> = self
+                .shards
+                .values()
+                .filter(|s| !self.leases.leases().contains_key(&s.id))
+                .map(|s| Lease::new(s.id.clone(), s.parent_id.iter().cloned().collect()))
+                .collect();
+            if let Err(e) = self.leases.refresh(wanted).await {
+                tracing::warn!(error = %e, "listing leases failed");
+                return;
+            }
+        }
+        self.shared.status.lease_synced();
 
         self.delete_obsolete_leases().await;
 
@@ -475,10 +495,13 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
         let shard_id = taken.grant.key.clone();
         let first_time = self.started.insert(shard_id.clone());
         let at_startup = self.first_discovery.as_ref().and_then(|m| m.get(&shard_id)).copied();
+        // `Latest` skips only what nobody has read yet: a checkpoint in a shared lease table is another worker's
+        // progress, and skipping past it would drop the shard's unread records for every worker.
+        let unread = taken.lease.position.is_none();
         let initial = match (self.cfg().start_position, first_time, at_startup) {
             (StartPosition::TrimHorizon, true, Some(_)) => Initial::Position(IteratorPosition::TrimHorizon),
-            (StartPosition::Latest, true, Some(false)) => Initial::Position(IteratorPosition::Latest),
-            (StartPosition::Latest, true, Some(true)) => Initial::SkipToEnd,
+            (StartPosition::Latest, true, Some(false)) if unread => Initial::Position(IteratorPosition::Latest),
+            (StartPosition::Latest, true, Some(true)) if unread => Initial::SkipToEnd,
             _ => Initial::Checkpoint,
         };
         tracing::info!(shard = %shard_id, token = taken.grant.token, ?initial, "lease taken");
@@ -600,10 +623,13 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
         let mut checkpoint = self.stored.clone();
         // Records up to the stored checkpoint are redeliveries when resuming from it; an explicit start position
         // (an audit from the trim horizon) verifies them again.
-        let dup_floor = match self.initial {
+        let mut dup_floor = match self.initial {
             Initial::Checkpoint => checkpoint.as_ref().map(|c| c.sequence_number.clone()),
             _ => None,
         };
+        let resumed = matches!(self.initial, Initial::Checkpoint);
+        // Whether this task has checkpointed a batch.
+        let mut delivered = false;
         let mut pending_gap: Option<(Option<SequenceNumber>, GapReason)> = None;
         let restart_position = match &self.initial {
             Initial::SkipToEnd => {
@@ -646,6 +672,9 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                     match got {
                         Ok(it) => it,
                         Err(StreamsError::TrimmedDataAccess(_)) if position != IteratorPosition::TrimHorizon => {
+                            if resumed || delivered {
+                                dup_floor = checkpoint.as_ref().map(|c| c.sequence_number.clone()).or(dup_floor);
+                            }
                             pending_gap = Some((
                                 checkpoint.as_ref().map(|c| c.sequence_number.clone()),
                                 GapReason::Trimmed,
@@ -653,7 +682,14 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                             position = IteratorPosition::TrimHorizon;
                             continue;
                         }
-                        Err(StreamsError::ResourceNotFound(m)) => return self.shard_gone(&checkpoint, &m).await,
+                        Err(StreamsError::ResourceNotFound(m)) => {
+                            if self.confirmed_gone(&m).await {
+                                return self.shard_gone(&checkpoint).await;
+                            }
+                            let d = errors.next_delay();
+                            self.pause(d).await;
+                            continue;
+                        }
                         Err(e) => {
                             self.note_error("GetShardIterator", &e);
                             let d = errors.next_delay();
@@ -680,6 +716,11 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                     continue;
                 }
                 Err(StreamsError::TrimmedDataAccess(_)) => {
+                    // Re-read from the trim horizon: records up to the checkpoint, if still there, were delivered
+                    // (by this task, or before the checkpoint it resumed from) and come again as redeliveries.
+                    if resumed || delivered {
+                        dup_floor = checkpoint.as_ref().map(|c| c.sequence_number.clone()).or(dup_floor);
+                    }
                     pending_gap = Some((
                         checkpoint.as_ref().map(|c| c.sequence_number.clone()),
                         GapReason::Trimmed,
@@ -687,7 +728,19 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                     position = IteratorPosition::TrimHorizon;
                     continue;
                 }
-                Err(StreamsError::ResourceNotFound(m)) => return self.shard_gone(&checkpoint, &m).await,
+                Err(StreamsError::ResourceNotFound(m)) => {
+                    if self.confirmed_gone(&m).await {
+                        return self.shard_gone(&checkpoint).await;
+                    }
+                    // A fresh iterator from the checkpoint: the old one may be what the service no longer knows.
+                    position = match &checkpoint {
+                        Some(cp) => IteratorPosition::AfterSequenceNumber(cp.sequence_number.clone()),
+                        None => restart_position.clone(),
+                    };
+                    let d = errors.next_delay();
+                    self.pause(d).await;
+                    continue;
+                }
                 Err(e) => {
                     self.note_error("GetRecords", &e);
                     iterator = Some(it);
@@ -697,11 +750,21 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                 }
             };
             errors.reset();
+            let finished = page.next_iterator.is_none();
             if let Some((cp, reason)) = pending_gap.take() {
                 let first = page.records.first().map(|r| r.sequence_number.clone());
-                self.report_gap(cp, first, reason);
+                match (&cp, &first) {
+                    // The checkpointed record (or an earlier one) is still there: nothing was lost.
+                    (Some(c), Some(f)) if f <= c => {
+                        tracing::debug!(shard = %shard_id, "the checkpoint is still retained; no gap");
+                    }
+                    // Empty pages before the shard's tip say nothing yet about what is retained.
+                    (_, None) if !finished && empty_pages + 1 < self.cfg().empty_pages_at_tip => {
+                        pending_gap = Some((cp, reason));
+                    }
+                    _ => self.report_gap(cp, first, reason),
+                }
             }
-            let finished = page.next_iterator.is_none();
             if page.records.is_empty() {
                 if finished {
                     self.shared.status.read_ok(&shard_id, Duration::ZERO, true);
@@ -779,6 +842,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
             }
             position = IteratorPosition::AfterSequenceNumber(new_cp.sequence_number.clone());
             checkpoint = Some(new_cp);
+            delivered = true;
             if finished {
                 return TaskEnd::Finished;
             }
@@ -801,9 +865,43 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
         }
     }
 
+    /// Whether a `ResourceNotFound` means the shard is gone: only when a full listing of the stream no longer
+    /// names it. The service also answers it transiently (e.g. for a shard created a moment ago); ending the
+    /// shard then would mark it finished unread and let its children start before it.
+    async fn confirmed_gone(&self, message: &str) -> bool {
+        let shared = &self.shared;
+        let mut start: Option<String> = None;
+        loop {
+            match shared
+                .api
+                .describe_stream(&shared.config.stream_arn, start.as_deref())
+                .await
+            {
+                Ok(page) => {
+                    if page.shards.iter().any(|s| s.id == self.shard_id) {
+                        tracing::warn!(shard = %self.shard_id, message, "ResourceNotFound for a listed shard; retrying");
+                        return false;
+                    }
+                    match page.last_evaluated_shard_id {
+                        Some(last) => start = Some(last),
+                        None => {
+                            tracing::debug!(shard = %self.shard_id, message, "shard not found and no longer listed");
+                            return true;
+                        }
+                    }
+                }
+                // The whole stream is gone (deleted, or past its 24 h after being disabled): so is the shard.
+                Err(StreamsError::ResourceNotFound(_)) => return true,
+                Err(e) => {
+                    self.note_error("DescribeStream", &e);
+                    return false;
+                }
+            }
+        }
+    }
+
     /// The shard disappeared from the stream: whatever was unread is lost; report it and mark the shard finished.
-    async fn shard_gone(&mut self, checkpoint: &Option<Checkpoint>, message: &str) -> TaskEnd {
-        tracing::debug!(shard = %self.shard_id, message, "shard not found");
+    async fn shard_gone(&mut self, checkpoint: &Option<Checkpoint>) -> TaskEnd {
         self.report_gap(
             checkpoint.as_ref().map(|c| c.sequence_number.clone()),
             None,
