@@ -343,10 +343,18 @@ impl HealthSource for Health {
     }
 }
 
-/// Ready when the worker holds leases and no shard is stalled.
+/// Ready when the worker synced its leases recently and no shard it holds is stalled. Holding a lease is not
+/// needed: with more workers than shards, a worker without one is a standby that takes over a dead peer's shards,
+/// and marking it unready would have the orchestrator replace a healthy task forever.
 pub fn readiness(status: &ReaderStatus) -> Readiness {
-    if status.leases_held.is_empty() {
-        return Readiness::NotReady("no shard lease held".to_owned());
+    let Some(age) = status.last_lease_sync else {
+        return Readiness::NotReady("no lease sync yet (shard discovery and lease listing)".to_owned());
+    };
+    if status.lease_sync_stale {
+        return Readiness::NotReady(format!(
+            "last successful lease sync {}s ago: shard discovery or the lease table keeps failing",
+            age.as_secs()
+        ));
     }
     let stalled = status.stalled_shards();
     if !stalled.is_empty() {
@@ -555,9 +563,15 @@ mod tests {
     }
 
     #[test]
-    fn readiness_needs_leases_and_no_stall() {
+    fn a_healthy_standby_is_ready_and_a_stale_or_stalled_worker_is_not() {
         let mut status = ReaderStatus::default();
         assert!(matches!(readiness(&status), Readiness::NotReady(why) if why.contains("lease")));
+        // A standby: no lease held (more workers than shards), leases synced a moment ago.
+        status.last_lease_sync = Some(Duration::from_secs(2));
+        assert_eq!(readiness(&status), Readiness::Ready);
+        status.lease_sync_stale = true;
+        assert!(matches!(readiness(&status), Readiness::NotReady(why) if why.contains("sync")));
+        status.lease_sync_stale = false;
         status.leases_held.push("shard-1".into());
         assert_eq!(readiness(&status), Readiness::Ready);
         status.shards.push(ddbguard_stream::ShardStatus {
