@@ -56,6 +56,7 @@ struct State {
     expire_at_call: Option<u64>,
     empty_next: u64,
     not_found_next: u64,
+    latest_stream_arn: Option<String>,
     page_size: usize,
     calls: FakeCalls,
 }
@@ -223,6 +224,11 @@ impl FakeStreams {
         self.lock().expire_at_call = Some(call);
     }
 
+    /// What `latest_stream_arn` answers from now on (default `None`: the table's streams are not known).
+    pub fn set_latest_stream_arn(&self, arn: Option<&str>) {
+        self.lock().latest_stream_arn = arn.map(str::to_owned);
+    }
+
     /// Shards per DescribeStream page.
     pub fn set_describe_page_size(&self, n: usize) {
         self.lock().page_size = n.max(1);
@@ -382,6 +388,10 @@ impl StreamsApi for FakeStreams {
         let done = sh.closed && end == sh.records.len();
         let next_iterator = (!done).then(|| Self::new_iterator(&mut s, idx, end));
         Ok(RecordsPage { records, next_iterator })
+    }
+
+    async fn latest_stream_arn(&self, _table_name: &str) -> Result<Option<String>, StreamsError> {
+        Ok(self.lock().latest_stream_arn.clone())
     }
 }
 

@@ -224,6 +224,8 @@ impl<S, L, K> std::fmt::Debug for StreamReader<S, L, K> {
 
 struct Shared<S, K> {
     config: ReaderConfig,
+    /// The stream being read: `config.stream_arn` until the table's stream is replaced.
+    stream_arn: std::sync::Mutex<String>,
     api: S,
     sink: K,
     status: StatusHandle,
@@ -249,6 +251,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
         let status = StatusHandle::new(&config.worker_id, config.stall_after(), sync_stale_after);
         Ok(Self {
             shared: Arc::new(Shared {
+                stream_arn: std::sync::Mutex::new(config.stream_arn.clone()),
                 config,
                 api,
                 sink,
@@ -289,6 +292,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
             shards: BTreeMap::new(),
             first_discovery: None,
             started: HashSet::new(),
+            switched: false,
         };
         tokio::pin!(shutdown);
         let mut renew = tokio::time::interval_at(Instant::now() + cfg.renew_interval, cfg.renew_interval);
@@ -314,6 +318,11 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
                     }
                 }
                 _ = tokio::time::sleep_until(next_sync) => {
+                    tokio::select! {
+                        biased;
+                        _ = &mut shutdown => break,
+                        () = coord.follow_current_stream() => {}
+                    }
                     let discovered = tokio::select! {
                         biased;
                         _ = &mut shutdown => break,
@@ -361,6 +370,8 @@ struct StreamCoordinator<S, L, K> {
     first_discovery: Option<HashMap<String, bool>>,
     /// Shards this process has already started reading once.
     started: HashSet<String>,
+    /// The stream was replaced and the new one not yet synced: nothing is caught up until it is.
+    switched: bool,
 }
 
 impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
@@ -375,8 +386,9 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
         let mut shards = Vec::new();
         let mut start: Option<String> = None;
         let mut backoff = Backoff::new(cfg.error_backoff, cfg.max_error_backoff);
+        let arn = self.shared.stream_arn();
         loop {
-            match self.shared.api.describe_stream(&cfg.stream_arn, start.as_deref()).await {
+            match self.shared.api.describe_stream(&arn, start.as_deref()).await {
                 Ok(page) => {
                     backoff.reset();
                     shards.extend(page.shards);
@@ -410,6 +422,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
         if self.first_discovery.is_none() {
             self.first_discovery = Some(shards.iter().map(|s| (s.id.clone(), s.is_closed())).collect());
         }
+        self.switched = false;
         self.shards = shards.into_iter().map(|s| (s.id.clone(), s)).collect();
         if let Err(e) = self.leases.refresh(Vec::new()).await {
             tracing::warn!(error = %e, "listing leases failed");
@@ -455,6 +468,61 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
             self.start_shard(taken);
         }
         self.publish_leases_held();
+    }
+
+    /// Follows the table's current stream. A stream disabled and enabled again gets a new ARN, and the old one
+    /// only closes: reading it alone would leave the process idle forever. The old stream is read to its end
+    /// first (its records were written before it was disabled), or until it is gone; then the switch is reported
+    /// as a gap (writes between the two streams are in neither) and the new stream is read from its start.
+    async fn follow_current_stream(&mut self) {
+        if self.first_discovery.is_none() {
+            return;
+        }
+        let current = self.shared.stream_arn();
+        let table = table_name_from_stream_arn(&current).to_owned();
+        let latest = match self.shared.api.latest_stream_arn(&table).await {
+            Ok(Some(latest)) if latest != current => latest,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "listing the table's streams failed; retrying next round");
+                return;
+            }
+        };
+        let leases = self.leases.leases();
+        let read_to_end = self.shards.keys().all(|id| leases.get(id).is_some_and(|l| l.finished));
+        let old_gone = !read_to_end
+            && matches!(
+                self.shared.api.describe_stream(&current, None).await,
+                Err(StreamsError::ResourceNotFound(_))
+            );
+        if !(read_to_end || old_gone) {
+            tracing::info!(old = %current, new = %latest, "the table has a new stream; reading the old one to its end first");
+            return;
+        }
+        let gap = StreamGap {
+            table: self.cfg().table_label.clone(),
+            shard_id: latest.clone(),
+            checkpoint: None,
+            first_available: None,
+            reason: GapReason::StreamReplaced,
+        };
+        tracing::warn!(
+            target: "alert",
+            event = "stream_gap",
+            table = %gap.table,
+            old_stream = %current,
+            new_stream = %latest,
+            reason = gap.reason.as_str(),
+            "the table's stream was replaced; writes between the two streams were in neither"
+        );
+        metrics::counter!("ddbguard_stream_gaps_total", "table" => gap.table.clone(), "shard" => gap.shard_id.clone())
+            .increment(1);
+        self.shared.status.gap(&gap);
+        self.shared.sink.on_gap(&gap);
+        self.shared.summary_mut().note_gap(gap);
+        *self.shared.stream_arn.lock().unwrap_or_else(|e| e.into_inner()) = latest;
+        self.shards.clear();
+        self.switched = true;
     }
 
     /// Deletes finished leases whose shard left the stream (past retention) and that no listed shard names as its
@@ -510,9 +578,11 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
             .status
             .lease_taken(&shard_id, checkpoint.as_ref().map(|c| c.sequence_number.clone()));
         let shared = self.shared.clone();
+        let stream_arn = shared.stream_arn();
         self.leases.spawn(taken, move |lease| {
             ShardTask {
                 shared,
+                stream_arn,
                 shard_id,
                 lease,
                 stored: checkpoint,
@@ -540,7 +610,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
     }
 
     fn all_caught_up(&self) -> bool {
-        if self.first_discovery.is_none() {
+        if self.first_discovery.is_none() || self.switched {
             return false;
         }
         let leases = self.leases.leases();
@@ -588,6 +658,10 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
 }
 
 impl<S, K> Shared<S, K> {
+    fn stream_arn(&self) -> String {
+        self.stream_arn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn summary_mut(&self) -> std::sync::MutexGuard<'_, RunSummary> {
         self.summary.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -596,6 +670,8 @@ impl<S, K> Shared<S, K> {
 /// The per-shard loop: read a batch, hand it to the sink, checkpoint, repeat.
 struct ShardTask<S, L, K> {
     shared: Arc<Shared<S, K>>,
+    /// The stream the shard belongs to.
+    stream_arn: String,
     shard_id: String,
     lease: LeaseContext<L>,
     /// The checkpoint stored in the lease when it was taken.
@@ -619,6 +695,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
     async fn run(mut self) -> TaskEnd {
         let shared = self.shared.clone();
         let shard_id = self.shard_id.clone();
+        let stream_arn = self.stream_arn.clone();
         let table = self.cfg().table_label.clone();
         let mut checkpoint = self.stored.clone();
         // Records up to the stored checkpoint are redeliveries when resuming from it; an explicit start position
@@ -666,7 +743,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                 Some(it) => it,
                 None => {
                     let got = tokio::select! {
-                        r = shared.api.get_shard_iterator(&shared.config.stream_arn, &shard_id, &position) => r,
+                        r = shared.api.get_shard_iterator(&stream_arn, &shard_id, &position) => r,
                         _ = self.lease.stop_requested() => continue,
                     };
                     match got {
@@ -872,11 +949,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
         let shared = &self.shared;
         let mut start: Option<String> = None;
         loop {
-            match shared
-                .api
-                .describe_stream(&shared.config.stream_arn, start.as_deref())
-                .await
-            {
+            match shared.api.describe_stream(&self.stream_arn, start.as_deref()).await {
                 Ok(page) => {
                     if page.shards.iter().any(|s| s.id == self.shard_id) {
                         tracing::warn!(shard = %self.shard_id, message, "ResourceNotFound for a listed shard; retrying");

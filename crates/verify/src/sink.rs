@@ -39,7 +39,8 @@ pub struct GapSummary {
     pub checkpoint: Option<String>,
     /// First sequence number read after the gap.
     pub first_available: Option<String>,
-    /// Why (`trimmed_data_access`, `checkpoint_older_than_retention`, `shard_not_found`).
+    /// Why (`trimmed_data_access`, `checkpoint_older_than_retention`, `shard_not_found`,
+    /// `stream_replaced`).
     pub reason: &'static str,
 }
 
