@@ -409,27 +409,50 @@ async fn simulate(n_workers: usize, initial_shards: u64, steps: &[Step]) -> Resu
     if workers.iter().all(Option::is_none) {
         workers[0] = Some(start(0));
     }
-    tokio::time::sleep(Duration::from_secs(90)).await;
-
-    // Every live shard whose parents are finished is owned by a live worker.
     let live: Vec<String> = (0..n_workers)
         .filter(|&i| workers[i].is_some())
         .map(|i| format!("w{i}"))
         .collect();
-    for (id, (parent, _, removed)) in &model.shards {
-        let lease = store.get(id);
-        let parent_done = parent.as_ref().is_none_or(|p| store.get(p).is_none_or(|l| l.finished));
-        if *removed || !parent_done || lease.as_ref().is_some_and(|l| l.finished) {
-            continue;
+    // Readable: listed, not finished, parents finished (or their leases deleted).
+    let readable = |model: &Model| -> Vec<String> {
+        model
+            .shards
+            .iter()
+            .filter(|(id, (parent, _, removed))| {
+                !*removed
+                    && store.get(id).is_none_or(|l| !l.finished)
+                    && parent.as_ref().is_none_or(|p| store.get(p).is_none_or(|l| l.finished))
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    let unowned = |ids: &[String], when: &str, violations: &Mutex<Vec<String>>| {
+        for id in ids {
+            let lease = store.get(id);
+            if lease.as_ref().is_some_and(|l| l.finished) {
+                continue;
+            }
+            match lease.and_then(|l| l.owner) {
+                Some(o) if live.contains(&o) => {}
+                other => violations.lock().unwrap().push(format!(
+                    "{id}: readable but owned by {other:?} {when}, live workers {live:?}"
+                )),
+            }
         }
-        match lease.and_then(|l| l.owner) {
-            Some(o) if live.contains(&o) => {}
-            other => violations
-                .lock()
-                .unwrap()
-                .push(format!("{id}: readable but owned by {other:?}, live workers {live:?}")),
-        }
-    }
+    };
+    // A shard readable now is owned by a live worker within a lease duration (a dead owner's lease expiring)
+    // plus two discovery rounds (noticing it, taking it).
+    let readable_now = readable(&model);
+    let cfg = reader_config("w");
+    let takeover = cfg.lease_duration + cfg.discovery_interval * 2 + Duration::from_secs(2);
+    tokio::time::sleep(takeover).await;
+    unowned(
+        &readable_now,
+        &format!("{takeover:?} after the faults stopped"),
+        &violations,
+    );
+    tokio::time::sleep(Duration::from_secs(90) - takeover).await;
+    unowned(&readable(&model), "after 90 s", &violations);
 
     for w in workers.iter_mut() {
         if let Some(w) = w.take() {
