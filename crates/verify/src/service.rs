@@ -203,8 +203,8 @@ pub enum ServiceError {
     },
     /// The lease table name is unusable.
     #[error(
-        "[verify] lease_table: the lease table name {name:?} is longer than {MAX_TABLE_NAME} characters; \
-         choose a shorter lease_table"
+        "the lease table name {name:?} is longer than {MAX_TABLE_NAME} characters; choose a shorter \
+         [verify] lease_table (or --audit-lease-table for --until-caught-up --from checkpoint)"
     )]
     LeaseTableName {
         /// The name.
