@@ -50,6 +50,10 @@ ensure_tool cargo-machete "$CARGO_MACHETE_VERSION"
 cargo machete
 
 step "tests"
+# The stream reader's model test (crates/stream/src/sim.rs) runs a fixed number of generated schedules from this
+# seed; a failure prints the seed and a shrunk schedule. scripts/soak.sh runs many more.
+export DDBGUARD_MODEL_SEED="${DDBGUARD_MODEL_SEED:-$(date +%s%N)}"
+echo "model test seed: DDBGUARD_MODEL_SEED=$DDBGUARD_MODEL_SEED"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast --failure-output final
 else

@@ -3,11 +3,12 @@
 //! Wiring: the table's stream ARN comes from `DescribeTable` in the local region (`[aws] region`); every record
 //! of the stream goes through a [`Verifier`] (the table's policy and keyring) inside a [`VerifySink`], driven
 //! by a [`StreamReader`] over DynamoDB Streams. Leases live in the DynamoDB table `<[verify] lease_table>-<table>`
-//! (one lease table per stream, created if missing), except with `--until-caught-up`, which keeps its leases in
-//! memory so that it never competes with (or waits for) the long-running verifiers of the same stream.
+//! (one lease table per stream, created if missing). `--until-caught-up` never competes with (or waits for) the
+//! long-running verifiers of the same stream: from its checkpoints it keeps them in `<--audit-lease-table>-<table>`
+//! (a cron audit resumes where the last one stopped), from the trim horizon or the tip in memory.
 //!
 //! Metrics (Prometheus text), `/healthz` and `/readyz` are served on `--metrics-addr`; readiness is the reader's
-//! (leases held, no stalled shard). SIGTERM or SIGINT stops reading, finishes the in-flight batches, writes their
+//! (a recent lease sync, no stalled shard; a standby without a lease is ready). SIGTERM or SIGINT stops reading, finishes the in-flight batches, writes their
 //! checkpoints and releases the leases (within the reader's 20 s shutdown deadline).
 //!
 //! Exit codes:
@@ -29,7 +30,7 @@ use clap::Args;
 use ddbguard_dbe::Keyring;
 use ddbguard_verify::Verifier;
 use ddbguard_verify::http;
-use ddbguard_verify::service::{self, LeaseMode, MetricsEndpoint, ServiceConfig, StartPosition};
+use ddbguard_verify::service::{self, LeaseMode, LeaseTables, MetricsEndpoint, ServiceConfig, StartPosition};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use metrics_util::MetricKindMask;
 
@@ -60,14 +61,24 @@ pub struct VerifyArgs {
     pub from: StartFrom,
 
     /// Exit once every shard is read to its end or tip, print a JSON summary and exit 0 when every verdict
-    /// passed and no stream gap was seen, 1 otherwise. Leases are kept in memory (not in the lease table).
+    /// passed and no stream gap was seen, 1 otherwise. With `--from checkpoint` the checkpoints are kept in the
+    /// audit lease table (the next run resumes there); otherwise leases are kept in memory.
     #[arg(long)]
     pub until_caught_up: bool,
+
+    /// Prefix of the lease tables of `--until-caught-up --from checkpoint` runs (`<prefix>-<table>`, created if
+    /// missing): separate from `[verify] lease_table` so that audits neither wait for nor move the checkpoints of
+    /// the long-running verifiers.
+    #[arg(long, default_value = DEFAULT_AUDIT_LEASE_TABLE, env = "DDBGUARD_AUDIT_LEASE_TABLE")]
+    pub audit_lease_table: String,
 
     /// Where to serve /metrics (Prometheus), /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:9464", env = "DDBGUARD_METRICS_ADDR")]
     pub metrics_addr: SocketAddr,
 }
+
+/// Default `--audit-lease-table`.
+pub const DEFAULT_AUDIT_LEASE_TABLE: &str = "ddbguard-audit-leases";
 
 /// `--from`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -118,13 +129,14 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         table: table.name.clone(),
         region,
         worker_id: config.verify.worker_id.clone(),
-        leases: if args.until_caught_up {
-            LeaseMode::InMemory
-        } else {
-            LeaseMode::Table {
-                prefix: config.verify.lease_table.clone(),
-            }
-        },
+        leases: LeaseMode::for_run(
+            &LeaseTables {
+                daemon: config.verify.lease_table.clone(),
+                audit: args.audit_lease_table.clone(),
+            },
+            args.until_caught_up,
+            args.from.start_position(),
+        ),
         start_position: args.from.start_position(),
         until_caught_up: args.until_caught_up,
     };

@@ -1,8 +1,8 @@
 //! The official DB-ESDK decrypt vectors (`aws-dbesdk-decrypt` manifests): every positive test must decrypt
 //! to exactly its plaintext, every negative test must fail.
 //!
-//! Folder: `DDBGUARD_DBESDK_VECTORS`, else `<CARGO_MANIFEST_DIR>/../../../shared/testdata/dbesdk`. A missing
-//! folder fails the test under `CI=true` and is skipped (with a message) elsewhere.
+//! Folder: the vendored copy in `tests/data/dbesdk/` (see its `NOTICE.md`), or `DDBGUARD_DBESDK_VECTORS` to try
+//! another set. Missing vectors fail the test: a clone that cannot run it must not report it as passed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -17,21 +17,16 @@ use ddbguard_keys::{BranchKey, HierarchyKeyring};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-fn vectors_dir() -> Option<PathBuf> {
+fn vectors_dir() -> PathBuf {
     let dir = std::env::var_os("DDBGUARD_DBESDK_VECTORS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/dbesdk"));
-    if dir.join("keys.json").is_file() {
-        return Some(dir);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("DB-ESDK vectors not found at {} (CI=true requires them)", dir.display());
-    }
-    eprintln!(
-        "SKIPPED: DB-ESDK vectors not found at {}; set DDBGUARD_DBESDK_VECTORS",
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dbesdk"));
+    assert!(
+        dir.join("keys.json").is_file(),
+        "DB-ESDK vectors not found at {} (keys.json missing)",
         dir.display()
     );
-    None
+    dir
 }
 
 fn read_json(path: &Path) -> Value {
@@ -197,7 +192,7 @@ fn assert_reencrypts(keyring: &HierarchyKeyring, cfg: &TableConfig, plain: &Item
 
 #[test]
 fn official_decrypt_vectors() {
-    let Some(dir) = vectors_dir() else { return };
+    let dir = vectors_dir();
     let keyring = keyring(&dir);
     let mut manifests: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()

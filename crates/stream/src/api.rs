@@ -7,12 +7,13 @@ use aws_sdk_dynamodbstreams::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodbstreams::operation::describe_stream::DescribeStreamError;
 use aws_sdk_dynamodbstreams::operation::get_records::GetRecordsError;
 use aws_sdk_dynamodbstreams::operation::get_shard_iterator::GetShardIteratorError;
+use aws_sdk_dynamodbstreams::operation::list_streams::ListStreamsError;
 use aws_sdk_dynamodbstreams::types::{OperationType, ShardIteratorType};
 
 use crate::error::StreamsError;
 use crate::model::{EventName, IteratorPosition, RecordsPage, SequenceNumber, Shard, ShardPage, StreamRecord};
 
-/// The three DynamoDB Streams calls the reader makes. Implemented by [`SdkStreams`] and, for tests, by
+/// The DynamoDB Streams calls the reader makes. Implemented by [`SdkStreams`] and, for tests, by
 /// `FakeStreams` (feature `fake`).
 pub trait StreamsApi: Send + Sync + 'static {
     /// One page of `DescribeStream`, starting after `exclusive_start_shard_id`.
@@ -33,6 +34,10 @@ pub trait StreamsApi: Send + Sync + 'static {
     /// `GetRecords` with at most `limit` records. `next_iterator` is `None` once a closed shard is fully read.
     fn get_records(&self, iterator: &str, limit: u32)
     -> impl Future<Output = Result<RecordsPage, StreamsError>> + Send;
+
+    /// The ARN of the newest stream of `table_name` (`ListStreams`, highest stream label), `None` when it has
+    /// none. A stream disabled and enabled again gets a new ARN; the old one only ever closes.
+    fn latest_stream_arn(&self, table_name: &str) -> impl Future<Output = Result<Option<String>, StreamsError>> + Send;
 }
 
 impl<T: StreamsApi> StreamsApi for std::sync::Arc<T> {
@@ -59,6 +64,10 @@ impl<T: StreamsApi> StreamsApi for std::sync::Arc<T> {
         limit: u32,
     ) -> impl Future<Output = Result<RecordsPage, StreamsError>> + Send {
         (**self).get_records(iterator, limit)
+    }
+
+    fn latest_stream_arn(&self, table_name: &str) -> impl Future<Output = Result<Option<String>, StreamsError>> + Send {
+        (**self).latest_stream_arn(table_name)
     }
 }
 
@@ -170,6 +179,39 @@ pub(crate) fn convert_record(r: aws_sdk_dynamodbstreams::types::Record) -> Resul
 }
 
 impl StreamsApi for SdkStreams {
+    async fn latest_stream_arn(&self, table_name: &str) -> Result<Option<String>, StreamsError> {
+        let mut newest: Option<(String, String)> = None;
+        let mut start: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_streams()
+                .table_name(table_name)
+                .set_exclusive_start_stream_arn(start.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    classify(e, |se: &ListStreamsError| {
+                        se.is_resource_not_found_exception()
+                            .then_some(StreamsError::ResourceNotFound as Ctor)
+                    })
+                })?;
+            for stream in out.streams.unwrap_or_default() {
+                let (Some(arn), Some(label)) = (stream.stream_arn, stream.stream_label) else {
+                    continue;
+                };
+                // Labels are ISO 8601 timestamps of the stream's creation: the highest is the newest.
+                if newest.as_ref().is_none_or(|(l, _)| label > *l) {
+                    newest = Some((label, arn));
+                }
+            }
+            match out.last_evaluated_stream_arn {
+                Some(last) => start = Some(last),
+                None => return Ok(newest.map(|(_, arn)| arn)),
+            }
+        }
+    }
+
     async fn describe_stream(
         &self,
         stream_arn: &str,

@@ -2,7 +2,7 @@
 //!
 //! Shards hold records with globally increasing sequence numbers (so a child's are above its parent's).
 //! Faults: expire the next N `GetRecords` iterators (or the K-th call), trim a shard before a sequence number,
-//! throttle the next N calls of any operation, split a shard (close it, add two children), remove a shard.
+//! throttle the next N calls of any operation, answer ResourceNotFound transiently, split a shard (close it, add two children), remove a shard.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -55,6 +55,8 @@ struct State {
     expire_next: u64,
     expire_at_call: Option<u64>,
     empty_next: u64,
+    not_found_next: u64,
+    latest_stream_arn: Option<String>,
     page_size: usize,
     calls: FakeCalls,
 }
@@ -211,9 +213,20 @@ impl FakeStreams {
         self.lock().empty_next = n;
     }
 
+    /// The next `n` GetShardIterator or GetRecords calls answer ResourceNotFoundException although the shard
+    /// exists (the service does so transiently, e.g. right after a shard was created).
+    pub fn not_found_next(&self, n: u64) {
+        self.lock().not_found_next = n;
+    }
+
     /// The `call`-th GetRecords call (1-based, counted from the stream's creation) answers ExpiredIteratorException.
     pub fn expire_at_get_records_call(&self, call: u64) {
         self.lock().expire_at_call = Some(call);
+    }
+
+    /// What `latest_stream_arn` answers from now on (default `None`: the table's streams are not known).
+    pub fn set_latest_stream_arn(&self, arn: Option<&str>) {
+        self.lock().latest_stream_arn = arn.map(str::to_owned);
     }
 
     /// Shards per DescribeStream page.
@@ -244,6 +257,13 @@ impl FakeStreams {
         } else {
             false
         }
+    }
+
+    fn transient_not_found(s: &mut State, what: &str) -> Option<StreamsError> {
+        (s.not_found_next > 0).then(|| {
+            s.not_found_next -= 1;
+            StreamsError::ResourceNotFound(format!("{what} (transient)"))
+        })
     }
 
     fn new_iterator(s: &mut State, shard: usize, pos: usize) -> String {
@@ -307,6 +327,9 @@ impl StreamsApi for FakeStreams {
         if Self::throttled(&mut s) {
             return Err(StreamsError::Throttled("LimitExceededException".into()));
         }
+        if let Some(e) = Self::transient_not_found(&mut s, shard_id) {
+            return Err(e);
+        }
         let Some(idx) = s.shards.iter().position(|x| x.id == shard_id && !x.removed) else {
             return Err(StreamsError::ResourceNotFound(format!("shard {shard_id}")));
         };
@@ -337,6 +360,9 @@ impl StreamsApi for FakeStreams {
             s.calls.expired += 1;
             return Err(StreamsError::ExpiredIterator(iterator.to_owned()));
         }
+        if let Some(e) = Self::transient_not_found(&mut s, iterator) {
+            return Err(e);
+        }
         let Some(&(idx, pos)) = s.iterators.get(iterator) else {
             return Err(StreamsError::Other(format!("unknown iterator {iterator}")));
         };
@@ -362,6 +388,10 @@ impl StreamsApi for FakeStreams {
         let done = sh.closed && end == sh.records.len();
         let next_iterator = (!done).then(|| Self::new_iterator(&mut s, idx, end));
         Ok(RecordsPage { records, next_iterator })
+    }
+
+    async fn latest_stream_arn(&self, _table_name: &str) -> Result<Option<String>, StreamsError> {
+        Ok(self.lock().latest_stream_arn.clone())
     }
 }
 

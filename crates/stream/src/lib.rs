@@ -42,6 +42,8 @@ pub mod reader;
 pub mod status;
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
 
 pub use api::{SdkStreams, StreamsApi};

@@ -224,7 +224,7 @@ impl RecordBatch {
 pub struct StreamGap {
     /// The table label the gap is counted under.
     pub table: String,
-    /// The shard with the gap.
+    /// The shard with the gap (for [`GapReason::StreamReplaced`], the new stream's ARN).
     pub shard_id: String,
     /// The last sequence number processed before the gap (`None` if the shard was never checkpointed).
     pub checkpoint: Option<SequenceNumber>,
@@ -243,6 +243,10 @@ pub enum GapReason {
     CheckpointExpired,
     /// The shard no longer exists (`ResourceNotFoundException`) while unread records were expected.
     ShardGone,
+    /// The table's stream was disabled and enabled again under a new ARN: writes between the two streams are in
+    /// neither. Reported once the old stream is read to its end, before the new one is read; `shard_id` is the
+    /// new stream's ARN.
+    StreamReplaced,
 }
 
 impl GapReason {
@@ -252,6 +256,7 @@ impl GapReason {
             GapReason::Trimmed => "trimmed_data_access",
             GapReason::CheckpointExpired => "checkpoint_older_than_retention",
             GapReason::ShardGone => "shard_not_found",
+            GapReason::StreamReplaced => "stream_replaced",
         }
     }
 }

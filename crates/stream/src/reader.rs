@@ -224,6 +224,8 @@ impl<S, L, K> std::fmt::Debug for StreamReader<S, L, K> {
 
 struct Shared<S, K> {
     config: ReaderConfig,
+    /// The stream being read: `config.stream_arn` until the table's stream is replaced.
+    stream_arn: std::sync::Mutex<String>,
     api: S,
     sink: K,
     status: StatusHandle,
@@ -242,9 +244,14 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
     /// Creates a reader. Nothing is called until [`StreamReader::run`].
     pub fn new(config: ReaderConfig, api: S, leases: L, sink: K) -> Result<Self, ReaderError> {
         config.validate()?;
-        let status = StatusHandle::new(&config.worker_id, config.stall_after());
+        let sync_stale_after = config
+            .discovery_interval
+            .saturating_mul(2)
+            .saturating_add(config.lease_duration);
+        let status = StatusHandle::new(&config.worker_id, config.stall_after(), sync_stale_after);
         Ok(Self {
             shared: Arc::new(Shared {
+                stream_arn: std::sync::Mutex::new(config.stream_arn.clone()),
                 config,
                 api,
                 sink,
@@ -285,6 +292,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
             shards: BTreeMap::new(),
             first_discovery: None,
             started: HashSet::new(),
+            switched: false,
         };
         tokio::pin!(shutdown);
         let mut renew = tokio::time::interval_at(Instant::now() + cfg.renew_interval, cfg.renew_interval);
@@ -310,6 +318,11 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamReader<S, L, K> {
                     }
                 }
                 _ = tokio::time::sleep_until(next_sync) => {
+                    tokio::select! {
+                        biased;
+                        _ = &mut shutdown => break,
+                        () = coord.follow_current_stream() => {}
+                    }
                     let discovered = tokio::select! {
                         biased;
                         _ = &mut shutdown => break,
@@ -357,6 +370,8 @@ struct StreamCoordinator<S, L, K> {
     first_discovery: Option<HashMap<String, bool>>,
     /// Shards this process has already started reading once.
     started: HashSet<String>,
+    /// The stream was replaced and the new one not yet synced: nothing is caught up until it is.
+    switched: bool,
 }
 
 impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
@@ -371,8 +386,9 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
         let mut shards = Vec::new();
         let mut start: Option<String> = None;
         let mut backoff = Backoff::new(cfg.error_backoff, cfg.max_error_backoff);
+        let arn = self.shared.stream_arn();
         loop {
-            match self.shared.api.describe_stream(&cfg.stream_arn, start.as_deref()).await {
+            match self.shared.api.describe_stream(&arn, start.as_deref()).await {
                 Ok(page) => {
                     backoff.reset();
                     shards.extend(page.shards);
@@ -406,16 +422,33 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
         if self.first_discovery.is_none() {
             self.first_discovery = Some(shards.iter().map(|s| (s.id.clone(), s.is_closed())).collect());
         }
+        self.switched = false;
         self.shards = shards.into_iter().map(|s| (s.id.clone(), s)).collect();
-        let wanted: Vec<Lease> = self
-            .shards
-            .values()
-            .map(|s| Lease::new(s.id.clone(), s.parent_id.iter().cloned().collect()))
-            .collect();
-        if let Err(e) = self.leases.refresh(wanted).await {
+        if let Err(e) = self.leases.refresh(Vec::new()).await {
             tracing::warn!(error = %e, "listing leases failed");
             return;
         }
+        // A shard without a lease is new, or it left the stream after this discovery and another worker deleted
+        // its finished lease in between. Creating the lease again would have some worker read a gone shard (a
+        // false gap) or re-read a finished one; a discovery after the listing tells the two apart, because a
+        // worker deletes a lease only after a discovery that no longer lists its shard.
+        if self.shards.keys().any(|id| !self.leases.leases().contains_key(id)) {
+            match self.discover().await {
+                Ok(Some(fresh)) => self.shards = fresh.into_iter().map(|s| (s.id.clone(), s)).collect(),
+                Ok(None) | Err(_) => return,
+            }
+            let wanted: Vec<Lease> = self
+                .shards
+                .values()
+                .filter(|s| !self.leases.leases().contains_key(&s.id))
+                .map(|s| Lease::new(s.id.clone(), s.parent_id.iter().cloned().collect()))
+                .collect();
+            if let Err(e) = self.leases.refresh(wanted).await {
+                tracing::warn!(error = %e, "listing leases failed");
+                return;
+            }
+        }
+        self.shared.status.lease_synced();
 
         self.delete_obsolete_leases().await;
 
@@ -435,6 +468,61 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
             self.start_shard(taken);
         }
         self.publish_leases_held();
+    }
+
+    /// Follows the table's current stream. A stream disabled and enabled again gets a new ARN, and the old one
+    /// only closes: reading it alone would leave the process idle forever. The old stream is read to its end
+    /// first (its records were written before it was disabled), or until it is gone; then the switch is reported
+    /// as a gap (writes between the two streams are in neither) and the new stream is read from its start.
+    async fn follow_current_stream(&mut self) {
+        if self.first_discovery.is_none() {
+            return;
+        }
+        let current = self.shared.stream_arn();
+        let table = table_name_from_stream_arn(&current).to_owned();
+        let latest = match self.shared.api.latest_stream_arn(&table).await {
+            Ok(Some(latest)) if latest != current => latest,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "listing the table's streams failed; retrying next round");
+                return;
+            }
+        };
+        let leases = self.leases.leases();
+        let read_to_end = self.shards.keys().all(|id| leases.get(id).is_some_and(|l| l.finished));
+        let old_gone = !read_to_end
+            && matches!(
+                self.shared.api.describe_stream(&current, None).await,
+                Err(StreamsError::ResourceNotFound(_))
+            );
+        if !(read_to_end || old_gone) {
+            tracing::info!(old = %current, new = %latest, "the table has a new stream; reading the old one to its end first");
+            return;
+        }
+        let gap = StreamGap {
+            table: self.cfg().table_label.clone(),
+            shard_id: latest.clone(),
+            checkpoint: None,
+            first_available: None,
+            reason: GapReason::StreamReplaced,
+        };
+        tracing::warn!(
+            target: "alert",
+            event = "stream_gap",
+            table = %gap.table,
+            old_stream = %current,
+            new_stream = %latest,
+            reason = gap.reason.as_str(),
+            "the table's stream was replaced; writes between the two streams were in neither"
+        );
+        metrics::counter!("ddbguard_stream_gaps_total", "table" => gap.table.clone(), "shard" => gap.shard_id.clone())
+            .increment(1);
+        self.shared.status.gap(&gap);
+        self.shared.sink.on_gap(&gap);
+        self.shared.summary_mut().note_gap(gap);
+        *self.shared.stream_arn.lock().unwrap_or_else(|e| e.into_inner()) = latest;
+        self.shards.clear();
+        self.switched = true;
     }
 
     /// Deletes finished leases whose shard left the stream (past retention) and that no listed shard names as its
@@ -475,10 +563,13 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
         let shard_id = taken.grant.key.clone();
         let first_time = self.started.insert(shard_id.clone());
         let at_startup = self.first_discovery.as_ref().and_then(|m| m.get(&shard_id)).copied();
+        // `Latest` skips only what nobody has read yet: a checkpoint in a shared lease table is another worker's
+        // progress, and skipping past it would drop the shard's unread records for every worker.
+        let unread = taken.lease.position.is_none();
         let initial = match (self.cfg().start_position, first_time, at_startup) {
             (StartPosition::TrimHorizon, true, Some(_)) => Initial::Position(IteratorPosition::TrimHorizon),
-            (StartPosition::Latest, true, Some(false)) => Initial::Position(IteratorPosition::Latest),
-            (StartPosition::Latest, true, Some(true)) => Initial::SkipToEnd,
+            (StartPosition::Latest, true, Some(false)) if unread => Initial::Position(IteratorPosition::Latest),
+            (StartPosition::Latest, true, Some(true)) if unread => Initial::SkipToEnd,
             _ => Initial::Checkpoint,
         };
         tracing::info!(shard = %shard_id, token = taken.grant.token, ?initial, "lease taken");
@@ -487,9 +578,11 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
             .status
             .lease_taken(&shard_id, checkpoint.as_ref().map(|c| c.sequence_number.clone()));
         let shared = self.shared.clone();
+        let stream_arn = shared.stream_arn();
         self.leases.spawn(taken, move |lease| {
             ShardTask {
                 shared,
+                stream_arn,
                 shard_id,
                 lease,
                 stored: checkpoint,
@@ -517,7 +610,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
     }
 
     fn all_caught_up(&self) -> bool {
-        if self.first_discovery.is_none() {
+        if self.first_discovery.is_none() || self.switched {
             return false;
         }
         let leases = self.leases.leases();
@@ -565,6 +658,10 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
 }
 
 impl<S, K> Shared<S, K> {
+    fn stream_arn(&self) -> String {
+        self.stream_arn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn summary_mut(&self) -> std::sync::MutexGuard<'_, RunSummary> {
         self.summary.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -573,6 +670,8 @@ impl<S, K> Shared<S, K> {
 /// The per-shard loop: read a batch, hand it to the sink, checkpoint, repeat.
 struct ShardTask<S, L, K> {
     shared: Arc<Shared<S, K>>,
+    /// The stream the shard belongs to.
+    stream_arn: String,
     shard_id: String,
     lease: LeaseContext<L>,
     /// The checkpoint stored in the lease when it was taken.
@@ -596,14 +695,18 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
     async fn run(mut self) -> TaskEnd {
         let shared = self.shared.clone();
         let shard_id = self.shard_id.clone();
+        let stream_arn = self.stream_arn.clone();
         let table = self.cfg().table_label.clone();
         let mut checkpoint = self.stored.clone();
         // Records up to the stored checkpoint are redeliveries when resuming from it; an explicit start position
         // (an audit from the trim horizon) verifies them again.
-        let dup_floor = match self.initial {
+        let mut dup_floor = match self.initial {
             Initial::Checkpoint => checkpoint.as_ref().map(|c| c.sequence_number.clone()),
             _ => None,
         };
+        let resumed = matches!(self.initial, Initial::Checkpoint);
+        // Whether this task has checkpointed a batch.
+        let mut delivered = false;
         let mut pending_gap: Option<(Option<SequenceNumber>, GapReason)> = None;
         let restart_position = match &self.initial {
             Initial::SkipToEnd => {
@@ -640,12 +743,15 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                 Some(it) => it,
                 None => {
                     let got = tokio::select! {
-                        r = shared.api.get_shard_iterator(&shared.config.stream_arn, &shard_id, &position) => r,
+                        r = shared.api.get_shard_iterator(&stream_arn, &shard_id, &position) => r,
                         _ = self.lease.stop_requested() => continue,
                     };
                     match got {
                         Ok(it) => it,
                         Err(StreamsError::TrimmedDataAccess(_)) if position != IteratorPosition::TrimHorizon => {
+                            if resumed || delivered {
+                                dup_floor = checkpoint.as_ref().map(|c| c.sequence_number.clone()).or(dup_floor);
+                            }
                             pending_gap = Some((
                                 checkpoint.as_ref().map(|c| c.sequence_number.clone()),
                                 GapReason::Trimmed,
@@ -653,7 +759,14 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                             position = IteratorPosition::TrimHorizon;
                             continue;
                         }
-                        Err(StreamsError::ResourceNotFound(m)) => return self.shard_gone(&checkpoint, &m).await,
+                        Err(StreamsError::ResourceNotFound(m)) => {
+                            if self.confirmed_gone(&m).await {
+                                return self.shard_gone(&checkpoint).await;
+                            }
+                            let d = errors.next_delay();
+                            self.pause(d).await;
+                            continue;
+                        }
                         Err(e) => {
                             self.note_error("GetShardIterator", &e);
                             let d = errors.next_delay();
@@ -680,6 +793,11 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                     continue;
                 }
                 Err(StreamsError::TrimmedDataAccess(_)) => {
+                    // Re-read from the trim horizon: records up to the checkpoint, if still there, were delivered
+                    // (by this task, or before the checkpoint it resumed from) and come again as redeliveries.
+                    if resumed || delivered {
+                        dup_floor = checkpoint.as_ref().map(|c| c.sequence_number.clone()).or(dup_floor);
+                    }
                     pending_gap = Some((
                         checkpoint.as_ref().map(|c| c.sequence_number.clone()),
                         GapReason::Trimmed,
@@ -687,7 +805,19 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                     position = IteratorPosition::TrimHorizon;
                     continue;
                 }
-                Err(StreamsError::ResourceNotFound(m)) => return self.shard_gone(&checkpoint, &m).await,
+                Err(StreamsError::ResourceNotFound(m)) => {
+                    if self.confirmed_gone(&m).await {
+                        return self.shard_gone(&checkpoint).await;
+                    }
+                    // A fresh iterator from the checkpoint: the old one may be what the service no longer knows.
+                    position = match &checkpoint {
+                        Some(cp) => IteratorPosition::AfterSequenceNumber(cp.sequence_number.clone()),
+                        None => restart_position.clone(),
+                    };
+                    let d = errors.next_delay();
+                    self.pause(d).await;
+                    continue;
+                }
                 Err(e) => {
                     self.note_error("GetRecords", &e);
                     iterator = Some(it);
@@ -697,11 +827,21 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                 }
             };
             errors.reset();
+            let finished = page.next_iterator.is_none();
             if let Some((cp, reason)) = pending_gap.take() {
                 let first = page.records.first().map(|r| r.sequence_number.clone());
-                self.report_gap(cp, first, reason);
+                match (&cp, &first) {
+                    // The checkpointed record (or an earlier one) is still there: nothing was lost.
+                    (Some(c), Some(f)) if f <= c => {
+                        tracing::debug!(shard = %shard_id, "the checkpoint is still retained; no gap");
+                    }
+                    // Empty pages before the shard's tip say nothing yet about what is retained.
+                    (_, None) if !finished && empty_pages + 1 < self.cfg().empty_pages_at_tip => {
+                        pending_gap = Some((cp, reason));
+                    }
+                    _ => self.report_gap(cp, first, reason),
+                }
             }
-            let finished = page.next_iterator.is_none();
             if page.records.is_empty() {
                 if finished {
                     self.shared.status.read_ok(&shard_id, Duration::ZERO, true);
@@ -779,6 +919,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
             }
             position = IteratorPosition::AfterSequenceNumber(new_cp.sequence_number.clone());
             checkpoint = Some(new_cp);
+            delivered = true;
             if finished {
                 return TaskEnd::Finished;
             }
@@ -801,9 +942,39 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
         }
     }
 
+    /// Whether a `ResourceNotFound` means the shard is gone: only when a full listing of the stream no longer
+    /// names it. The service also answers it transiently (e.g. for a shard created a moment ago); ending the
+    /// shard then would mark it finished unread and let its children start before it.
+    async fn confirmed_gone(&self, message: &str) -> bool {
+        let shared = &self.shared;
+        let mut start: Option<String> = None;
+        loop {
+            match shared.api.describe_stream(&self.stream_arn, start.as_deref()).await {
+                Ok(page) => {
+                    if page.shards.iter().any(|s| s.id == self.shard_id) {
+                        tracing::warn!(shard = %self.shard_id, message, "ResourceNotFound for a listed shard; retrying");
+                        return false;
+                    }
+                    match page.last_evaluated_shard_id {
+                        Some(last) => start = Some(last),
+                        None => {
+                            tracing::debug!(shard = %self.shard_id, message, "shard not found and no longer listed");
+                            return true;
+                        }
+                    }
+                }
+                // The whole stream is gone (deleted, or past its 24 h after being disabled): so is the shard.
+                Err(StreamsError::ResourceNotFound(_)) => return true,
+                Err(e) => {
+                    self.note_error("DescribeStream", &e);
+                    return false;
+                }
+            }
+        }
+    }
+
     /// The shard disappeared from the stream: whatever was unread is lost; report it and mark the shard finished.
-    async fn shard_gone(&mut self, checkpoint: &Option<Checkpoint>, message: &str) -> TaskEnd {
-        tracing::debug!(shard = %self.shard_id, message, "shard not found");
+    async fn shard_gone(&mut self, checkpoint: &Option<Checkpoint>) -> TaskEnd {
         self.report_gap(
             checkpoint.as_ref().map(|c| c.sequence_number.clone()),
             None,

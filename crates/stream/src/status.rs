@@ -30,6 +30,12 @@ pub struct ReaderStatus {
     pub gaps_total: u64,
     /// The most recent gaps (at most 64).
     pub recent_gaps: Vec<StreamGap>,
+    /// Time since the last successful round of shard discovery and lease listing; `None` before the first.
+    /// A worker holding no lease (more workers than shards) is a healthy standby as long as this is recent.
+    pub last_lease_sync: Option<Duration>,
+    /// No successful round for longer than two discovery intervals plus a lease duration: the worker would not
+    /// notice a dead peer's shards in time.
+    pub lease_sync_stale: bool,
 }
 
 impl ReaderStatus {
@@ -42,9 +48,10 @@ impl ReaderStatus {
             .collect()
     }
 
-    /// Readiness as `/readyz` defines it: at least one lease held and no shard stalled.
+    /// Readiness as `/readyz` defines it: leases synced recently (holding one is not needed: a standby takes
+    /// over a dead peer's shards) and no shard stalled.
     pub fn is_ready(&self) -> bool {
-        !self.leases_held.is_empty() && self.shards.iter().all(|s| !s.stalled)
+        self.last_lease_sync.is_some() && !self.lease_sync_stale && self.shards.iter().all(|s| !s.stalled)
     }
 }
 
@@ -80,6 +87,8 @@ struct ShardState {
 struct Inner {
     worker_id: String,
     stall_after: Duration,
+    sync_stale_after: Duration,
+    last_sync: Option<Instant>,
     shards: BTreeMap<String, ShardState>,
     records_total: u64,
     duplicates_total: u64,
@@ -93,10 +102,11 @@ struct Inner {
 pub struct StatusHandle(Arc<Mutex<Inner>>);
 
 impl StatusHandle {
-    pub(crate) fn new(worker_id: &str, stall_after: Duration) -> Self {
+    pub(crate) fn new(worker_id: &str, stall_after: Duration, sync_stale_after: Duration) -> Self {
         Self(Arc::new(Mutex::new(Inner {
             worker_id: worker_id.to_owned(),
             stall_after,
+            sync_stale_after,
             ..Inner::default()
         })))
     }
@@ -130,7 +140,16 @@ impl StatusHandle {
             throttles_total: inner.throttles_total,
             gaps_total: inner.gaps_total,
             recent_gaps: inner.recent_gaps.clone(),
+            last_lease_sync: inner.last_sync.map(|t| now.saturating_duration_since(t)),
+            lease_sync_stale: inner
+                .last_sync
+                .is_none_or(|t| now.saturating_duration_since(t) > inner.sync_stale_after),
         }
+    }
+
+    /// A round of discovery and lease listing succeeded.
+    pub(crate) fn lease_synced(&self) {
+        self.lock().last_sync = Some(Instant::now());
     }
 
     pub(crate) fn lease_taken(&self, shard_id: &str, checkpoint: Option<SequenceNumber>) {

@@ -56,7 +56,33 @@ pub enum LeaseMode {
     InMemory,
 }
 
+/// The lease table prefixes a process may use: the long-running verifiers' and the one-shot audits'.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseTables {
+    /// Prefix of the long-running verifiers' lease tables (`[verify] lease_table`).
+    pub daemon: String,
+    /// Prefix of the lease tables of one-shot runs resuming from their checkpoints (`--audit-lease-table`).
+    pub audit: String,
+}
+
 impl LeaseMode {
+    /// Where a run keeps its leases. A long-running verifier shares the daemon table with its peers. A one-shot
+    /// run (`until_caught_up`) from its checkpoints keeps them in the audit table, so that the next audit (a cron
+    /// job) resumes where this one stopped instead of verifying, and alerting on, the whole retained stream again;
+    /// a separate table because an audit must neither wait for shards a daemon holds nor move a daemon's
+    /// checkpoints. Other one-shot runs (from the trim horizon or the tip) ignore checkpoints: in memory.
+    pub fn for_run(tables: &LeaseTables, until_caught_up: bool, start: StartPosition) -> LeaseMode {
+        match (until_caught_up, start) {
+            (false, _) => LeaseMode::Table {
+                prefix: tables.daemon.clone(),
+            },
+            (true, StartPosition::Checkpoint) => LeaseMode::Table {
+                prefix: tables.audit.clone(),
+            },
+            (true, StartPosition::TrimHorizon | StartPosition::Latest) => LeaseMode::InMemory,
+        }
+    }
+
     /// The lease table of `table`, if leases live in a table.
     pub fn table_for(&self, table: &str) -> Option<String> {
         match self {
@@ -177,8 +203,8 @@ pub enum ServiceError {
     },
     /// The lease table name is unusable.
     #[error(
-        "[verify] lease_table: the lease table name {name:?} is longer than {MAX_TABLE_NAME} characters; \
-         choose a shorter lease_table"
+        "the lease table name {name:?} is longer than {MAX_TABLE_NAME} characters; choose a shorter \
+         [verify] lease_table (or --audit-lease-table for --until-caught-up --from checkpoint)"
     )]
     LeaseTableName {
         /// The name.
@@ -343,10 +369,18 @@ impl HealthSource for Health {
     }
 }
 
-/// Ready when the worker holds leases and no shard is stalled.
+/// Ready when the worker synced its leases recently and no shard it holds is stalled. Holding a lease is not
+/// needed: with more workers than shards, a worker without one is a standby that takes over a dead peer's shards,
+/// and marking it unready would have the orchestrator replace a healthy task forever.
 pub fn readiness(status: &ReaderStatus) -> Readiness {
-    if status.leases_held.is_empty() {
-        return Readiness::NotReady("no shard lease held".to_owned());
+    let Some(age) = status.last_lease_sync else {
+        return Readiness::NotReady("no lease sync yet (shard discovery and lease listing)".to_owned());
+    };
+    if status.lease_sync_stale {
+        return Readiness::NotReady(format!(
+            "last successful lease sync {}s ago: shard discovery or the lease table keeps failing",
+            age.as_secs()
+        ));
     }
     let stalled = status.stalled_shards();
     if !stalled.is_empty() {
@@ -532,6 +566,70 @@ mod tests {
         assert!(matches!(err, ServiceError::LeaseTableName { .. }), "{err}");
     }
 
+    #[test]
+    fn one_shot_runs_from_checkpoints_keep_them_in_the_audit_table() {
+        let tables = LeaseTables {
+            daemon: "leases".into(),
+            audit: "audit-leases".into(),
+        };
+        let table = |prefix: &str| LeaseMode::Table { prefix: prefix.into() };
+        for start in [
+            StartPosition::Checkpoint,
+            StartPosition::TrimHorizon,
+            StartPosition::Latest,
+        ] {
+            assert_eq!(LeaseMode::for_run(&tables, false, start), table("leases"));
+        }
+        assert_eq!(
+            LeaseMode::for_run(&tables, true, StartPosition::Checkpoint),
+            table("audit-leases")
+        );
+        assert_eq!(
+            LeaseMode::for_run(&tables, true, StartPosition::TrimHorizon),
+            LeaseMode::InMemory
+        );
+        assert_eq!(
+            LeaseMode::for_run(&tables, true, StartPosition::Latest),
+            LeaseMode::InMemory
+        );
+    }
+
+    /// A cron audit twice in a row: the second run verifies only what was written in between, and a daemon's
+    /// lease table is not touched.
+    #[tokio::test(start_paused = true)]
+    async fn a_second_audit_resumes_where_the_first_stopped() {
+        let fakes = fakes(Some("NEW_IMAGE"));
+        fakes.streams.add_shard("shard-0", None);
+        fakes.streams.add_shard("shard-1", None);
+        for i in 0..4 {
+            write(&fakes, &format!("shard-{}", i % 2), &format!("p{i}"), false).await;
+        }
+        let tables = LeaseTables {
+            daemon: "leases".into(),
+            audit: "audit-leases".into(),
+        };
+        let audit = || {
+            let mut cfg = config(LeaseMode::for_run(&tables, true, StartPosition::Checkpoint));
+            cfg.start_position = StartPosition::Checkpoint;
+            cfg
+        };
+        let first = run(&fakes, audit(), verifier(), None, std::future::pending::<()>())
+            .await
+            .unwrap();
+        assert!(first.passed(), "{}", first.to_json());
+        assert_eq!(first.summary.records, 4);
+        write(&fakes, "shard-1", "p8", true).await;
+        write(&fakes, "shard-0", "p9", false).await;
+        let second = run(&fakes, audit(), verifier(), None, std::future::pending::<()>())
+            .await
+            .unwrap();
+        assert_eq!(second.summary.records, 2, "{}", second.to_json());
+        assert_eq!(second.summary.duplicates_skipped, 0);
+        assert_eq!(second.summary.failures(), 1);
+        assert_eq!(fakes.dynamo.items("audit-leases-orders").len(), 2);
+        assert!(fakes.dynamo.items("leases-orders").is_empty());
+    }
+
     /// SIGTERM in a long-running service: the shutdown future ends the run, which releases its leases.
     #[tokio::test(start_paused = true)]
     async fn the_shutdown_future_stops_a_long_running_service() {
@@ -555,9 +653,15 @@ mod tests {
     }
 
     #[test]
-    fn readiness_needs_leases_and_no_stall() {
+    fn a_healthy_standby_is_ready_and_a_stale_or_stalled_worker_is_not() {
         let mut status = ReaderStatus::default();
         assert!(matches!(readiness(&status), Readiness::NotReady(why) if why.contains("lease")));
+        // A standby: no lease held (more workers than shards), leases synced a moment ago.
+        status.last_lease_sync = Some(Duration::from_secs(2));
+        assert_eq!(readiness(&status), Readiness::Ready);
+        status.lease_sync_stale = true;
+        assert!(matches!(readiness(&status), Readiness::NotReady(why) if why.contains("sync")));
+        status.lease_sync_stale = false;
         status.leases_held.push("shard-1".into());
         assert_eq!(readiness(&status), Readiness::Ready);
         status.shards.push(ddbguard_stream::ShardStatus {

@@ -7,10 +7,12 @@
 //! - `kms_throttled` is not a final verdict: if any record of a batch is throttled, the throttled records are
 //!   counted (`ddbguard_records_total{verdict="kms_throttled"}`, summary `throttled_retries`) and logged, and the
 //!   batch is returned as a [`SinkError`]. The reader then offers the same batch again after its backoff instead
-//!   of checkpointing past it; the other records' outcomes are discarded and counted when the batch succeeds, so
-//!   nothing is counted twice as a final verdict.
+//!   of checkpointing past it. The other records' outcomes are kept for that retry (per shard, one batch: the
+//!   reader never has two batches of a shard in flight), so the retry verifies only the throttled records again
+//!   (no second KMS call per record); every outcome is counted when the batch succeeds, so nothing is counted
+//!   twice as a final verdict.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ddbguard_dbe::Verdict;
@@ -23,6 +25,9 @@ use crate::engine::{RecordOutcome, UNKNOWN_ORIGIN, Verifier};
 /// Records of one batch verified at the same time.
 pub const DEFAULT_CONCURRENCY: usize = 8;
 
+/// At most this many shards' throttled batches are kept for their retry.
+const MAX_PENDING_RETRIES: usize = 1024;
+
 /// A gap as the summary reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GapSummary {
@@ -34,7 +39,8 @@ pub struct GapSummary {
     pub checkpoint: Option<String>,
     /// First sequence number read after the gap.
     pub first_available: Option<String>,
-    /// Why (`trimmed_data_access`, `checkpoint_older_than_retention`, `shard_not_found`).
+    /// Why (`trimmed_data_access`, `checkpoint_older_than_retention`, `shard_not_found`,
+    /// `stream_replaced`).
     pub reason: &'static str,
 }
 
@@ -123,6 +129,17 @@ pub struct VerifySink {
     verifier: Arc<Verifier>,
     concurrency: usize,
     summary: Mutex<VerifySummary>,
+    /// Per shard, the final outcomes of the last batch handed back for a KMS throttle, for its retry.
+    retries: Mutex<HashMap<String, Retry>>,
+}
+
+/// What a throttled batch already settled: outcomes by the record's position, valid for the same records only.
+#[derive(Debug)]
+struct Retry {
+    /// Event ids of the batch's records, to recognise the same batch.
+    event_ids: Vec<String>,
+    /// Final outcomes by record index (`None`: throttled, or a duplicate).
+    outcomes: Vec<Option<RecordOutcome>>,
 }
 
 impl VerifySink {
@@ -137,6 +154,7 @@ impl VerifySink {
             verifier,
             concurrency: DEFAULT_CONCURRENCY,
             summary: Mutex::new(summary),
+            retries: Mutex::new(HashMap::new()),
         }
     }
 
@@ -161,35 +179,60 @@ impl VerifySink {
         self.summary.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn retries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Retry>> {
+        self.retries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Verifies a batch; `Err` when KMS throttled any record (the batch must be retried, not checkpointed).
     pub async fn verify_batch(&self, batch: &RecordBatch) -> Result<Vec<RecordOutcome>, SinkError> {
         let verifier = &self.verifier;
+        let event_ids: Vec<String> = batch.records.iter().map(|r| r.event_id.clone()).collect();
+        // Outcomes settled by an earlier attempt of this very batch (same records, same order).
+        let mut settled: Vec<Option<RecordOutcome>> = match self.retries().remove(&batch.shard_id) {
+            Some(retry) if retry.event_ids == event_ids => retry.outcomes,
+            _ => vec![None; batch.records.len()],
+        };
+        let todo: Vec<usize> = (batch.duplicates.min(batch.records.len())..batch.records.len())
+            .filter(|&i| settled[i].is_none())
+            .collect();
         // Collected first: iterator adapters with closures held across the await would make this future's
         // `Send` bound unprovable for the reader's `impl Future + Send`.
-        let pending: Vec<_> = batch
-            .records
-            .iter()
-            .skip(batch.duplicates)
-            .map(|record| verifier.evaluate(record))
-            .collect();
-        let outcomes: Vec<RecordOutcome> = futures::stream::iter(pending)
+        let pending: Vec<_> = todo.iter().map(|&i| verifier.evaluate(&batch.records[i])).collect();
+        let fresh: Vec<RecordOutcome> = futures::stream::iter(pending)
             .buffered(self.concurrency)
             .collect()
             .await;
-
-        let throttled: Vec<&RecordOutcome> = outcomes.iter().filter(|o| o.verdict == Verdict::KmsThrottled).collect();
-        if !throttled.is_empty() {
-            for outcome in &throttled {
-                verifier.report(outcome);
+        let mut throttled = 0usize;
+        for (i, outcome) in todo.into_iter().zip(fresh) {
+            if outcome.verdict == Verdict::KmsThrottled {
+                verifier.report(&outcome);
+                throttled += 1;
+            } else {
+                settled[i] = Some(outcome);
             }
-            self.lock().throttled_retries += throttled.len() as u64;
+        }
+        if throttled > 0 {
+            self.lock().throttled_retries += throttled as u64;
+            let total = batch.records.len() - batch.duplicates.min(batch.records.len());
+            let mut retries = self.retries();
+            // Entries of shards that moved to another worker before their retry are never taken back; a bound
+            // keeps a process that runs for months from collecting them (losing one only costs KMS calls).
+            if retries.len() >= MAX_PENDING_RETRIES {
+                retries.clear();
+            }
+            retries.insert(
+                batch.shard_id.clone(),
+                Retry {
+                    event_ids,
+                    outcomes: settled,
+                },
+            );
             return Err(SinkError::new(format!(
-                "{} of {} record(s) from shard {} throttled by KMS; the batch will be retried",
-                throttled.len(),
-                outcomes.len(),
+                "{throttled} of {total} record(s) from shard {} throttled by KMS; the batch will be retried",
                 batch.shard_id
             )));
         }
+        let outcomes: Vec<RecordOutcome> = settled.into_iter().flatten().collect();
 
         let mut summary = self.lock();
         summary.duplicates_skipped += batch.duplicates.min(batch.records.len()) as u64;

@@ -644,6 +644,72 @@ async fn throttled_batches_are_handed_back_for_retry() {
     assert!(sink.summary().passed());
 }
 
+/// A keyring that answers `ThrottlingException` to its first `n` calls and then unwraps like [`FakeKeyring`].
+#[derive(Debug)]
+struct ThrottleFirst {
+    inner: FakeKeyring,
+    throttle: AtomicUsize,
+}
+
+impl Keyring for ThrottleFirst {
+    fn unwrap_key<'a>(
+        &'a self,
+        edks: &'a [EncryptedDataKey],
+        ec: &'a EncryptionContext,
+    ) -> KeyringFuture<'a, UnwrappedKey> {
+        if self
+            .throttle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            self.inner.calls.fetch_add(1, Ordering::SeqCst);
+            return Box::pin(async {
+                Err(KeyringError::Throttled {
+                    key: "k".into(),
+                    message: "Rate exceeded".into(),
+                })
+            });
+        }
+        self.inner.unwrap_key(edks, ec)
+    }
+
+    fn wrap_key<'a>(&'a self, ec: &'a EncryptionContext) -> KeyringFuture<'a, WrappedKey> {
+        self.inner.wrap_key(ec)
+    }
+}
+
+#[tokio::test]
+async fn a_retried_batch_verifies_only_its_throttled_records_again() {
+    let kms = Arc::new(ThrottleFirst {
+        inner: FakeKeyring::new("aws-kms", MRK_WEST),
+        throttle: AtomicUsize::new(0),
+    });
+    let item = encrypt_with(&config(), kms.as_ref(), &plain_item("p1", SECRET)).await;
+    let v = verifier_with(VerifyPolicy::new(config()).with_key_arn(MRK_EU).unwrap(), kms.clone());
+    let sink = VerifySink::new(Arc::new(v)).with_concurrency(1);
+    let b = batch(
+        (0..4)
+            .map(|n| record(&format!("r{n}"), EventName::Insert, Some(&item)))
+            .collect(),
+        0,
+    );
+    // The first record is throttled once; the other three are verified.
+    kms.throttle.store(1, Ordering::SeqCst);
+    sink.process(&b).await.expect_err("throttled");
+    assert_eq!(kms.inner.calls(), 4);
+    sink.process(&b).await.expect("the retry succeeds");
+    assert_eq!(kms.inner.calls(), 5, "only the throttled record is decrypted again");
+    let s = sink.summary();
+    assert_eq!((s.records, s.throttled_retries), (4, 1));
+    assert_eq!(s.by_verdict, BTreeMap::from([(Verdict::Ok, 4)]));
+
+    // Another batch of the shard starts afresh: nothing of the first is reused.
+    let other = batch(vec![record("r9", EventName::Insert, Some(&item))], 0);
+    sink.process(&other).await.unwrap();
+    assert_eq!(kms.inner.calls(), 6);
+    assert_eq!(sink.summary().records, 5);
+}
+
 // ---- metrics and alert logs ----
 
 mod capture {
