@@ -7,6 +7,7 @@
 //!   condition that lets a concurrent application write win, re-read and retry on conflict.
 //! - [`limiter`]: budgets of consumed read and write capacity and of KMS requests.
 //! - [`report`]: the running tally, progress snapshots and the final [`Report`].
+//! - [`ledger`]: records of applied migrations beside the segment leases.
 //! - [`position`]: a segment's `LastEvaluatedKey` as text in its lease.
 //!
 //! Every DynamoDB call goes through the `ddbguard-ddb` adapter, so the whole engine runs over its fakes in tests.
@@ -14,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod engine;
+pub mod ledger;
 pub mod limiter;
 pub mod position;
 pub mod report;

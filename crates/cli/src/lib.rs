@@ -18,11 +18,14 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+pub mod backfill;
 pub mod branch;
 pub mod config;
 pub mod item;
 pub mod keyring;
 pub mod keys;
+pub mod migrate;
+pub mod progress;
 pub mod verify;
 
 /// Verify and migrate client-side encrypted DynamoDB Global Tables under KMS multi-Region keys.
@@ -57,6 +60,12 @@ pub enum Command {
     /// /healthz and /readyz. Runs until SIGTERM/SIGINT, or with --until-caught-up prints a JSON summary and
     /// exits 0 when every verdict passed and no gap was seen, 1 otherwise; 2 on config or startup errors.
     Verify(verify::VerifyArgs),
+    /// Encrypt a table's plaintext items in its home region (resumable, rate-limited, concurrent-write safe).
+    /// Exit 0 finished, 1 items failed, 2 usage/config, 3 items left after repeated conflicts, 130 interrupted.
+    Backfill(backfill::BackfillArgs),
+    /// Migration files (`migrations/NNNN_name.toml`): status, plan (dry run), apply.
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +157,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
             }
             Command::Verify(args) => verify::run(args).await,
+            Command::Backfill(args) => backfill::run(args).await,
+            Command::Migrate(command) => migrate::run(command).await,
         }
     })
 }
