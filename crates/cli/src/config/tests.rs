@@ -62,7 +62,10 @@ fn backfill_fields_of_a_table_are_checked() {
     )
     .unwrap();
     let t = &config.tables[0];
-    assert_eq!((t.home_region.as_deref(), t.version_attribute.as_deref()), (Some("eu-west-1"), Some("v")));
+    assert_eq!(
+        (t.home_region.as_deref(), t.version_attribute.as_deref()),
+        (Some("eu-west-1"), Some("v"))
+    );
     assert_eq!(config.backfill, crate::config::BackfillSettings::default());
     for (extra, field) in [
         ("home_region = \"EU West\"", "`home_region`"),

@@ -4,6 +4,7 @@
 //! table-scoped replication knobs, so tests are independent under `cargo test` (one environment per process,
 //! tests in parallel threads) and under `cargo nextest` (one environment per test process).
 
+mod backfill;
 mod cli;
 mod global_tables;
 mod hierarchy;
