@@ -205,6 +205,14 @@ impl Job {
                 ),
             ));
         }
+        let backfill = &config.backfill;
+        let kms_requests_per_second = run
+            .kms_requests_per_second
+            .or(backfill.kms_requests_per_second)
+            .unwrap_or(settings.kms_requests_per_second);
+        // The KMS clients' own limiter must not hold the run below its budget.
+        let mut settings = settings;
+        settings.kms_requests_per_second = settings.kms_requests_per_second.max(kms_requests_per_second);
         let aws = AwsContext::new(&settings).await;
         let db = aws.dynamo(&local);
         let description = describe(config, table, &db, &local).await?;
@@ -240,7 +248,6 @@ impl Job {
             }) => Some((read_units, write_units)),
             _ => None,
         };
-        let backfill = &config.backfill;
         let write_rate = match (run.write_units_per_second, run.write_capacity_share) {
             (Some(r), _) => Rate::PerSecond(r),
             (None, Some(s)) => Rate::Share(s),
@@ -250,10 +257,7 @@ impl Job {
         let limits = Limits {
             read_units_per_second: read_rate.units(provisioned.map(|p| p.0), DEFAULT_ON_DEMAND_READ_UNITS),
             write_units_per_second: write_rate.units(provisioned.map(|p| p.1), DEFAULT_ON_DEMAND_WRITE_UNITS),
-            kms_requests_per_second: run
-                .kms_requests_per_second
-                .or(backfill.kms_requests_per_second)
-                .unwrap_or(settings.kms_requests_per_second),
+            kms_requests_per_second,
             kms_calls_per_item: kms_calls_per_item(&table.keyring),
         };
         let real: Arc<dyn Keyring> = Arc::from(keyring::build(&table.keyring, Some(&aws))?);
@@ -391,4 +395,91 @@ fn finish(report: &Report, limits: &Limits) -> ExitCode {
     let text = serde_json::to_string_pretty(&report_json(report, limits)).unwrap_or_default();
     println!("{text}");
     ExitCode::from(exit_code(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use ddbguard_backfill::{Completion, Progress};
+
+    use super::*;
+
+    fn report(outcomes: &[(&str, u64)], completion: Completion, limited_by: Option<&'static str>) -> Report {
+        Report {
+            table: "Orders".into(),
+            region: "us-east-1".into(),
+            job: "backfill".into(),
+            dry_run: false,
+            completion,
+            progress: Progress {
+                elapsed_seconds: 1.0,
+                scanned: 10,
+                scanned_bytes: 100,
+                outcomes: outcomes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+                verdicts: Default::default(),
+                items_per_second: 10.0,
+                read_units: 1.0,
+                write_units: 10.0,
+                kms_calls: 10.0,
+                segments_finished: 8,
+                segments: 8,
+                estimated_items: None,
+                eta_seconds: None,
+            },
+            samples: Default::default(),
+            write_units_per_item: None,
+            limited_by,
+            would_write_bytes: None,
+            estimated_seconds: None,
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        read_units_per_second: 10.0,
+        write_units_per_second: 5.0,
+        kms_requests_per_second: 3.0,
+        kms_calls_per_item: 1.0,
+    };
+
+    #[test]
+    fn exit_codes_follow_the_report() {
+        let finished = Completion::Finished;
+        assert_eq!(exit_code(&report(&[("encrypted", 10)], finished, None)), 0);
+        assert_eq!(
+            exit_code(&report(&[("failed", 1), ("skipped_conflicts", 1)], finished, None)),
+            1
+        );
+        assert_eq!(exit_code(&report(&[("skipped_conflicts", 1)], finished, None)), 3);
+        assert_eq!(exit_code(&report(&[("failed", 1)], Completion::Interrupted, None)), 130);
+    }
+
+    #[test]
+    fn the_output_says_when_kms_limits_the_run() {
+        let r = report(&[("encrypted", 10)], Completion::Finished, Some("kms"));
+        let json = report_json(&r, &LIMITS);
+        assert!(
+            json["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("KMS budget (3 requests/s")),
+            "{json}"
+        );
+        assert_eq!(json["limits"]["write_units_per_second"], 5.0);
+        assert_eq!(json["exit_code"], 0);
+        let r = report(&[("encrypted", 10)], Completion::Finished, Some("write_capacity"));
+        assert!(report_json(&r, &LIMITS).get("note").is_none());
+    }
+
+    #[test]
+    fn only_kms_mrk_costs_a_kms_call_per_item() {
+        let arn = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+        let mrk = KeyringSettings::KmsMrk {
+            key_arn: arn.parse().unwrap(),
+        };
+        assert_eq!(kms_calls_per_item(&mrk), 1.0);
+        let raw = KeyringSettings::RawAes {
+            namespace: "n".into(),
+            name: "k".into(),
+            key: zeroize::Zeroizing::new([0; 32]),
+        };
+        assert_eq!(kms_calls_per_item(&raw), 0.0);
+    }
 }
