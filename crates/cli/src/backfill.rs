@@ -41,6 +41,12 @@ pub struct BackfillArgs {
     #[arg(long)]
     pub table: String,
 
+    /// The job name. Processes with one job name share its segments and checkpoints, and resume it; a finished
+    /// job is not scanned again, so a new pass (after exit 3, or once lagging applications stopped writing
+    /// plaintext) needs a new name.
+    #[arg(long, default_value = "backfill")]
+    pub job: String,
+
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -95,7 +101,13 @@ fn share(s: &str) -> Result<f64, String> {
 pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
     let table = config.table(&args.table)?;
-    let job = Job::prepare(&config, table, &args.run, "backfill", None).await?;
+    if args.job.is_empty() || args.job.contains('/') || args.job.starts_with(ddbguard_backfill::ledger::RECORD_PREFIX) {
+        bail!(
+            "--job: {:?} must be non-empty, without '/' and not start with \"migration#\"",
+            args.job
+        );
+    }
+    let job = Job::prepare(&config, table, &args.run, &args.job, None).await?;
     let report = job.execute().await?;
     Ok(finish(&report, &job.limits))
 }
