@@ -438,6 +438,7 @@ mod tests {
                 eta_seconds: None,
             },
             samples: Default::default(),
+            bytes_by_outcome: Default::default(),
             write_units_per_item: None,
             limited_by,
             would_write_bytes: None,

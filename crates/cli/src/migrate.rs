@@ -114,6 +114,9 @@ pub async fn run(command: MigrateCommand) -> anyhow::Result<ExitCode> {
                     .max(report.progress.count("would_encrypt"));
                 value["plan"] = json!({
                     "report": backfill::report_json(&report, &job.limits),
+                    "items_by_outcome": report.progress.outcomes,
+                    "bytes_by_outcome": report.bytes_by_outcome,
+                    "samples": report.samples,
                     "read_units": report.progress.read_units,
                     "write_units": would_write_units,
                     "kms_calls": report.progress.kms_calls,

@@ -571,6 +571,10 @@ async fn migrate_plans_applies_once_and_refuses_an_edited_migration() -> anyhow:
     assert_eq!(plan["kms_calls"], ITEMS as f64, "{plan}");
     assert!(plan["write_units"].as_u64().unwrap_or(0) >= ITEMS as u64, "{plan}");
     assert!(plan["estimated_seconds"].as_f64().is_some(), "{plan}");
+    assert!(
+        plan["bytes_by_outcome"]["would_encrypt"].as_u64().unwrap_or(0) > 0,
+        "{plan}"
+    );
     let untouched = scan_all(env, PRIMARY_REGION, &table).await?;
     assert!(
         untouched.values().all(|i| !i.contains_key("aws_dbe_head")),
