@@ -463,6 +463,8 @@ async fn a_killed_run_resumes_and_encrypts_every_item_exactly_once() -> anyhow::
     child.kill();
     let killed = wait(child);
     assert_eq!(killed.code, -1, "killed by a signal");
+    // Requests the process sent before it died may still be applied: let them land before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let encrypted_before = scan_all(env, PRIMARY_REGION, &table)
         .await?
         .values()
