@@ -514,13 +514,15 @@ async fn two_processes_split_the_segments_and_together_finish() -> anyhow::Resul
             "",
         ),
     );
+    // Slow enough (moto reports half a unit per write: 20 items/s) that the second process is up before the first
+    // could finish alone.
     let flags = [
         "--segments",
         "8",
         "--concurrency",
         "2",
         "--write-units-per-second",
-        "60",
+        "10",
     ];
     let a = spawn_backfill(&cfg, &table, &flags);
     let b = spawn_backfill(&cfg, &table, &flags);
