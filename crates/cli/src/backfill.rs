@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
+use ddbguard_backfill::ledger::RECORD_PREFIX;
 use ddbguard_backfill::{BackfillConfig, ItemFilter, Report, Target};
 use ddbguard_dbe::Keyring;
 use ddbguard_ddb::{BillingMode, DynamoApi, ErrorKind, SdkDynamo, TableDescription};
@@ -101,7 +102,7 @@ fn share(s: &str) -> Result<f64, String> {
 pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
     let table = config.table(&args.table)?;
-    if args.job.is_empty() || args.job.contains('/') || args.job.starts_with(ddbguard_backfill::ledger::RECORD_PREFIX) {
+    if args.job.is_empty() || args.job.contains('/') || args.job.starts_with(RECORD_PREFIX) {
         bail!(
             "--job: {:?} must be non-empty, without '/' and not start with \"migration#\"",
             args.job
