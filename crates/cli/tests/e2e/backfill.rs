@@ -343,7 +343,9 @@ async fn assert_decrypt_to(table: &str, items: &HashMap<String, SdkItem>, expect
 async fn every_item_is_encrypted_and_no_application_write_is_lost() -> anyhow::Result<()> {
     const ITEMS: usize = 5000;
     let env = LocalAws::shared();
+    let t0 = Instant::now();
     let table = seeded_table(env, "all-types", ITEMS).await?;
+    eprintln!("timing: seeded in {:?}", t0.elapsed());
     let dir = TempDir::new("backfill-all-types");
     let cfg = dir.write(
         "c.toml",
@@ -378,6 +380,7 @@ async fn every_item_is_encrypted_and_no_application_write_is_lost() -> anyhow::R
     let first = wait(child);
     assert_eq!(first.code, 0, "{}\n{}", first.stderr, first.stdout);
     let report = first.json();
+    eprintln!("timing: first run done at {:?}: {}", t0.elapsed(), report["progress"]);
     assert_eq!(report["completion"], "finished");
     assert_eq!(report["progress"]["segments_finished"], 8);
     // Plaintext writes that landed after their item was encrypted are plaintext again: a second run
@@ -395,8 +398,10 @@ async fn every_item_is_encrypted_and_no_application_write_is_lost() -> anyhow::R
         "{again}"
     );
 
+    eprintln!("timing: second run done at {:?}: {}", t0.elapsed(), again["progress"]);
     let primary = scan_all(env, PRIMARY_REGION, &table).await?;
     assert_decrypt_to(&table, &primary, &expected).await;
+    eprintln!("timing: decrypted at {:?}", t0.elapsed());
 
     // The replica converges to the same items.
     let deadline = Instant::now() + Duration::from_secs(60);
