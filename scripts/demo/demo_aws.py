@@ -108,6 +108,51 @@ def flip_bit(args):
     print()
 
 
+def seed(args):
+    """Plaintext customers, as a table holds them before client-side encryption is adopted."""
+    ddb = boto3.resource("dynamodb", region_name=args.region, endpoint_url=args.endpoint,
+                         aws_access_key_id="test", aws_secret_access_key="test").Table(args.table)
+    with ddb.batch_writer() as batch:
+        for i in range(args.count):
+            batch.put_item(Item=customer(i))
+    print(f"  {args.count} plaintext items written in {args.region}")
+
+
+def customer(i, email=None):
+    return {
+        "pk": f"customer#{10000 + i}",
+        "sk": "profile",
+        "email": email or f"customer{i}@example.com",
+        "ssn": f"078-05-{i % 10000:04d}",
+        "address": {"street": f"{i} Main St", "city": "Springfield", "zip": f"{10000 + i % 90000}"},
+        "tier": ["bronze", "silver", "gold"][i % 3],
+    }
+
+
+def updates(args):
+    """JSON lines of plaintext updates the application is about to write (encrypted by ddbguard item encrypt)."""
+    for i in range(0, args.count * args.every, args.every):
+        item = customer(i, email=f"updated{i}@example.com")
+        print(json.dumps({k: _plain_json(v) for k, v in item.items()}))
+
+
+def _plain_json(v):
+    if isinstance(v, dict):
+        return {"M": {k: _plain_json(x) for k, x in v.items()}}
+    return {"S": v}
+
+
+def writer(args):
+    """The application, already writing encrypted items, keeps writing while the migration runs."""
+    ddb = client("dynamodb", args.region, args.endpoint)
+    lines = [json.loads(line)["item"] for line in open(args.file) if line.strip()]
+    pause = args.seconds / max(len(lines), 1)
+    for item in lines:
+        ddb.put_item(TableName=args.table, Item=_to_boto(item))
+        time.sleep(pause)
+    print(f"  application writer: {len(lines)} encrypted updates written in {args.region} over {args.seconds:.0f} s")
+
+
 def _to_boto(item):
     def conv(v):
         (t, x), = v.items()
@@ -167,6 +212,21 @@ def main():
     f = sub.add_parser("flip-bit")
     f.add_argument("--attribute", required=True)
     f.set_defaults(func=flip_bit)
+    se = sub.add_parser("seed")
+    se.add_argument("--region", required=True)
+    se.add_argument("--table", required=True)
+    se.add_argument("--count", type=int, required=True)
+    se.set_defaults(func=seed)
+    up = sub.add_parser("updates")
+    up.add_argument("--count", type=int, required=True)
+    up.add_argument("--every", type=int, default=7, help="update every Nth seeded customer")
+    up.set_defaults(func=updates)
+    w = sub.add_parser("writer")
+    w.add_argument("--region", required=True)
+    w.add_argument("--table", required=True)
+    w.add_argument("--seconds", type=float, default=10.0)
+    w.add_argument("file", help="JSON lines of `ddbguard item encrypt` output")
+    w.set_defaults(func=writer)
     args = p.parse_args()
     args.func(args)
 

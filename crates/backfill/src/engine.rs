@@ -256,6 +256,7 @@ fn report(
         dry_run,
         completion,
         samples: shared.tally.samples(),
+        bytes_by_outcome: shared.tally.bytes_by_outcome(),
         write_units_per_item: (encrypted > 0).then(|| progress.write_units / encrypted as f64),
         limited_by: budgets.limiting().map(|k| k.as_str()),
         would_write_bytes: dry_run.then(|| shared.tally.would_write_bytes()),
@@ -413,6 +414,7 @@ async fn scan_segment<D: DynamoApi + Clone, L: LeaseStore>(
             .for_each_concurrent(cfg.item_concurrency, |item| {
                 let shared = shared.clone();
                 async move {
+                    let bytes = ddbguard_ddb::item_size(&item) as u64;
                     let key = shared.target.config().key_names().filter_map(|k| item.get(k).map(|v| (k.to_owned(), v.clone()))).collect::<Item>();
                     let outcome = match &shared.config.filter {
                         Some(f) if !(f.0)(&item) => Outcome::Filtered,
@@ -421,7 +423,7 @@ async fn scan_segment<D: DynamoApi + Clone, L: LeaseStore>(
                     if let Outcome::Failed { reason } = &outcome {
                         tracing::warn!(target: "alert", event = "backfill_item_failed", table = %shared.target.table, reason, "an item could not be rewritten");
                     }
-                    shared.tally.outcome(&outcome, &key, shared.target.kms_calls_per_item);
+                    shared.tally.outcome(&outcome, &key, shared.target.kms_calls_per_item, bytes);
                 }
             })
             .await;

@@ -9,6 +9,7 @@
 //!   condition that lets a concurrent application write win, re-read and retry on conflict.
 //! - [`limiter`]: budgets of consumed read and write capacity and of KMS requests.
 //! - [`report`]: the running tally, progress snapshots and the final [`Report`].
+//! - [`ledger`]: records of applied migrations beside the segment leases.
 //! - [`position`]: a segment's `LastEvaluatedKey` as text in its lease.
 //! - [`scan`]: one scan page within a read budget, shared by the engine and the audit.
 //!
@@ -18,6 +19,7 @@
 
 pub mod audit;
 pub mod engine;
+pub mod ledger;
 pub mod limiter;
 pub mod position;
 pub mod report;

@@ -18,6 +18,7 @@ struct Inner {
     scanned: u64,
     scanned_bytes: u64,
     outcomes: BTreeMap<&'static str, u64>,
+    outcome_bytes: BTreeMap<&'static str, u64>,
     verdicts: BTreeMap<String, u64>,
     samples: BTreeMap<&'static str, Vec<serde_json::Value>>,
     kms_calls: f64,
@@ -43,11 +44,13 @@ impl Tally {
         t.scanned_bytes += bytes;
     }
 
-    /// One item's outcome; `key` is its primary key (kept as a sample for the report, never a value).
-    pub fn outcome(&self, outcome: &Outcome, key: &Item, kms_calls: f64) {
+    /// One item's outcome; `key` is its primary key (kept as a sample for the report, never a value), `bytes`
+    /// its size as scanned.
+    pub fn outcome(&self, outcome: &Outcome, key: &Item, kms_calls: f64, bytes: u64) {
         let mut t = self.lock();
         let label = outcome.label();
         *t.outcomes.entry(label).or_default() += 1;
+        *t.outcome_bytes.entry(label).or_default() += bytes;
         match outcome {
             Outcome::AlreadyEncrypted { verdict, .. } => *t.verdicts.entry(verdict.to_string()).or_default() += 1,
             Outcome::WouldEncrypt { encrypted_bytes } => t.would_write_bytes += *encrypted_bytes as u64,
@@ -114,6 +117,15 @@ impl Tally {
             .samples
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    /// Bytes scanned, by outcome.
+    pub fn bytes_by_outcome(&self) -> BTreeMap<String, u64> {
+        self.lock()
+            .outcome_bytes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
             .collect()
     }
 
@@ -205,6 +217,8 @@ pub struct Report {
     pub completion: Completion,
     /// The numbers.
     pub progress: Progress,
+    /// Bytes of the scanned items (as read), by outcome.
+    pub bytes_by_outcome: BTreeMap<String, u64>,
     /// Up to ten primary keys per outcome other than `encrypted`.
     pub samples: BTreeMap<String, Vec<serde_json::Value>>,
     /// Write units per encrypted item (the minimum is 1 per started KB of the encrypted item).

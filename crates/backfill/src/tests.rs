@@ -188,6 +188,9 @@ async fn a_dry_run_writes_nothing_and_estimates_the_cost() {
     assert!(db.items(TABLE).iter().all(|i| !i.contains_key(HEAD)));
     assert!(db.items(LEDGER).is_empty(), "no ledger entry either");
     assert!(report.would_write_bytes.unwrap() > 25 * 100);
+    // The bytes by outcome add up to what was scanned.
+    assert_eq!(report.bytes_by_outcome.keys().collect::<Vec<_>>(), ["would_encrypt"]);
+    assert_eq!(report.bytes_by_outcome["would_encrypt"], report.progress.scanned_bytes);
     // 25 writes of one unit at 5 units a second.
     assert_eq!(report.estimated_seconds, Some(5.0));
 }

@@ -19,11 +19,14 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 pub mod audit;
+pub mod backfill;
 pub mod branch;
 pub mod config;
 pub mod item;
 pub mod keyring;
 pub mod keys;
+pub mod migrate;
+pub mod progress;
 pub mod verify;
 
 /// Verify and migrate client-side encrypted DynamoDB Global Tables under KMS multi-Region keys.
@@ -62,6 +65,12 @@ pub enum Command {
     /// --compare-region, also compare every item with its copy in that replica. Prints a JSON summary; exit 0
     /// when every verdict passed (and the replicas agree), 1 otherwise, 2 on config or startup errors.
     Audit(audit::AuditArgs),
+    /// Encrypt a table's plaintext items in its home region (resumable, rate-limited, concurrent-write safe).
+    /// Exit 0 finished, 1 items failed, 2 usage/config, 3 items left after repeated conflicts, 130 interrupted.
+    Backfill(backfill::BackfillArgs),
+    /// Migration files (`migrations/NNNN_name.toml`): status, plan (dry run), apply.
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +163,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Verify(args) => verify::run(args).await,
             Command::Audit(args) => audit::run(args).await,
+            Command::Backfill(args) => backfill::run(args).await,
+            Command::Migrate(command) => migrate::run(command).await,
         }
     })
 }

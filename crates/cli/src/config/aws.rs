@@ -54,7 +54,7 @@ pub struct AwsSettings {
 /// symmetric cryptographic operations (5,500/s), leaving room for the applications.
 pub const DEFAULT_KMS_REQUESTS_PER_SECOND: f64 = 100.0;
 
-fn valid_region(r: &str) -> bool {
+pub(super) fn valid_region(r: &str) -> bool {
     !r.is_empty()
         && r.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')

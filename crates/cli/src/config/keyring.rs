@@ -30,6 +30,7 @@ pub struct RawKeyring {
 }
 
 /// Which keyring protects a table's items.
+#[derive(Clone)]
 pub enum KeyringSettings {
     /// A raw AES-256 wrapping key (offline use, tests, forensics with an escrowed key).
     RawAes {
@@ -123,7 +124,7 @@ impl KeyFiles {
 impl RawKeyring {
     /// The `key_file` of a `raw-aes` keyring, relative paths resolved against `base` (the config file's
     /// directory, or the working directory for an inline config).
-    pub(super) fn key_file_path(&self, base: &Path) -> Option<PathBuf> {
+    pub fn key_file_path(&self, base: &Path) -> Option<PathBuf> {
         let file = self.key_file.as_ref()?;
         (self.kind == "raw-aes").then(|| {
             if file.is_absolute() {
@@ -152,7 +153,7 @@ impl KeyringSettings {
 
     /// Validates a keyring section; errors are `(field, message)` for the caller to place. `base` resolves a
     /// relative `key_file`, whose contents `key_files` holds.
-    pub(super) fn from_raw(
+    pub fn from_raw(
         raw: &RawKeyring,
         base: &Path,
         key_files: &KeyFiles,

@@ -10,12 +10,15 @@
 //! ([`AwsSection::resolve`]). Every error names the source, the table or section and the field, so an operator
 //! can fix it without reading code.
 //!
-//! Modules: [`aws`] (`[aws]`), [`verify`] (`[verify]`), [`tables`] (`[[tables]]`), [`keyring`]
+//! Modules: [`aws`] (`[aws]`), [`verify`] (`[verify]`), [`backfill`] (`[backfill]`), [`migration`] (migration
+//! files), [`tables`] (`[[tables]]`), [`keyring`]
 //! (`[tables.keyring]`), [`expand`] (`${VAR}` substitution).
 
 pub mod aws;
+pub mod backfill;
 pub mod expand;
 pub mod keyring;
+pub mod migration;
 pub mod tables;
 pub mod verify;
 
@@ -26,6 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use self::aws::{AwsSection, AwsSettings, DEFAULT_KMS_REQUESTS_PER_SECOND};
+pub use self::backfill::{BackfillSettings, Rate};
 pub use self::expand::ExpandError;
 pub use self::keyring::{HierarchySettings, KeyFiles, KeyringSettings};
 pub use self::tables::TableSettings;
@@ -130,6 +134,7 @@ impl fmt::Display for Location {
 pub struct RawConfig {
     pub aws: Option<aws::RawAws>,
     pub verify: Option<verify::RawVerify>,
+    pub backfill: Option<backfill::RawBackfill>,
     #[serde(default)]
     pub tables: Vec<tables::RawTable>,
 }
@@ -143,6 +148,8 @@ pub struct Config {
     pub aws: AwsSection,
     /// The `[verify]` section, with defaults when absent.
     pub verify: VerifySettings,
+    /// The `[backfill]` section, with defaults when absent.
+    pub backfill: BackfillSettings,
     /// The `[[tables]]` entries, in file order, names unique.
     pub tables: Vec<TableSettings>,
 }
@@ -222,6 +229,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let aws = AwsSection::from_raw(&origin, raw.aws)?;
         let verify = VerifySettings::from_raw(&origin, raw.verify, default_worker_id)?;
+        let backfill = BackfillSettings::from_raw(&origin, raw.backfill)?;
         let mut seen = BTreeSet::new();
         let mut tables = Vec::with_capacity(raw.tables.len());
         for table in raw.tables {
@@ -240,6 +248,7 @@ impl Config {
             origin,
             aws,
             verify,
+            backfill,
             tables,
         })
     }

@@ -28,11 +28,15 @@ pub struct RawTable {
     pub required_encrypted: Vec<String>,
     /// `ddbguard verify`: records written with another algorithm suite are a `policy_violation`.
     pub require_suite: Option<String>,
+    /// `ddbguard backfill`: the only region the table's items may be rewritten in.
+    pub home_region: Option<String>,
+    /// `ddbguard backfill`: the application's optimistic-locking version attribute (a number).
+    pub version_attribute: Option<String>,
     pub keyring: RawKeyring,
 }
 
 /// A table's validated settings: the DB-ESDK table configuration and its keyring.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TableSettings {
     /// The physical DynamoDB table name.
     pub name: String,
@@ -42,6 +46,12 @@ pub struct TableSettings {
     pub required_encrypted: BTreeSet<String>,
     /// `ddbguard verify`: the only algorithm suite records may use, if set.
     pub require_suite: Option<AlgorithmSuite>,
+    /// `ddbguard backfill`: the region whose replica is rewritten (global tables are last-writer-wins across
+    /// regions, so one region only); `None`: the region given with `--region`.
+    pub home_region: Option<String>,
+    /// `ddbguard backfill`: the application's version attribute; the write-back then compares only it instead of
+    /// every attribute.
+    pub version_attribute: Option<String>,
 }
 
 impl RawTable {
@@ -128,21 +138,40 @@ impl TableSettings {
             None => None,
             Some(s) => Some(parse_suite(s).ok_or_else(|| invalid("require_suite", unknown_suite(s)))?),
         };
+        if raw.home_region.as_deref().is_some_and(|r| !super::aws::valid_region(r)) {
+            return Err(invalid(
+                "home_region",
+                format!("{:?} is not a region name", raw.home_region.unwrap_or_default()),
+            ));
+        }
+        if let Some(version) = &raw.version_attribute {
+            if version.is_empty() || dbe.key_names().any(|k| k == version) {
+                return Err(invalid("version_attribute", "must be a non-key attribute name".into()));
+            }
+            if dbe.attribute_actions.get(version) == Some(&CryptoAction::EncryptAndSign) {
+                return Err(invalid(
+                    "version_attribute",
+                    format!("{version:?} is ENCRYPT_AND_SIGN; the write-back condition must read it in plaintext"),
+                ));
+            }
+        }
         Ok(TableSettings {
             name: raw.name,
             dbe,
             keyring,
             required_encrypted,
             require_suite,
+            home_region: raw.home_region,
+            version_attribute: raw.version_attribute,
         })
     }
 }
 
-fn unknown_suite(s: &str) -> String {
+pub(super) fn unknown_suite(s: &str) -> String {
     format!("unknown algorithm suite {s:?}; expected \"0x6700\" (HMAC only) or \"0x6701\" (ECDSA P-384)")
 }
 
-fn parse_suite(s: &str) -> Option<AlgorithmSuite> {
+pub(super) fn parse_suite(s: &str) -> Option<AlgorithmSuite> {
     let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
     let id = u16::from_str_radix(hex, 16).ok()?;
     AlgorithmSuite::from_id(id)

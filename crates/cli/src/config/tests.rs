@@ -50,6 +50,31 @@ fn the_documented_config_is_valid() {
     let config = Config::load(None, &env).unwrap();
     assert_eq!(config.tables[0].name, "Customers-eu");
     assert_eq!(config.tables[0].dbe.logical_table_name, "Customers");
+    assert_eq!(config.tables[0].home_region.as_deref(), Some("us-east-1"));
+    assert_eq!(config.backfill.ledger_table, "ddbguard-backfill");
+}
+
+#[test]
+fn backfill_fields_of_a_table_are_checked() {
+    let config = Config::parse(
+        Path::new("x.toml"),
+        &table("home_region = \"eu-west-1\"\nversion_attribute = \"v\"", &raw_aes()),
+    )
+    .unwrap();
+    let t = &config.tables[0];
+    assert_eq!(
+        (t.home_region.as_deref(), t.version_attribute.as_deref()),
+        (Some("eu-west-1"), Some("v"))
+    );
+    assert_eq!(config.backfill, crate::config::BackfillSettings::default());
+    for (extra, field) in [
+        ("home_region = \"EU West\"", "`home_region`"),
+        ("version_attribute = \"pk\"", "`version_attribute`"),
+        ("version_attribute = \"ssn\"", "`version_attribute`"),
+    ] {
+        let e = err(&table(extra, &raw_aes()));
+        assert!(e.contains("\"Customers\"") && e.contains(field), "{extra}: {e}");
+    }
 }
 
 #[test]

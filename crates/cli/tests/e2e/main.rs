@@ -5,6 +5,7 @@
 //! tests in parallel threads) and under `cargo nextest` (one environment per test process).
 
 mod audit;
+mod backfill;
 mod cli;
 mod global_tables;
 mod hierarchy;
