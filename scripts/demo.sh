@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The local demo: two regions, a multi-Region key and a global table on the local AWS environment;
 # an item encrypted by ddbguard in us-east-1, replicated, inspected and decrypted in ap-southeast-2
-# with the replica key; the same with the hierarchical keyring (a branch key store that is a global
+# with the replica key; legacy plaintext customers migrated (migrate plan/apply while the application
+# writes, then audit in both regions and the replicas compared); the same with the hierarchical keyring (a branch key store that is a global
 # table, one branch key wrapped under the MRK); then one flipped ciphertext bit and a disabled replica,
 # and the verdicts they get.
 #
@@ -41,6 +42,48 @@ else
   scripts/local-aws up
 fi
 aws() { .venv/bin/python scripts/demo/demo_aws.py --endpoint "$endpoint" "$@"; }
+expect_failure() {
+  set +e
+  "$@"
+  local code=$?
+  set -e
+  if [ "$code" -ne 1 ]; then
+    echo "  unexpected exit code $code (expected 1)" >&2
+    exit 1
+  fi
+  echo "  exit code 1, as it must be"
+}
+# `report CODE FILE COMMAND...`: runs a ddbguard command whose JSON report goes to FILE and its log to
+# $work/ddbguard.log, and stops the demo unless it exits with CODE.
+report() {
+  local want=$1 out=$2
+  shift 2
+  set +e
+  "$@" > "$out" 2>> "$work/ddbguard.log"
+  local code=$?
+  set -e
+  if [ "$code" -ne "$want" ]; then
+    echo "  unexpected exit code $code (expected $want); log: $work/ddbguard.log" >&2
+    tail -5 "$work/ddbguard.log" >&2
+    exit 1
+  fi
+  echo "  exit code $code"
+}
+# Prints selected fields of a JSON report on stdin: `summary KEY...` (dotted paths).
+summary() {
+  python3 -c '
+import json, sys
+doc = json.load(sys.stdin)
+for path in sys.argv[1:]:
+    value = doc
+    for part in path.split("."):
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            value = value.get(part) if isinstance(value, dict) else None
+    print(f"  {path}: {json.dumps(value)}")
+' "$@"
+}
 
 step "a multi-Region key in us-east-1, replicated to ap-southeast-2"
 aws mrk --arn-file "$work/key_arn"
@@ -75,6 +118,47 @@ step "ddbguard item inspect (no key needed)"
 step "ddbguard item decrypt in ap-southeast-2, with the local replica of the MRK"
 "$ddbguard" item decrypt --config "$work/ap-southeast-2.toml" --table "$table" "$work/replica.json"
 
+step "legacy plaintext: 300 customers written before the application adopted client-side encryption"
+aws seed --region us-east-1 --table "$table" --count 300
+echo "  ddbguard audit in us-east-1 finds them (exit 1):"
+report 1 "$work/audit-before.json" "$ddbguard" audit --config "$work/us-east-1.toml" --table "$table"
+summary by_verdict < "$work/audit-before.json"
+
+step "the application now writes encrypted items (FORBID_PLAINTEXT_WRITE_ALLOW_PLAINTEXT_READ): 40 updates queued"
+aws updates --count 40 > "$work/updates.jsonl"
+"$ddbguard" item encrypt --config "$work/us-east-1.toml" --table "$table" - < "$work/updates.jsonl" > "$work/updates-encrypted.jsonl"
+
+step "ddbguard migrate plan: a dry run of migrations/0001 — what changes and what it costs (nothing written)"
+report 0 "$work/plan.json" "$ddbguard" migrate plan --config "$work/us-east-1.toml" --migrations migrations
+summary migrations.0.id migrations.0.plan.items_by_outcome migrations.0.plan.read_units \
+  migrations.0.plan.kms_calls migrations.0.plan.estimated_seconds < "$work/plan.json"
+
+step "ddbguard migrate apply, while the application keeps writing its encrypted updates"
+aws writer --region us-east-1 --table "$table" --seconds 3 "$work/updates-encrypted.jsonl" &
+writer=$!
+report 0 "$work/apply.json" "$ddbguard" migrate apply --config "$work/us-east-1.toml" --migrations migrations
+wait "$writer"
+summary migrations.0.id migrations.0.report.progress.outcomes migrations.0.report.progress.write_units \
+  migrations.0.report.progress.kms_calls < "$work/apply.json"
+echo "  migrate status:"
+report 0 "$work/status.json" "$ddbguard" migrate status --config "$work/us-east-1.toml" --migrations migrations
+summary migrations < "$work/status.json"
+
+step "ddbguard audit in both regions, then the replicas compared item by item"
+sleep 2 # the last writes replicate
+for region in us-east-1 ap-southeast-2; do
+  echo "  $region:"
+  report 0 "$work/audit-$region.json" "$ddbguard" audit --config "$work/$region.toml" --table "$table"
+  summary by_verdict passed < "$work/audit-$region.json"
+done
+echo "  us-east-1 compared with ap-southeast-2:"
+report 0 "$work/compare.json" "$ddbguard" audit --config "$work/us-east-1.toml" --table "$table" --compare-region ap-southeast-2
+summary passed compare < "$work/compare.json"
+
+step "an application update written during the migration survived it (decrypted in ap-southeast-2)"
+aws get --region ap-southeast-2 --table "$table" --key '{"pk":{"S":"customer#10007"},"sk":{"S":"profile"}}' > "$work/updated.json"
+"$ddbguard" item decrypt --config "$work/ap-southeast-2.toml" --table "$table" "$work/updated.json" | summary pk.S email.S
+
 step "hierarchical keyring: a branch key store (a global table) and a branch key wrapped under the MRK"
 aws table --key-store DemoBranchKeys
 hierarchy_config() { # REGION [BRANCH_KEY_ID]: the demo config with a hierarchy keyring
@@ -99,17 +183,6 @@ echo "  (no branch_key_id in the ap-southeast-2 config: the reader takes it from
 step "ddbguard keys branch show in ap-southeast-2: the replicated branch key unwraps with the local replica"
 "$ddbguard" keys branch show --config "$work/h-ap-southeast-2.toml" --table "$table" --branch-key-id "$branch_key_id"
 
-expect_failure() {
-  set +e
-  "$@"
-  local code=$?
-  set -e
-  if [ "$code" -ne 1 ]; then
-    echo "  unexpected exit code $code (expected 1)" >&2
-    exit 1
-  fi
-  echo "  exit code 1, as it must be"
-}
 
 step "flip one bit of the encrypted ssn and decrypt again"
 aws flip-bit --attribute ssn < "$work/replica.json" > "$work/tampered.json"
