@@ -30,7 +30,7 @@ use std::time::Duration;
 use ddbguard_dbe::{Reason, Verdict};
 use ddbguard_ddb::size::{item_size, read_units};
 use ddbguard_ddb::{AttributeValue, Backoff, DdbError, DynamoApi, ErrorKind, Item, ScanSegment, TableDescription};
-use ddbguard_verify::convert::{attribute_from_table, table_item_to_item};
+use ddbguard_verify::convert::table_item_to_item;
 use ddbguard_verify::{Depth, Judgement, RecordOutcome, Verifier, VerifySummary};
 use futures::StreamExt as _;
 use serde::Serialize;
@@ -41,7 +41,7 @@ use tokio::time::Instant;
 
 use crate::engine::{MAX_SEGMENTS, default_segments};
 use crate::limiter::{Budget, BudgetKind};
-use crate::report::Completion;
+use crate::report::{Completion, key_json};
 use crate::scan::{self, PageError};
 
 /// DynamoDB's limit of keys in one `BatchGetItem`.
@@ -846,21 +846,6 @@ fn key_of(names: &[String], item: &Item) -> Item {
         .iter()
         .filter_map(|n| item.get(n).map(|v| (n.clone(), v.clone())))
         .collect()
-}
-
-/// A primary key as DynamoDB JSON, attributes in name order (never anything but key attributes).
-fn key_json(key: &Item) -> Value {
-    let mut names: Vec<&String> = key.keys().collect();
-    names.sort();
-    let mut out = serde_json::Map::new();
-    for name in names {
-        let json = match attribute_from_table(&key[name], name) {
-            Ok(v) => ddbguard_dbe::json::attribute_to_ddb_json(&v),
-            Err(e) => Value::String(format!("<{}>", e.reason().as_str())),
-        };
-        out.insert(name.clone(), json);
-    }
-    Value::Object(out)
 }
 
 /// A primary key as one string, equal for equal keys: the key to match items of the two regions by.

@@ -7,6 +7,8 @@ use std::time::Duration;
 use ddbguard_ddb::Item;
 use serde::Serialize;
 
+use ddbguard_verify::convert::attribute_from_table;
+
 use crate::limiter::Budgets;
 use crate::rewrite::Outcome;
 
@@ -135,21 +137,18 @@ impl Tally {
     }
 }
 
-/// The primary key as DynamoDB JSON, for samples (keys are never encrypted; values of other attributes are never
-/// reported).
-fn key_json(key: &Item) -> serde_json::Value {
+/// A primary key as DynamoDB JSON, attributes in name order, for samples and for matching items across regions
+/// (keys are never encrypted; values of other attributes are never reported).
+pub(crate) fn key_json(key: &Item) -> serde_json::Value {
+    let mut names: Vec<&String> = key.keys().collect();
+    names.sort();
     let mut out = serde_json::Map::new();
-    for (name, value) in key {
-        let typed = match value {
-            ddbguard_ddb::AttributeValue::S(s) => serde_json::json!({ "S": s }),
-            ddbguard_ddb::AttributeValue::N(n) => serde_json::json!({ "N": n }),
-            ddbguard_ddb::AttributeValue::B(b) => {
-                use base64::Engine as _;
-                serde_json::json!({ "B": base64::engine::general_purpose::STANDARD.encode(b.as_ref()) })
-            }
-            _ => serde_json::json!({ "?": "non-key type" }),
+    for name in names {
+        let json = match attribute_from_table(&key[name], name) {
+            Ok(v) => ddbguard_dbe::json::attribute_to_ddb_json(&v),
+            Err(e) => serde_json::Value::String(format!("<{}>", e.reason().as_str())),
         };
-        out.insert(name.clone(), typed);
+        out.insert(name.clone(), json);
     }
     serde_json::Value::Object(out)
 }
