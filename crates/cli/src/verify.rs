@@ -139,6 +139,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         ),
         start_position: args.from.start_position(),
         until_caught_up: args.until_caught_up,
+        quarantine: config.verify.quarantine.clone(),
     };
     tracing::info!(%metrics_addr, sample_rate = config.verify.sample_rate, from = ?args.from, "verify: configured");
 

@@ -11,6 +11,8 @@
 //! - [`engine`]: [`Verifier`], one stream record in (event name, NEW image, conversion, sampling, then the judge),
 //!   one [`RecordOutcome`] out, with the `ddbguard_records_total` metric and the `alert` log event.
 //! - [`sink`]: [`VerifySink`], the stream reader's `RecordSink`, and the run's [`VerifySummary`].
+//! - [`quarantine`]: [`Quarantine`](quarantine::Quarantine), failing records kept with their stored image in a
+//!   DynamoDB table, written off the stream's path.
 //! - [`http`]: the `/metrics`, `/healthz` and `/readyz` endpoint.
 //! - [`service`]: the verify service: one table's stream verified with injected AWS clients and a shutdown
 //!   future, returning a [`VerifyReport`](service::VerifyReport).
@@ -20,6 +22,7 @@ pub mod engine;
 pub mod http;
 pub mod judge;
 pub mod policy;
+pub mod quarantine;
 pub mod service;
 pub mod sink;
 

@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ddbguard_ddb::{DdbError, DynamoApi, ErrorKind};
 use ddbguard_lease::{DynamoLeaseStore, LeaseStore, LeaseTable, MemoryLeaseStore};
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 
 use crate::engine::Verifier;
 use crate::http::{self, HealthSource, Readiness};
+use crate::quarantine::{self, QuarantineError, QuarantineSettings};
 use crate::sink::{VerifySink, VerifySummary};
 
 /// DynamoDB's longest table name.
@@ -107,7 +109,12 @@ pub struct ServiceConfig {
     pub start_position: StartPosition,
     /// Return once every shard is read to its end or tip.
     pub until_caught_up: bool,
+    /// Where records with a failing verdict are kept (created if missing); `None`: nowhere.
+    pub quarantine: Option<QuarantineSettings>,
 }
+
+/// How long the quarantine writer may take to write what is buffered at shutdown (within the task's stop timeout).
+const QUARANTINE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The metrics endpoint to serve while the service runs.
 pub struct MetricsEndpoint {
@@ -210,6 +217,9 @@ pub enum ServiceError {
         /// The name.
         name: String,
     },
+    /// The quarantine table cannot be created or has another key.
+    #[error("the quarantine is unusable: {0}")]
+    Quarantine(#[from] QuarantineError),
     /// The reader could not start or its lease store failed at startup.
     #[error("the stream reader failed: {0}")]
     Reader(#[from] ReaderError),
@@ -235,7 +245,16 @@ pub async fn run<C: RegionClients>(
     reader_config.table_label = config.table.clone();
     reader_config.start_position = config.start_position;
     reader_config.until_caught_up = config.until_caught_up;
-    let sink = Arc::new(VerifySink::new(Arc::new(verifier)));
+    let table_label = verifier.table().to_owned();
+    let mut sink = VerifySink::new(Arc::new(verifier));
+    let mut writer = None;
+    if let Some(settings) = &config.quarantine {
+        quarantine::ensure(&dynamo, &settings.table).await?;
+        let (handle, task) = quarantine::start(dynamo.clone(), settings, &table_label);
+        sink = sink.with_quarantine(handle);
+        writer = Some(task);
+    }
+    let sink = Arc::new(sink);
     let streams = clients.streams(&config.region);
     tracing::info!(
         table = %config.table,
@@ -257,13 +276,17 @@ pub async fn run<C: RegionClients>(
                 metrics,
                 shutdown,
             )
-            .await?
+            .await
         }
         Some(name) => {
             let leases = DynamoLeaseStore::new(dynamo, LeaseTable::for_shards(name));
-            drive(reader_config, streams, leases, sink.clone(), metrics, shutdown).await?
+            drive(reader_config, streams, leases, sink.clone(), metrics, shutdown).await
         }
     };
+    if let Some(writer) = writer {
+        writer.finish(QUARANTINE_FLUSH_TIMEOUT).await;
+    }
+    let run = run?;
     let summary = sink.summary();
     tracing::info!(
         table = %summary.table,
@@ -404,6 +427,7 @@ mod tests {
     use super::*;
     use crate::VerifyPolicy;
     use crate::convert::item_to_image;
+    use crate::quarantine::QuarantineEntry;
 
     /// The fakes of one region.
     struct Fakes {
@@ -480,6 +504,7 @@ mod tests {
             leases,
             start_position: StartPosition::TrimHorizon,
             until_caught_up: true,
+            quarantine: None,
         }
     }
 
@@ -628,6 +653,79 @@ mod tests {
         assert_eq!(second.summary.failures(), 1);
         assert_eq!(fakes.dynamo.items("audit-leases-orders").len(), 2);
         assert!(fakes.dynamo.items("leases-orders").is_empty());
+    }
+
+    /// A failing record lands in quarantine with its stored image and no plaintext anywhere in the entry; a
+    /// passing one does not. The table is created with its TTL.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_record_is_quarantined_without_plaintext() {
+        let fakes = fakes(Some("NEW_IMAGE"));
+        fakes.streams.add_shard("shard-0", None);
+        write(&fakes, "shard-0", "p1", false).await;
+        write(&fakes, "shard-0", "p2", true).await;
+        let mut cfg = config(LeaseMode::InMemory);
+        cfg.quarantine = Some(QuarantineSettings::default());
+        let report = run(&fakes, cfg, verifier(), None, std::future::pending::<()>())
+            .await
+            .unwrap();
+        assert_eq!(report.summary.failures(), 1);
+        let failing = report.summary.by_verdict.keys().find(|v| !v.is_pass()).unwrap();
+        let items = fakes.dynamo.items(quarantine::DEFAULT_TABLE);
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            fakes.dynamo.ttl_attribute(quarantine::DEFAULT_TABLE).as_deref(),
+            Some(quarantine::TTL_ATTRIBUTE)
+        );
+        let entry = QuarantineEntry::from_item(&items[0]).unwrap();
+        assert_eq!(entry.verdict, failing.as_str());
+        assert_eq!(entry.keys, r#"{"pk":{"S":"p2"}}"#);
+        assert_eq!((entry.table.as_str(), entry.region.as_str()), ("orders", "eu-west-1"));
+        assert_eq!(entry.shard_id, "shard-0");
+        assert_eq!(entry.event_name, "INSERT");
+        assert!(!entry.sequence_number.is_empty() && entry.id.ends_with(&entry.event_id));
+        let image = entry.image.as_ref().unwrap();
+        assert!(matches!(image.get("ssn"), Some(ddbguard_ddb::AttributeValue::B(_))));
+        assert!(image.contains_key("aws_dbe_head") && image.contains_key("aws_dbe_foot"));
+        let plaintext = "123-45-6789";
+        assert!(!format!("{items:?}").contains(plaintext));
+        assert!(!entry.to_json(true).to_string().contains(plaintext));
+        for value in image.values() {
+            if let ddbguard_ddb::AttributeValue::B(b) = value {
+                assert!(!b.as_ref().windows(plaintext.len()).any(|w| w == plaintext.as_bytes()));
+            }
+        }
+    }
+
+    /// Records that failed under one keyring pass a replay under the keyring of today, which resolves them.
+    #[tokio::test(start_paused = true)]
+    async fn a_replay_with_todays_keys_resolves_the_entry() {
+        let fakes = fakes(Some("NEW_IMAGE"));
+        fakes.streams.add_shard("shard-0", None);
+        write(&fakes, "shard-0", "p1", false).await;
+        let wrong_key = Arc::new(RawAesKeyring::new("ddbguard-test", "key-1", Zeroizing::new([9u8; 32])));
+        let yesterday = Verifier::new(VerifyPolicy::new(table_config()), wrong_key, "eu-west-1").unwrap();
+        let mut cfg = config(LeaseMode::InMemory);
+        cfg.quarantine = Some(QuarantineSettings::default());
+        let report = run(&fakes, cfg, yesterday, None, std::future::pending::<()>())
+            .await
+            .unwrap();
+        assert_eq!(report.summary.failures(), 1);
+        let items = fakes.dynamo.items(quarantine::DEFAULT_TABLE);
+        let mut entry = QuarantineEntry::from_item(&items[0]).unwrap();
+        assert_eq!(entry.status, quarantine::EntryStatus::Open);
+
+        let judgement = quarantine::replay(&verifier(), &mut entry).await;
+        assert_eq!(judgement.verdict, ddbguard_dbe::Verdict::Ok, "{}", judgement.message);
+        assert_eq!(entry.status, quarantine::EntryStatus::Resolved);
+        assert_eq!(entry.resolved_verdict.as_deref(), Some("ok"));
+        quarantine::put(&fakes.dynamo, quarantine::DEFAULT_TABLE, &entry)
+            .await
+            .unwrap();
+        let stored = quarantine::get(&fakes.dynamo, quarantine::DEFAULT_TABLE, &entry.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.status, quarantine::EntryStatus::Resolved);
     }
 
     /// SIGTERM in a long-running service: the shutdown future ends the run, which releases its leases.

@@ -21,6 +21,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::engine::{RecordOutcome, UNKNOWN_ORIGIN, Verifier};
+use crate::quarantine::Quarantine;
 
 /// Records of one batch verified at the same time.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -131,6 +132,8 @@ pub struct VerifySink {
     summary: Mutex<VerifySummary>,
     /// Per shard, the final outcomes of the last batch handed back for a KMS throttle, for its retry.
     retries: Mutex<HashMap<String, Retry>>,
+    /// Where records with a failing final verdict are kept, if anywhere.
+    quarantine: Option<Quarantine>,
 }
 
 /// What a throttled batch already settled: outcomes by the record's position, valid for the same records only.
@@ -155,7 +158,14 @@ impl VerifySink {
             concurrency: DEFAULT_CONCURRENCY,
             summary: Mutex::new(summary),
             retries: Mutex::new(HashMap::new()),
+            quarantine: None,
         }
+    }
+
+    /// Hands every record with a failing final verdict to `quarantine` (without waiting for its write).
+    pub fn with_quarantine(mut self, quarantine: Quarantine) -> VerifySink {
+        self.quarantine = Some(quarantine);
+        self
     }
 
     /// Verifies up to `n` records of a batch at the same time (at least 1).
@@ -231,6 +241,13 @@ impl VerifySink {
                 "{throttled} of {total} record(s) from shard {} throttled by KMS; the batch will be retried",
                 batch.shard_id
             )));
+        }
+        if let Some(quarantine) = &self.quarantine {
+            for (record, outcome) in batch.records.iter().zip(&settled) {
+                if let Some(outcome) = outcome.as_ref().filter(|o| !o.is_pass()) {
+                    quarantine.submit(verifier.region(), &batch.shard_id, record, outcome);
+                }
+            }
         }
         let outcomes: Vec<RecordOutcome> = settled.into_iter().flatten().collect();
 

@@ -712,7 +712,7 @@ async fn a_retried_batch_verifies_only_its_throttled_records_again() {
 
 // ---- metrics and alert logs ----
 
-mod capture {
+pub(crate) mod capture {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 

@@ -287,7 +287,8 @@ fn verify_section_defaults() {
 #[test]
 fn verify_section_and_table_policy_are_read() {
     let text = format!(
-        "[verify]\nlease_table = \"ops.leases\"\nworker_id = \"task-1\"\nsample_rate = 0.25\n{}",
+        "[verify]\nlease_table = \"ops.leases\"\nworker_id = \"task-1\"\nsample_rate = 0.25\n\
+         quarantine_table = \"ops.quarantine\"\nquarantine_retention = \"7d\"\n{}",
         table(
             "required_encrypted = [\"ssn\", \"dob\"]\nrequire_suite = \"0x6701\"",
             &raw_aes()
@@ -300,6 +301,12 @@ fn verify_section_and_table_policy_are_read() {
             lease_table: "ops.leases".into(),
             worker_id: "task-1".into(),
             sample_rate: 0.25,
+            quarantine: Some(ddbguard_verify::quarantine::QuarantineSettings {
+                table: "ops.quarantine".into(),
+                retention: std::time::Duration::from_secs(7 * 86_400),
+                ..Default::default()
+            }),
+            quarantine_table: "ops.quarantine".into(),
         }
     );
     let t = &config.tables[0];
@@ -325,6 +332,10 @@ fn verify_errors_name_file_section_and_field() {
     assert!(e.contains("[verify]") && e.contains("lease_table"), "{e}");
     let e = with("lease_table = \"ab\"");
     assert!(e.contains("lease_table") && e.contains("3 to 200"), "{e}");
+    let e = with("quarantine_retention = \"30\"");
+    assert!(e.contains("[verify]") && e.contains("quarantine_retention"), "{e}");
+    let e = with("quarantine_table = \"a b\"");
+    assert!(e.contains("[verify]") && e.contains("quarantine_table"), "{e}");
     let e = with("worker_id = \" \"");
     assert!(e.contains("[verify]") && e.contains("worker_id"), "{e}");
     let e = with("lease = \"x\"");

@@ -1,5 +1,8 @@
 //! The `[verify]` section: settings of `ddbguard verify`.
 
+use std::time::Duration;
+
+use ddbguard_verify::quarantine::{self, QuarantineSettings};
 use serde::Deserialize;
 
 use super::{ConfigError, ConfigSource, Location};
@@ -11,6 +14,9 @@ pub struct RawVerify {
     pub lease_table: Option<String>,
     pub worker_id: Option<String>,
     pub sample_rate: Option<f64>,
+    pub quarantine: Option<bool>,
+    pub quarantine_table: Option<String>,
+    pub quarantine_retention: Option<String>,
 }
 
 /// The validated `[verify]` section (settings of `ddbguard verify`).
@@ -23,6 +29,10 @@ pub struct VerifySettings {
     pub worker_id: String,
     /// Share of records fully decrypted, `0.0..=1.0`; the rest get `ok_structural`.
     pub sample_rate: f64,
+    /// Where failing records are kept (`quarantine = false`: nowhere).
+    pub quarantine: Option<QuarantineSettings>,
+    /// The quarantine table name, also when `quarantine = false` (for `ddbguard quarantine`).
+    pub quarantine_table: String,
 }
 
 /// Default `[verify] lease_table`.
@@ -85,15 +95,82 @@ impl VerifySettings {
                 format!("must be between 0 and 1 (share of records fully decrypted), got {sample_rate}"),
             ));
         }
+        let quarantine_table = raw
+            .quarantine_table
+            .unwrap_or_else(|| quarantine::DEFAULT_TABLE.to_owned());
+        if !is_table_name(&quarantine_table) {
+            return Err(invalid(
+                "quarantine_table",
+                format!("{quarantine_table:?} is not a DynamoDB table name (3 to 255 letters, digits, '_', '-', '.')"),
+            ));
+        }
+        let retention = match raw.quarantine_retention {
+            None => quarantine::DEFAULT_RETENTION,
+            Some(text) => match parse_duration(&text) {
+                Some(d) if d >= Duration::from_secs(3600) => d,
+                _ => {
+                    return Err(invalid(
+                        "quarantine_retention",
+                        format!("{text:?} is not a duration of at least 1h (e.g. \"30d\", \"12h\")"),
+                    ));
+                }
+            },
+        };
+        let quarantine = raw.quarantine.unwrap_or(true).then(|| QuarantineSettings {
+            table: quarantine_table.clone(),
+            retention,
+            ..QuarantineSettings::default()
+        });
         Ok(VerifySettings {
             lease_table,
             worker_id,
             sample_rate,
+            quarantine,
+            quarantine_table,
         })
     }
 
     /// The lease table of the stream of `table`.
     pub fn lease_table_for(&self, table: &str) -> String {
         format!("{}-{table}", self.lease_table)
+    }
+}
+
+fn is_table_name(name: &str) -> bool {
+    (3..=255).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// A duration written as a whole number and a unit: `"90s"`, `"10m"`, `"12h"`, `"30d"`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(unit_secs).map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_have_a_number_and_a_unit() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30d"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("h"), None);
+        assert_eq!(parse_duration("1w"), None);
+        assert_eq!(parse_duration("99999999999999999999d"), None);
     }
 }
