@@ -27,6 +27,7 @@ pub mod keyring;
 pub mod keys;
 pub mod migrate;
 pub mod progress;
+pub mod quarantine;
 pub mod verify;
 
 /// Verify and migrate client-side encrypted DynamoDB Global Tables under KMS multi-Region keys.
@@ -71,6 +72,9 @@ pub enum Command {
     /// Migration files (`migrations/NNNN_name.toml`): status, plan (dry run), apply.
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
+    /// Records `verify` quarantined (failing verdicts, with their stored image): list, show, replay.
+    #[command(subcommand)]
+    Quarantine(quarantine::QuarantineCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Audit(args) => audit::run(args).await,
             Command::Backfill(args) => backfill::run(args).await,
             Command::Migrate(command) => migrate::run(command).await,
+            Command::Quarantine(command) => quarantine::run(command).await,
         }
     })
 }
