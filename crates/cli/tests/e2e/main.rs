@@ -12,4 +12,5 @@ mod hierarchy;
 mod keys_kms;
 mod kms_mrk;
 mod local_env;
+mod quarantine;
 mod verify;
