@@ -7,6 +7,9 @@
 //! long-running verifiers of the same stream: from its checkpoints it keeps them in `<--audit-lease-table>-<table>`
 //! (a cron audit resumes where the last one stopped), from the trim horizon or the tip in memory.
 //!
+//! Records with a failing verdict are also written to `[verify] quarantine_table` (created if missing; see
+//! [`ddbguard_verify::quarantine`]) unless `[verify] quarantine = false`.
+//!
 //! Metrics (Prometheus text), `/healthz` and `/readyz` are served on `--metrics-addr`; readiness is the reader's
 //! (a recent lease sync, no stalled shard; a standby without a lease is ready). SIGTERM or SIGINT stops reading, finishes the in-flight batches, writes their
 //! checkpoints and releases the leases (within the reader's 20 s shutdown deadline).
@@ -17,8 +20,8 @@
 //!   stdout. Exit 0 when every final verdict is `ok`, `ok_structural` or `remove`, no stream gap was seen (records
 //!   lost to a gap were never verified) and the run read every shard to its end or tip (a signal before that
 //!   leaves records unread); 1 otherwise.
-//! - 2: configuration or startup error (unknown table, no stream on the table, lease table or metrics port
-//!   unusable, …): nothing was verified.
+//! - 2: configuration or startup error (unknown table, no stream on the table, lease table, quarantine table or
+//!   metrics port unusable, …): nothing was verified.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
