@@ -12,11 +12,13 @@
 //!   one [`RecordOutcome`] out, with the `ddbguard_records_total` metric and the `alert` log event.
 //! - [`sink`]: [`VerifySink`], the stream reader's `RecordSink`, and the run's [`VerifySummary`].
 //! - [`http`]: the `/metrics`, `/healthz` and `/readyz` endpoint.
+//! - [`emf`]: the metrics as CloudWatch Embedded Metric Format JSON lines (`--emf`).
 //! - [`metrics`]: every metric's name, kind and HELP text; `ddbguard_build_info`.
 //! - [`service`]: the verify service: one table's stream verified with injected AWS clients and a shutdown
 //!   future, returning a [`VerifyReport`](service::VerifyReport).
 
 pub mod convert;
+pub mod emf;
 pub mod engine;
 pub mod http;
 pub mod judge;
