@@ -116,7 +116,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         &table.name,
         replica,
         audit_config,
-        crate::verify::shutdown_signal(),
+        crate::signal::shutdown_signal("audit: stopping"),
     )
     .await;
     if let Some(server) = metrics {
@@ -152,6 +152,7 @@ async fn serve_metrics(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHand
     let handle = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the Prometheus metrics recorder")?;
+    ddbguard_verify::metrics::describe_all(crate::VERSION, crate::GIT_SHA);
     let listener = http::bind(addr).await?;
     let source: Arc<dyn HealthSource> = Arc::new(AuditMetrics(handle));
     Ok(tokio::spawn(async move {

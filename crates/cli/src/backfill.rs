@@ -336,7 +336,7 @@ impl Job {
             self.target.clone(),
             self.engine.clone(),
             |p| reporter.update(p),
-            crate::progress::shutdown_signal(),
+            crate::signal::shutdown_signal("backfill: stopping at the next page boundary"),
         )
         .await
         .with_context(|| format!("table {:?} in {}", self.target.table, self.engine.region))?;

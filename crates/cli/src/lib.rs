@@ -9,6 +9,7 @@
 //! | 0 | every item / check succeeded |
 //! | 1 | the command ran, and at least one item or check failed (the output says which and why) |
 //! | 2 | usage, configuration or environment error: nothing was checked |
+//! | 130 | a second SIGINT/SIGTERM arrived while the command was stopping ([`signal::shutdown_signal`]) |
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -16,26 +17,40 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
+
+/// The git revision this binary was built from (`unknown` outside a git checkout without `GIT_SHA`).
+pub const GIT_SHA: &str = env!("DDBGUARD_GIT_SHA");
+/// The crate version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// What `--version` prints after the program name.
+const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("DDBGUARD_GIT_SHA"), ")");
 
 pub mod audit;
 pub mod backfill;
 pub mod branch;
 pub mod config;
+pub mod health;
 pub mod item;
 pub mod keyring;
 pub mod keys;
 pub mod migrate;
 pub mod progress;
 pub mod quarantine;
+pub mod signal;
 pub mod verify;
 
 /// Verify and migrate client-side encrypted DynamoDB Global Tables under KMS multi-Region keys.
 #[derive(Debug, Parser)]
-#[command(name = "ddbguard", version, propagate_version = true)]
+#[command(name = "ddbguard", version = LONG_VERSION, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Also write every metric as CloudWatch Embedded Metric Format JSON lines on stdout at each flush (for
+    /// the awslogs driver: CloudWatch metrics without an agent). Prometheus `/metrics` is unchanged.
+    #[arg(long, global = true, env = "DDBGUARD_EMF")]
+    pub emf: bool,
 
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "DDBGUARD_LOG_FORMAT")]
@@ -75,6 +90,18 @@ pub enum Command {
     /// Records `verify` quarantined (failing verdicts, with their stored image): list, show, replay.
     #[command(subcommand)]
     Quarantine(quarantine::QuarantineCommand),
+    /// Check a running verifier's health endpoint (the ECS container health check; the image has no curl):
+    /// exit 0 when `/healthz` answers 200, 1 otherwise.
+    Health(health::HealthArgs),
+    /// Print a shell completion script on stdout, e.g. `ddbguard completions bash > /etc/bash_completion.d/ddbguard`.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +184,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let emf = cli.emf;
     runtime.block_on(async move {
         match cli.command {
             Command::Item(args) => run_item(args).await,
@@ -165,11 +193,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let ok = branch::run(command, &mut io::stdout().lock()).await?;
                 Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
             }
-            Command::Verify(args) => verify::run(args).await,
+            Command::Verify(args) => verify::run(args, emf).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Backfill(args) => backfill::run(args).await,
             Command::Migrate(command) => migrate::run(command).await,
             Command::Quarantine(command) => quarantine::run(command).await,
+            Command::Health(args) => health::run(args).await,
+            Command::Completions(args) => {
+                let mut out = io::stdout().lock();
+                clap_complete::generate(args.shell, &mut Cli::command(), "ddbguard", &mut out);
+                out.flush().context("cannot write output")?;
+                Ok(ExitCode::SUCCESS)
+            }
         }
     })
 }
@@ -224,4 +259,34 @@ fn open_input(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn BufRead>
         )),
         _ => Box::new(io::stdin().lock()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_names_the_git_revision() {
+        let version = Cli::command().render_version();
+        assert_eq!(version.trim_end(), format!("ddbguard {VERSION} (git {GIT_SHA})"));
+        assert!(!GIT_SHA.is_empty());
+    }
+
+    #[test]
+    fn completions_cover_the_subcommands() {
+        let mut script = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "ddbguard", &mut script);
+        let script = String::from_utf8(script).unwrap();
+        for sub in ["verify", "health", "completions", "backfill"] {
+            assert!(script.contains(sub), "{sub} missing from the bash completions");
+        }
+    }
+
+    #[test]
+    fn emf_is_a_global_flag() {
+        let cli = Cli::try_parse_from(["ddbguard", "health", "--emf"]).unwrap();
+        assert!(cli.emf);
+        let cli = Cli::try_parse_from(["ddbguard", "completions", "zsh"]).unwrap();
+        assert!(!cli.emf);
+    }
 }

@@ -97,32 +97,6 @@ pub fn summary(p: &Progress) -> String {
     )
 }
 
-/// Completes on the first SIGTERM (ECS stopping the task) or SIGINT; the engine then stops at a page boundary.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut term), Ok(mut int)) => {
-                let name = tokio::select! {
-                    _ = term.recv() => "SIGTERM",
-                    _ = int.recv() => "SIGINT",
-                };
-                tracing::info!(signal = name, "backfill: stopping at the next page boundary");
-                return;
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-            }
-        }
-    }
-    if tokio::signal::ctrl_c().await.is_ok() {
-        tracing::info!(signal = "SIGINT", "backfill: stopping at the next page boundary");
-    } else {
-        std::future::pending::<()>().await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,7 +105,7 @@ impl StartFrom {
 }
 
 /// Runs `ddbguard verify`. `Err` is a startup or configuration error (exit code 2).
-pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: VerifyArgs, emf: bool) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
     let table = select_table(&config, args.table.as_deref())?;
     // The local region is the one whose replica and stream are verified.
@@ -119,6 +119,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
         .install_recorder()
         .context("cannot install the Prometheus metrics recorder")?;
+    ddbguard_verify::metrics::describe_all(crate::VERSION, crate::GIT_SHA);
     let listener = http::bind(args.metrics_addr).await?;
     let metrics_addr = listener.local_addr().unwrap_or(args.metrics_addr);
 
@@ -156,12 +157,22 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
+    // EMF lines go to stdout, where --until-caught-up prints its summary: only the long-running service
+    // writes them.
+    let emf = (emf && !args.until_caught_up).then(|| {
+        let prometheus = prometheus.clone();
+        ddbguard_verify::emf::spawn_emf_writer(move || prometheus.render(), ddbguard_verify::emf::DEFAULT_INTERVAL)
+    });
     let endpoint = MetricsEndpoint {
         listener,
         render: Arc::new(move || prometheus.render()),
     };
-    let report = service::run(&aws, service, verifier, Some(endpoint), shutdown_signal()).await;
+    let shutdown = crate::signal::shutdown_signal("verify: shutting down");
+    let report = service::run(&aws, service, verifier, Some(endpoint), shutdown).await;
     upkeep.abort();
+    if let Some(emf) = emf {
+        emf.stop().await;
+    }
     let report = report.with_context(|| format!("{}: table {:?}", config.origin, table.name))?;
 
     if !args.until_caught_up {
@@ -189,33 +200,6 @@ fn select_table<'c>(config: &'c Config, name: Option<&str>) -> anyhow::Result<&'
             tables.len(),
             tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
         ),
-    }
-}
-
-/// Completes on the first SIGTERM (ECS stopping the task) or SIGINT.
-pub(crate) async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut term), Ok(mut int)) => {
-                let name = tokio::select! {
-                    _ = term.recv() => "SIGTERM",
-                    _ = int.recv() => "SIGINT",
-                };
-                tracing::info!(signal = name, "shutting down");
-                return;
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-            }
-        }
-    }
-    if tokio::signal::ctrl_c().await.is_ok() {
-        tracing::info!(signal = "SIGINT", "shutting down");
-    } else {
-        // Without any signal handler, never stop on a signal (the process is killed instead).
-        std::future::pending::<()>().await;
     }
 }
 

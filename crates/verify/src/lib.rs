@@ -14,13 +14,17 @@
 //! - [`quarantine`]: [`Quarantine`](quarantine::Quarantine), failing records kept with their stored image in a
 //!   DynamoDB table, written off the stream's path.
 //! - [`http`]: the `/metrics`, `/healthz` and `/readyz` endpoint.
+//! - [`emf`]: the metrics as CloudWatch Embedded Metric Format JSON lines (`--emf`).
+//! - [`metrics`]: every metric's name, kind and HELP text; `ddbguard_build_info`.
 //! - [`service`]: the verify service: one table's stream verified with injected AWS clients and a shutdown
 //!   future, returning a [`VerifyReport`](service::VerifyReport).
 
 pub mod convert;
+pub mod emf;
 pub mod engine;
 pub mod http;
 pub mod judge;
+pub mod metrics;
 pub mod policy;
 pub mod quarantine;
 pub mod service;
