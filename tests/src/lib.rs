@@ -23,7 +23,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, CreateReplicationGroupMemberAction, KeySchemaElement, KeyType,
-    ReplicationGroupUpdate, ScalarAttributeType, StreamSpecification, StreamViewType,
+    PutRequest, ReplicationGroupUpdate, ScalarAttributeType, StreamSpecification, StreamViewType, WriteRequest,
 };
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 
@@ -661,4 +661,43 @@ fn http_blocking(host_port: &str, method: &str, path: &str, body: &str) -> Resul
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow!("malformed status line: {head}"))?;
     Ok((status, body.to_string()))
+}
+
+/// Writes `items` with `BatchWriteItem`, 25 at a time, resending unprocessed requests.
+pub async fn batch_write(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    items: Vec<HashMap<String, AttributeValue>>,
+) -> Result<()> {
+    for chunk in items.chunks(25) {
+        let mut requests: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|i| {
+                let put = PutRequest::builder().set_item(Some(i.clone())).build()?;
+                Ok(WriteRequest::builder().put_request(put).build())
+            })
+            .collect::<Result<_, aws_sdk_dynamodb::error::BuildError>>()?;
+        for _ in 0..50 {
+            let out = ddb
+                .batch_write_item()
+                .request_items(table, requests.clone())
+                .send()
+                .await?;
+            requests = out
+                .unprocessed_items()
+                .and_then(|u| u.get(table))
+                .cloned()
+                .unwrap_or_default();
+            if requests.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::ensure!(
+            requests.is_empty(),
+            "BatchWriteItem left {} unprocessed",
+            requests.len()
+        );
+    }
+    Ok(())
 }

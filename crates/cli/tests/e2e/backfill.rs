@@ -9,12 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest, ScalarAttributeType,
-    WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use aws_smithy_types::Blob;
 use ddbguard_dbe::{AlgorithmSuite, CryptoAction, Keyring, TableConfig, decrypt_item, encrypt_item};
-use ddbguard_e2e::{LocalAws, PRIMARY_REGION, REPLICA_REGION, unique_name};
+use ddbguard_e2e::{LocalAws, PRIMARY_REGION, REPLICA_REGION, batch_write, unique_name};
 use ddbguard_keys::RawAesKeyring;
 use ddbguard_verify::convert::{item_to_table_item, table_item_to_item};
 use serde_json::Value;
@@ -147,41 +146,6 @@ fn config(region: &str, endpoint: &str, table: &str, table_extra: &str, keyring:
          [tables.attribute_actions]\n{actions}\n[tables.keyring]\n{}\n",
         keyring.replace("@KEY@", RAW_KEY)
     )
-}
-
-/// Writes `items` with `BatchWriteItem`, 25 at a time, resending unprocessed requests.
-async fn batch_write(ddb: &aws_sdk_dynamodb::Client, table: &str, items: Vec<SdkItem>) -> anyhow::Result<()> {
-    for chunk in items.chunks(25) {
-        let mut requests: Vec<WriteRequest> = chunk
-            .iter()
-            .map(|i| {
-                let put = PutRequest::builder().set_item(Some(i.clone())).build()?;
-                Ok(WriteRequest::builder().put_request(put).build())
-            })
-            .collect::<Result<_, aws_sdk_dynamodb::error::BuildError>>()?;
-        for _ in 0..50 {
-            let out = ddb
-                .batch_write_item()
-                .request_items(table, requests.clone())
-                .send()
-                .await?;
-            requests = out
-                .unprocessed_items()
-                .and_then(|u| u.get(table))
-                .cloned()
-                .unwrap_or_default();
-            if requests.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::ensure!(
-            requests.is_empty(),
-            "BatchWriteItem left {} unprocessed",
-            requests.len()
-        );
-    }
-    Ok(())
 }
 
 /// Every item of `table` in `region` (consistent scan), by `pk`.

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use ddbguard_e2e::{LocalAws, Mrk, PRIMARY_REGION, REPLICA_REGION, unique_name, wait_replicated};
+use aws_sdk_dynamodb::types::AttributeValue;
+use ddbguard_e2e::{LocalAws, Mrk, PRIMARY_REGION, REPLICA_REGION, batch_write, unique_name, wait_replicated};
 use serde_json::{Value, json};
 
 use crate::cli::{Run, TempDir, ddbguard, verify_until_caught_up};
@@ -110,41 +110,6 @@ fn encrypt_all(config: &str, table: &str, items: &[Value]) -> Vec<Value> {
         .collect();
     assert_eq!(encrypted.len(), items.len(), "{}", run.stderr);
     encrypted
-}
-
-/// Writes `items` with `BatchWriteItem`, 25 at a time, resending unprocessed requests.
-async fn batch_write(ddb: &aws_sdk_dynamodb::Client, table: &str, items: &[Value]) -> anyhow::Result<()> {
-    for chunk in items.chunks(25) {
-        let mut requests: Vec<WriteRequest> = chunk
-            .iter()
-            .map(|i| {
-                let put = PutRequest::builder().set_item(Some(sdk_item(i))).build()?;
-                Ok(WriteRequest::builder().put_request(put).build())
-            })
-            .collect::<Result<_, aws_sdk_dynamodb::error::BuildError>>()?;
-        for _ in 0..20 {
-            let out = ddb
-                .batch_write_item()
-                .request_items(table, requests.clone())
-                .send()
-                .await?;
-            requests = out
-                .unprocessed_items()
-                .and_then(|u| u.get(table))
-                .cloned()
-                .unwrap_or_default();
-            if requests.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::ensure!(
-            requests.is_empty(),
-            "BatchWriteItem left {} unprocessed",
-            requests.len()
-        );
-    }
-    Ok(())
 }
 
 /// Puts one item.
@@ -425,8 +390,18 @@ async fn a_clean_run_of_2000_records_from_both_regions_has_no_failing_verdict() 
     let table = s.table.clone();
     let south = tokio::task::spawn_blocking(move || encrypt_all(&replica, &table, &south));
     let (east, south) = (east.await?, south.await?);
-    batch_write(&s.env.dynamodb(PRIMARY_REGION).await, &s.table, &east).await?;
-    batch_write(&s.env.dynamodb(REPLICA_REGION).await, &s.table, &south).await?;
+    batch_write(
+        &s.env.dynamodb(PRIMARY_REGION).await,
+        &s.table,
+        east.iter().map(sdk_item).collect(),
+    )
+    .await?;
+    batch_write(
+        &s.env.dynamodb(REPLICA_REGION).await,
+        &s.table,
+        south.iter().map(sdk_item).collect(),
+    )
+    .await?;
     wait_for_count(
         s.env,
         REPLICA_REGION,
