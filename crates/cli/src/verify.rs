@@ -116,6 +116,8 @@ pub async fn run(args: VerifyArgs, emf: bool) -> anyhow::Result<ExitCode> {
     // Per-shard series (lag) stop being updated when a shard is finished or moves to another worker: drop gauges
     // idle for longer than any live one can be (every held shard updates its lag at least every poll).
     let prometheus = PrometheusBuilder::new()
+        .set_buckets(ddbguard_verify::metrics::HISTOGRAM_BUCKETS)
+        .context("cannot configure the histogram buckets")?
         .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
         .install_recorder()
         .context("cannot install the Prometheus metrics recorder")?;
@@ -144,6 +146,11 @@ pub async fn run(args: VerifyArgs, emf: bool) -> anyhow::Result<ExitCode> {
         start_position: args.from.start_position(),
         until_caught_up: args.until_caught_up,
         quarantine: config.verify.quarantine.clone(),
+        canaries: config.verify.canaries.clone().map(|mut canaries| {
+            // Every replica region writes canaries; a single-region setup expects only its own.
+            canaries.origins = aws_settings.regions.clone();
+            canaries
+        }),
     };
     tracing::info!(%metrics_addr, sample_rate = config.verify.sample_rate, from = ?args.from, "verify: configured");
 

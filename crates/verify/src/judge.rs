@@ -116,6 +116,11 @@ impl Judge {
         &self.policy
     }
 
+    /// The keyring (canaries encrypt with it).
+    pub fn keyring(&self) -> &Arc<dyn Keyring> {
+        &self.keyring
+    }
+
     /// The verdict about `item`.
     pub async fn judge(&self, item: &Item, depth: Depth) -> Judgement {
         self.judge_and_decrypt(item, depth).await.0

@@ -11,6 +11,8 @@
 //! - [`engine`]: [`Verifier`], one stream record in (event name, NEW image, conversion, sampling, then the judge),
 //!   one [`RecordOutcome`] out, with the `ddbguard_records_total` metric and the `alert` log event.
 //! - [`sink`]: [`VerifySink`], the stream reader's `RecordSink`, and the run's [`VerifySummary`].
+//! - [`canary`]: [`Canaries`](canary::Canaries), the encrypted canary item each region writes and every region
+//!   watches arrive (lag, missing, verdict), recognised before records are counted.
 //! - [`quarantine`]: [`Quarantine`](quarantine::Quarantine), failing records kept with their stored image in a
 //!   DynamoDB table, written off the stream's path.
 //! - [`http`]: the `/metrics`, `/healthz` and `/readyz` endpoint.
@@ -19,6 +21,7 @@
 //! - [`service`]: the verify service: one table's stream verified with injected AWS clients and a shutdown
 //!   future, returning a [`VerifyReport`](service::VerifyReport).
 
+pub mod canary;
 pub mod convert;
 pub mod emf;
 pub mod engine;

@@ -99,11 +99,46 @@ pub const ALL: &[Metric] = &[
                queue was full).",
     },
     Metric {
+        name: "ddbguard_canary_lag_seconds",
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Canary arrival time in this region's stream minus its write time in the origin region, by system, \
+               table, origin_region and replica_region.",
+    },
+    Metric {
+        name: "ddbguard_canary_missing",
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "1 when no canary from origin_region written within the canary SLO has arrived in replica_region, \
+               else 0.",
+    },
+    Metric {
+        name: "ddbguard_canaries_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Canary records judged with the local replica key, by system, table, origin_region, replica_region \
+               and verdict.",
+    },
+    Metric {
+        name: "ddbguard_canary_writes_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Canary writes of this verifier, by system, table, region and outcome (ok, encrypt_failed, \
+               write_failed).",
+    },
+    Metric {
         name: BUILD_INFO,
         kind: Kind::Gauge,
         unit: Unit::Count,
         help: "Always 1; the labels name the running build's version and git revision.",
     },
+];
+
+/// Bucket upper bounds (seconds) of every histogram: 1 ms to 10 min, so that KMS latencies and replication lags
+/// both resolve (the Prometheus exporter renders histograms without buckets as summaries, which do not aggregate
+/// across tasks and which CloudWatch cannot read).
+pub const HISTOGRAM_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
 /// Looks up a metric by its series name.

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ddbguard_ddb::{DdbError, DynamoApi, ErrorKind};
+use ddbguard_ddb::{DdbError, DynamoApi, ErrorKind, KeySchema};
 use ddbguard_lease::{DynamoLeaseStore, LeaseStore, LeaseTable, MemoryLeaseStore};
 use ddbguard_stream::{ReaderConfig, ReaderError, ReaderStatus, RunSummary, StatusHandle, StreamReader, StreamsApi};
 pub use ddbguard_stream::{SdkStreams, StartPosition};
@@ -23,6 +23,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::canary::{Canaries, CanaryError, CanarySettings};
 use crate::engine::Verifier;
 use crate::http::{self, HealthSource, Readiness};
 use crate::quarantine::{self, QuarantineError, QuarantineSettings};
@@ -111,6 +112,9 @@ pub struct ServiceConfig {
     pub until_caught_up: bool,
     /// Where records with a failing verdict are kept (created if missing); `None`: nowhere.
     pub quarantine: Option<QuarantineSettings>,
+    /// Canaries: recognised (and judged apart) in every run; written and watched for missing origins by the
+    /// long-running service only. `None`: canary keys are application items like any other.
+    pub canaries: Option<CanarySettings>,
 }
 
 /// How long the quarantine writer may take to write what is buffered at shutdown (within the task's stop timeout).
@@ -217,6 +221,9 @@ pub enum ServiceError {
         /// The name.
         name: String,
     },
+    /// Canaries cannot run on this table.
+    #[error("canaries: {0}")]
+    Canary(#[from] CanaryError),
     /// The quarantine table cannot be created or has another key.
     #[error("the quarantine is unusable: {0}")]
     Quarantine(#[from] QuarantineError),
@@ -240,13 +247,35 @@ pub async fn run<C: RegionClients>(
         return Err(ServiceError::LeaseTableName { name: name.clone() });
     }
     let dynamo = clients.dynamo(&config.region);
-    let stream_arn = stream_arn(&dynamo, &config.table, &config.region).await?;
+    let (stream_arn, key_schema) = stream_arn(&dynamo, &config.table, &config.region).await?;
     let mut reader_config = ReaderConfig::new(stream_arn.clone(), config.worker_id.clone());
     reader_config.table_label = config.table.clone();
     reader_config.start_position = config.start_position;
     reader_config.until_caught_up = config.until_caught_up;
     let table_label = verifier.table().to_owned();
+    let judge = verifier.judge().clone();
+    let canaries = match &config.canaries {
+        Some(settings) => match Canaries::new(
+            settings.clone(),
+            &key_schema,
+            &verifier.policy().table.config,
+            &table_label,
+            &config.region,
+        ) {
+            Ok(canaries) => Some(Arc::new(canaries)),
+            // A one-shot run only recognises canaries; it need not refuse a table the daemon could not serve.
+            Err(e) if config.until_caught_up => {
+                tracing::warn!(table = %config.table, error = %e, "canaries are not recognised in this run");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
     let mut sink = VerifySink::new(Arc::new(verifier));
+    if let Some(canaries) = &canaries {
+        sink = sink.with_canaries(canaries.clone());
+    }
     let mut writer = None;
     if let Some(settings) = &config.quarantine {
         quarantine::ensure(&dynamo, &settings.table).await?;
@@ -256,6 +285,21 @@ pub async fn run<C: RegionClients>(
     }
     let sink = Arc::new(sink);
     let streams = clients.streams(&config.region);
+    // The long-running service writes its region's canary and watches every origin's; one-shot runs only
+    // recognise canaries (they neither run long enough to see one go missing nor should they write).
+    let (canary_stop, canary_stopped) = watch::channel(false);
+    let canary_task = canaries.as_ref().filter(|_| !config.until_caught_up).map(|canaries| {
+        let mut stopped = canary_stopped.clone();
+        tokio::spawn(canaries.clone().run(
+            dynamo.clone(),
+            config.table.clone(),
+            judge,
+            config.worker_id.clone(),
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+        ))
+    });
     tracing::info!(
         table = %config.table,
         region = %config.region,
@@ -264,6 +308,7 @@ pub async fn run<C: RegionClients>(
         lease_table = lease_table.as_deref().unwrap_or("(in memory)"),
         start_position = ?config.start_position,
         until_caught_up = config.until_caught_up,
+        canaries = canaries.is_some(),
         "verify: starting"
     );
     let run = match lease_table {
@@ -283,6 +328,12 @@ pub async fn run<C: RegionClients>(
             drive(reader_config, streams, leases, sink.clone(), metrics, shutdown).await
         }
     };
+    let _ = canary_stop.send(true);
+    if let Some(task) = canary_task
+        && let Err(e) = task.await
+    {
+        tracing::warn!(error = %e, "the canary task failed");
+    }
     if let Some(writer) = writer {
         writer.finish(QUARANTINE_FLUSH_TIMEOUT).await;
     }
@@ -306,8 +357,9 @@ pub async fn run<C: RegionClients>(
     })
 }
 
-/// The ARN of the table's stream in the local region; an error unless the stream carries new images.
-async fn stream_arn<D: DynamoApi>(db: &D, table: &str, region: &str) -> Result<String, ServiceError> {
+/// The ARN of the table's stream in the local region and the table's key schema; an error unless the stream
+/// carries new images.
+async fn stream_arn<D: DynamoApi>(db: &D, table: &str, region: &str) -> Result<(String, KeySchema), ServiceError> {
     let description = match db.describe_table(table).await {
         Ok(d) => d,
         Err(e) if e.kind == ErrorKind::NotFound => {
@@ -340,7 +392,7 @@ async fn stream_arn<D: DynamoApi>(db: &D, table: &str, region: &str) -> Result<S
             view,
         });
     }
-    Ok(arn)
+    Ok((arn, description.key_schema))
 }
 
 /// Runs the reader, with the metrics endpoint beside it, until it returns (caught up, or shutdown and a clean
@@ -505,6 +557,7 @@ mod tests {
             start_position: StartPosition::TrimHorizon,
             until_caught_up: true,
             quarantine: None,
+            canaries: None,
         }
     }
 

@@ -20,6 +20,7 @@ use ddbguard_stream::{RecordBatch, RecordSink, SinkError, StreamGap};
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::canary::Canaries;
 use crate::engine::{RecordOutcome, UNKNOWN_ORIGIN, Verifier};
 use crate::quarantine::Quarantine;
 
@@ -80,6 +81,9 @@ pub struct VerifySummary {
     /// Gaps beyond those listed: counted, not kept (a process that runs for months must not hold every gap).
     #[serde(skip_serializing_if = "is_zero")]
     pub gaps_not_listed: u64,
+    /// Canary records (not counted in `records`), by origin region and verdict.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub canaries: BTreeMap<String, BTreeMap<Verdict, u64>>,
 }
 
 /// At most this many gaps are listed in a [`VerifySummary`].
@@ -113,9 +117,19 @@ impl VerifySummary {
             .sum()
     }
 
-    /// Whether every final verdict passed (`ok`, `ok_structural`, `remove`).
+    /// Canary records whose verdict did not pass.
+    pub fn canary_failures(&self) -> u64 {
+        self.canaries
+            .values()
+            .flat_map(|by_verdict| by_verdict.iter())
+            .filter(|(v, _)| !v.is_pass())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Whether every final verdict passed (`ok`, `ok_structural`, `remove`), canaries included.
     pub fn all_verdicts_pass(&self) -> bool {
-        self.failures() == 0
+        self.failures() == 0 && self.canary_failures() == 0
     }
 
     /// Whether every verdict passed and no gap was seen (records lost to a gap were never verified).
@@ -134,6 +148,8 @@ pub struct VerifySink {
     retries: Mutex<HashMap<String, Retry>>,
     /// Where records with a failing final verdict are kept, if anywhere.
     quarantine: Option<Quarantine>,
+    /// Recognises canary records, which are judged and measured apart from application records.
+    canaries: Option<Arc<Canaries>>,
 }
 
 /// What a throttled batch already settled: outcomes by the record's position, valid for the same records only.
@@ -159,7 +175,14 @@ impl VerifySink {
             summary: Mutex::new(summary),
             retries: Mutex::new(HashMap::new()),
             quarantine: None,
+            canaries: None,
         }
+    }
+
+    /// Judges canary records with `canaries` (lag, missing, verdict) instead of counting them as records.
+    pub fn with_canaries(mut self, canaries: Arc<Canaries>) -> VerifySink {
+        self.canaries = Some(canaries);
+        self
     }
 
     /// Hands every record with a failing final verdict to `quarantine` (without waiting for its write).
@@ -202,8 +225,16 @@ impl VerifySink {
             Some(retry) if retry.event_ids == event_ids => retry.outcomes,
             _ => vec![None; batch.records.len()],
         };
-        let todo: Vec<usize> = (batch.duplicates.min(batch.records.len())..batch.records.len())
-            .filter(|&i| settled[i].is_none())
+        let first = batch.duplicates.min(batch.records.len());
+        // Canaries are set apart before anything is counted; they are judged once the batch is accepted.
+        let canaries: Vec<(usize, String)> = match &self.canaries {
+            Some(c) => (first..batch.records.len())
+                .filter_map(|i| c.recognize(&batch.records[i]).map(|origin| (i, origin)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let todo: Vec<usize> = (first..batch.records.len())
+            .filter(|&i| settled[i].is_none() && !canaries.iter().any(|(c, _)| *c == i))
             .collect();
         // Collected first: iterator adapters with closures held across the await would make this future's
         // `Send` bound unprovable for the reader's `impl Future + Send`.
@@ -242,6 +273,12 @@ impl VerifySink {
                 batch.shard_id
             )));
         }
+        let mut observed = Vec::with_capacity(canaries.len());
+        if let Some(c) = &self.canaries {
+            for (i, origin) in &canaries {
+                observed.push(c.observe(verifier.judge(), &batch.records[*i], origin).await);
+            }
+        }
         if let Some(quarantine) = &self.quarantine {
             for (record, outcome) in batch.records.iter().zip(&settled) {
                 if let Some(outcome) = outcome.as_ref().filter(|o| !o.is_pass()) {
@@ -256,6 +293,14 @@ impl VerifySink {
         for outcome in &outcomes {
             verifier.report(outcome);
             summary.add(outcome);
+        }
+        for canary in observed {
+            *summary
+                .canaries
+                .entry(canary.origin)
+                .or_default()
+                .entry(canary.verdict)
+                .or_default() += 1;
         }
         drop(summary);
         Ok(outcomes)

@@ -288,7 +288,8 @@ fn verify_section_defaults() {
 fn verify_section_and_table_policy_are_read() {
     let text = format!(
         "[verify]\nlease_table = \"ops.leases\"\nworker_id = \"task-1\"\nsample_rate = 0.25\n\
-         quarantine_table = \"ops.quarantine\"\nquarantine_retention = \"7d\"\n{}",
+         quarantine_table = \"ops.quarantine\"\nquarantine_retention = \"7d\"\ncanary_interval = \"2s\"\n\
+         canary_slo = \"15s\"\ncanary_prefix = \"canary/\"\ncanary_ttl_attribute = \"expires\"\n{}",
         table(
             "required_encrypted = [\"ssn\", \"dob\"]\nrequire_suite = \"0x6701\"",
             &raw_aes()
@@ -307,6 +308,14 @@ fn verify_section_and_table_policy_are_read() {
                 ..Default::default()
             }),
             quarantine_table: "ops.quarantine".into(),
+            canaries: Some(ddbguard_verify::canary::CanarySettings {
+                interval: std::time::Duration::from_secs(2),
+                slo: std::time::Duration::from_secs(15),
+                prefix: "canary/".into(),
+                origins: Vec::new(),
+                ttl_attribute: Some("expires".into()),
+                ttl: ddbguard_verify::canary::DEFAULT_TTL,
+            }),
         }
     );
     let t = &config.tables[0];
@@ -338,6 +347,20 @@ fn verify_errors_name_file_section_and_field() {
     assert!(e.contains("[verify]") && e.contains("quarantine_table"), "{e}");
     let e = with("worker_id = \" \"");
     assert!(e.contains("[verify]") && e.contains("worker_id"), "{e}");
+    let e = with("canary_interval = \"10\"");
+    assert!(
+        e.contains("[verify]") && e.contains("canary_interval") && e.contains("\"10s\""),
+        "{e}"
+    );
+    let e = with("canary_interval = \"30s\"\ncanary_slo = \"20s\"");
+    assert!(
+        e.contains("canary_slo") && e.contains("longer than canary_interval"),
+        "{e}"
+    );
+    let e = with("canary_prefix = \"\"");
+    assert!(e.contains("canary_prefix"), "{e}");
+    let e = with("canary_ttl = \"5m\"");
+    assert!(e.contains("canary_ttl") && e.contains("3600s"), "{e}");
     let e = with("lease = \"x\"");
     assert!(e.contains("ddbguard.toml") && e.contains("lease"), "{e}");
 }

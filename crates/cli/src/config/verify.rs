@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use ddbguard_verify::canary::{self, CanarySettings};
 use ddbguard_verify::quarantine::{self, QuarantineSettings};
 use serde::Deserialize;
 
@@ -17,6 +18,12 @@ pub struct RawVerify {
     pub quarantine: Option<bool>,
     pub quarantine_table: Option<String>,
     pub quarantine_retention: Option<String>,
+    pub canaries: Option<bool>,
+    pub canary_interval: Option<String>,
+    pub canary_slo: Option<String>,
+    pub canary_prefix: Option<String>,
+    pub canary_ttl_attribute: Option<String>,
+    pub canary_ttl: Option<String>,
 }
 
 /// The validated `[verify]` section (settings of `ddbguard verify`).
@@ -33,6 +40,9 @@ pub struct VerifySettings {
     pub quarantine: Option<QuarantineSettings>,
     /// The quarantine table name, also when `quarantine = false` (for `ddbguard quarantine`).
     pub quarantine_table: String,
+    /// Canaries (`canaries = false`: none). The origin regions are filled in from `[aws] regions` once the
+    /// local region is known.
+    pub canaries: Option<CanarySettings>,
 }
 
 /// Default `[verify] lease_table`.
@@ -121,12 +131,71 @@ impl VerifySettings {
             retention,
             ..QuarantineSettings::default()
         });
+        let duration = |field: &str, text: Option<String>, default: Duration, min: Duration| match text {
+            None => Ok(default),
+            Some(text) => match parse_duration(&text) {
+                Some(d) if d >= min => Ok(d),
+                _ => Err(invalid(
+                    field,
+                    format!(
+                        "{text:?} is not a duration of at least {}s (a whole number and s, m, h or d: \"10s\")",
+                        min.as_secs()
+                    ),
+                )),
+            },
+        };
+        let interval = duration(
+            "canary_interval",
+            raw.canary_interval,
+            canary::DEFAULT_INTERVAL,
+            Duration::from_secs(1),
+        )?;
+        let slo = duration(
+            "canary_slo",
+            raw.canary_slo,
+            canary::DEFAULT_SLO,
+            Duration::from_secs(1),
+        )?;
+        if slo <= interval {
+            return Err(invalid(
+                "canary_slo",
+                format!(
+                    "{}s must be longer than canary_interval ({}s): every origin would be missing between two canaries",
+                    slo.as_secs(),
+                    interval.as_secs()
+                ),
+            ));
+        }
+        let ttl = duration(
+            "canary_ttl",
+            raw.canary_ttl,
+            canary::DEFAULT_TTL,
+            Duration::from_secs(3600),
+        )?;
+        let prefix = raw.canary_prefix.unwrap_or_else(|| canary::DEFAULT_PREFIX.to_owned());
+        if prefix.is_empty() || prefix.len() > 200 {
+            return Err(invalid("canary_prefix", "must be 1 to 200 characters long".into()));
+        }
+        if let Some(attr) = &raw.canary_ttl_attribute
+            && attr.trim().is_empty()
+        {
+            return Err(invalid("canary_ttl_attribute", "must not be empty".into()));
+        }
+        let canaries = raw.canaries.unwrap_or(true).then(|| CanarySettings {
+            interval,
+            slo,
+            prefix,
+            origins: Vec::new(),
+            ttl_attribute: raw.canary_ttl_attribute,
+            ttl,
+        });
         Ok(VerifySettings {
             lease_table,
             worker_id,
             sample_rate,
             quarantine,
             quarantine_table,
+            canaries,
         })
     }
 

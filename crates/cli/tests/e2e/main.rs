@@ -6,6 +6,7 @@
 
 mod audit;
 mod backfill;
+mod canary;
 mod cli;
 mod global_tables;
 mod hierarchy;
