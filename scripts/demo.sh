@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# The local demo: two regions, a multi-Region key and a global table on the local AWS environment;
-# an item encrypted by ddbguard in us-east-1, replicated, inspected and decrypted in ap-southeast-2
-# with the replica key; legacy plaintext customers migrated (migrate plan/apply while the application
-# writes, then audit in both regions and the replicas compared); the same with the hierarchical keyring (a branch key store that is a global
-# table, one branch key wrapped under the MRK); then one flipped ciphertext bit and a disabled replica,
-# and the verdicts they get.
+# The local demo, one function per act (the list at the end runs them in order):
+#
+#   act_setup        two regions, a multi-Region key and a global table on the local AWS environment
+#   act_item         an item encrypted by ddbguard in us-east-1, replicated, inspected and decrypted in
+#                    ap-southeast-2 with the replica key
+#   act_migration    legacy plaintext customers migrated (migrate plan/apply while the application writes),
+#                    then audit in both regions and the replicas compared
+#   act_hierarchy    the hierarchical keyring: a branch key store that is a global table, one branch key
+#   act_verifiers    one long-running `ddbguard verify` per region (canaries every second), clean items
+#                    written in both regions
+#   fault_*          one fault at a time, each checked against what both verifiers report: replication paused,
+#                    a plaintext SSN, an item under a single-Region key, a flipped ciphertext bit, the
+#                    ap-southeast-2 replica key disabled (quarantined, enabled again, `quarantine replay`)
+#   act_scoreboard   one table: each fault, what each region's verifier reported, the metric that showed it;
+#                    exit 1 if a fault went undetected or a clean record was flagged
+#
+# A new act is a function added to the list at the end.
 #
 # Needs Rust and Python 3 with venv; installs moto 5.2.5 into .venv on first use. Stops the local
 # environment it started when it ends, also on failure or Ctrl-C.
@@ -17,10 +28,14 @@ endpoint="http://127.0.0.1:$DDBGUARD_LOCAL_PORT"
 table=DemoCustomers
 key='{"pk":{"S":"customer#4711"},"sk":{"S":"profile"}}'
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+step() { printf '\n\033[1m==> %s\033[0m  [%ss]\n' "$*" "$SECONDS"; }
 work=$(mktemp -d)
 started=false
 cleanup() {
+  # The verifiers (background jobs) stop with the demo, whatever its end.
+  local job
+  for job in $(jobs -p); do kill -TERM "$job" 2>/dev/null || true; done
+  wait 2>/dev/null || true
   rm -rf "$work"
   if $started; then
     scripts/local-aws down >/dev/null 2>&1 || true
@@ -85,112 +100,360 @@ for path in sys.argv[1:]:
 ' "$@"
 }
 
-step "a multi-Region key in us-east-1, replicated to ap-southeast-2"
-aws mrk --arn-file "$work/key_arn"
-key_arn=$(cat "$work/key_arn")
-for region in us-east-1 ap-southeast-2; do
-  sed -e "s|@REGION@|$region|" -e "s|@KEY_ARN@|$key_arn|" -e "s|@ENDPOINT@|$endpoint|" \
-    config/demo.toml.in > "$work/$region.toml"
-done
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
 
-step "ddbguard keys check: key state and round trips in every region"
-"$ddbguard" keys check --config "$work/ap-southeast-2.toml"
+# ---- acts ----------------------------------------------------------------------------------------------------
 
-step "a global table over us-east-1 and ap-southeast-2"
-aws table "$table"
+act_setup() {
+  step "a multi-Region key in us-east-1, replicated to ap-southeast-2"
+  aws mrk --arn-file "$work/key_arn"
+  key_arn=$(cat "$work/key_arn")
+  for region in us-east-1 ap-southeast-2; do
+    sed -e "s|@REGION@|$region|" -e "s|@KEY_ARN@|$key_arn|" -e "s|@ENDPOINT@|$endpoint|" \
+      config/demo.toml.in > "$work/$region.toml"
+  done
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
 
-step "encrypt a customer item in us-east-1 with ddbguard (kms-mrk keyring, suite 0x6701)"
-echo "  plaintext: $(tr -d '\n ' < scripts/demo/customer.json | cut -c1-100)…"
-"$ddbguard" item encrypt --config "$work/us-east-1.toml" --table "$table" scripts/demo/customer.json > "$work/encrypted.json"
-python3 -c 'import json,sys; i=json.load(open(sys.argv[1])); print("  encrypted: " + ", ".join(f"{k}:{next(iter(v))}" for k,v in i.items()))' "$work/encrypted.json"
+  step "ddbguard keys check: key state and round trips in every region"
+  "$ddbguard" keys check --config "$work/ap-southeast-2.toml"
 
-step "write it in us-east-1; read the replica in ap-southeast-2"
-aws put --region us-east-1 --table "$table" "$work/encrypted.json"
-aws get --region ap-southeast-2 --table "$table" --key "$key" > "$work/replica.json"
-cmp -s <(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])), sort_keys=True))' "$work/encrypted.json") \
-       <(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])), sort_keys=True))' "$work/replica.json") \
-  && echo "  the replica is byte-for-byte the item written in us-east-1"
-
-step "ddbguard item inspect (no key needed)"
-"$ddbguard" item inspect --config "$work/ap-southeast-2.toml" --table "$table" "$work/replica.json"
-
-step "ddbguard item decrypt in ap-southeast-2, with the local replica of the MRK"
-"$ddbguard" item decrypt --config "$work/ap-southeast-2.toml" --table "$table" "$work/replica.json"
-
-step "legacy plaintext: 300 customers written before the application adopted client-side encryption"
-aws seed --region us-east-1 --table "$table" --count 300
-echo "  ddbguard audit in us-east-1 finds them (exit 1):"
-report 1 "$work/audit-before.json" "$ddbguard" audit --config "$work/us-east-1.toml" --table "$table"
-summary by_verdict < "$work/audit-before.json"
-
-step "the application now writes encrypted items (FORBID_PLAINTEXT_WRITE_ALLOW_PLAINTEXT_READ): 40 updates queued"
-aws updates --count 40 > "$work/updates.jsonl"
-"$ddbguard" item encrypt --config "$work/us-east-1.toml" --table "$table" - < "$work/updates.jsonl" > "$work/updates-encrypted.jsonl"
-
-step "ddbguard migrate plan: a dry run of migrations/0001 — what changes and what it costs (nothing written)"
-report 0 "$work/plan.json" "$ddbguard" migrate plan --config "$work/us-east-1.toml" --migrations migrations
-summary migrations.0.id migrations.0.plan.items_by_outcome migrations.0.plan.read_units \
-  migrations.0.plan.kms_calls migrations.0.plan.estimated_seconds < "$work/plan.json"
-
-step "ddbguard migrate apply, while the application keeps writing its encrypted updates"
-aws writer --region us-east-1 --table "$table" --seconds 3 "$work/updates-encrypted.jsonl" &
-writer=$!
-report 0 "$work/apply.json" "$ddbguard" migrate apply --config "$work/us-east-1.toml" --migrations migrations
-wait "$writer"
-summary migrations.0.id migrations.0.report.progress.outcomes migrations.0.report.progress.write_units \
-  migrations.0.report.progress.kms_calls < "$work/apply.json"
-echo "  migrate status:"
-report 0 "$work/status.json" "$ddbguard" migrate status --config "$work/us-east-1.toml" --migrations migrations
-summary migrations < "$work/status.json"
-
-step "ddbguard audit in both regions, then the replicas compared item by item"
-sleep 2 # the last writes replicate
-for region in us-east-1 ap-southeast-2; do
-  echo "  $region:"
-  report 0 "$work/audit-$region.json" "$ddbguard" audit --config "$work/$region.toml" --table "$table"
-  summary by_verdict passed < "$work/audit-$region.json"
-done
-echo "  us-east-1 compared with ap-southeast-2:"
-report 0 "$work/compare.json" "$ddbguard" audit --config "$work/us-east-1.toml" --table "$table" --compare-region ap-southeast-2
-summary passed compare < "$work/compare.json"
-
-step "an application update written during the migration survived it (decrypted in ap-southeast-2)"
-aws get --region ap-southeast-2 --table "$table" --key '{"pk":{"S":"customer#10007"},"sk":{"S":"profile"}}' > "$work/updated.json"
-"$ddbguard" item decrypt --config "$work/ap-southeast-2.toml" --table "$table" "$work/updated.json" | summary pk.S email.S
-
-step "hierarchical keyring: a branch key store (a global table) and a branch key wrapped under the MRK"
-aws table --key-store DemoBranchKeys
-hierarchy_config() { # REGION [BRANCH_KEY_ID]: the demo config with a hierarchy keyring
-  sed '/^\[tables.keyring\]/,$d' "$work/$1.toml"
-  printf '[tables.keyring]\nkind = "hierarchy"\nkey_arn = "%s"\nkey_store_table = "DemoBranchKeys"\n' "$key_arn"
-  if [ -n "${2:-}" ]; then printf 'branch_key_id = "%s"\n' "$2"; fi
+  step "a global table over us-east-1 and ap-southeast-2"
+  aws table "$table"
 }
-hierarchy_config us-east-1 > "$work/h-setup.toml"
-"$ddbguard" keys branch create --config "$work/h-setup.toml" --table "$table" | tee "$work/branch.json"
-branch_key_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["branch_key_id"])' "$work/branch.json")
-hierarchy_config us-east-1 "$branch_key_id" > "$work/h-us-east-1.toml"
-hierarchy_config ap-southeast-2 > "$work/h-ap-southeast-2.toml"
 
-step "encrypt under the branch key in us-east-1, write it; decrypt the replica in ap-southeast-2"
-sed 's/customer#4711/customer#4712/' scripts/demo/customer.json > "$work/customer2.json"
-"$ddbguard" item encrypt --config "$work/h-us-east-1.toml" --table "$table" "$work/customer2.json" > "$work/h-encrypted.json"
-aws put --region us-east-1 --table "$table" "$work/h-encrypted.json"
-aws get --region ap-southeast-2 --table "$table" --key "${key/4711/4712}" > "$work/h-replica.json"
-"$ddbguard" item decrypt --config "$work/h-ap-southeast-2.toml" --table "$table" "$work/h-replica.json"
-echo "  (no branch_key_id in the ap-southeast-2 config: the reader takes it from the item's EDK)"
+act_item() {
+  step "encrypt a customer item in us-east-1 with ddbguard (kms-mrk keyring, suite 0x6701)"
+  echo "  plaintext: $(tr -d '\n ' < scripts/demo/customer.json | cut -c1-100)…"
+  "$ddbguard" item encrypt --config "$work/us-east-1.toml" --table "$table" scripts/demo/customer.json > "$work/encrypted.json"
+  python3 -c 'import json,sys; i=json.load(open(sys.argv[1])); print("  encrypted: " + ", ".join(f"{k}:{next(iter(v))}" for k,v in i.items()))' "$work/encrypted.json"
 
-step "ddbguard keys branch show in ap-southeast-2: the replicated branch key unwraps with the local replica"
-"$ddbguard" keys branch show --config "$work/h-ap-southeast-2.toml" --table "$table" --branch-key-id "$branch_key_id"
+  step "write it in us-east-1; read the replica in ap-southeast-2"
+  aws put --region us-east-1 --table "$table" "$work/encrypted.json"
+  aws get --region ap-southeast-2 --table "$table" --key "$key" > "$work/replica.json"
+  cmp -s <(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])), sort_keys=True))' "$work/encrypted.json") \
+         <(python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])), sort_keys=True))' "$work/replica.json") \
+    && echo "  the replica is byte-for-byte the item written in us-east-1"
 
+  step "ddbguard item inspect (no key needed)"
+  "$ddbguard" item inspect --config "$work/ap-southeast-2.toml" --table "$table" "$work/replica.json"
 
-step "flip one bit of the encrypted ssn and decrypt again"
-aws flip-bit --attribute ssn < "$work/replica.json" > "$work/tampered.json"
-expect_failure "$ddbguard" item decrypt --config "$work/ap-southeast-2.toml" --table "$table" "$work/tampered.json"
+  step "ddbguard item decrypt in ap-southeast-2, with the local replica of the MRK"
+  "$ddbguard" item decrypt --config "$work/ap-southeast-2.toml" --table "$table" "$work/replica.json"
+}
 
-step "disable the replica in ap-southeast-2: keys check and decrypt there now fail"
-aws disable --region ap-southeast-2 "${key_arn/us-east-1/ap-southeast-2}"
-expect_failure "$ddbguard" keys check --config "$work/ap-southeast-2.toml"
-expect_failure "$ddbguard" item decrypt --config "$work/ap-southeast-2.toml" --table "$table" "$work/replica.json"
+act_migration() {
+  step "legacy plaintext: 300 customers written before the application adopted client-side encryption"
+  aws seed --region us-east-1 --table "$table" --count 300
+  echo "  ddbguard audit in us-east-1 finds them (exit 1):"
+  report 1 "$work/audit-before.json" "$ddbguard" audit --config "$work/us-east-1.toml" --table "$table"
+  summary by_verdict < "$work/audit-before.json"
 
-step "done"
+  step "the application now writes encrypted items (FORBID_PLAINTEXT_WRITE_ALLOW_PLAINTEXT_READ): 40 updates queued"
+  aws updates --count 40 > "$work/updates.jsonl"
+  "$ddbguard" item encrypt --config "$work/us-east-1.toml" --table "$table" - < "$work/updates.jsonl" > "$work/updates-encrypted.jsonl"
+
+  step "ddbguard migrate plan: a dry run of migrations/0001 — what changes and what it costs (nothing written)"
+  report 0 "$work/plan.json" "$ddbguard" migrate plan --config "$work/us-east-1.toml" --migrations migrations
+  summary migrations.0.id migrations.0.plan.items_by_outcome migrations.0.plan.read_units \
+    migrations.0.plan.kms_calls migrations.0.plan.estimated_seconds < "$work/plan.json"
+
+  step "ddbguard migrate apply, while the application keeps writing its encrypted updates"
+  aws writer --region us-east-1 --table "$table" --seconds 3 "$work/updates-encrypted.jsonl" &
+  writer=$!
+  report 0 "$work/apply.json" "$ddbguard" migrate apply --config "$work/us-east-1.toml" --migrations migrations
+  wait "$writer"
+  summary migrations.0.id migrations.0.report.progress.outcomes migrations.0.report.progress.write_units \
+    migrations.0.report.progress.kms_calls < "$work/apply.json"
+  echo "  migrate status:"
+  report 0 "$work/status.json" "$ddbguard" migrate status --config "$work/us-east-1.toml" --migrations migrations
+  summary migrations < "$work/status.json"
+
+  step "ddbguard audit in both regions, then the replicas compared item by item"
+  sleep 2 # the last writes replicate
+  for region in us-east-1 ap-southeast-2; do
+    echo "  $region:"
+    report 0 "$work/audit-$region.json" "$ddbguard" audit --config "$work/$region.toml" --table "$table"
+    summary by_verdict passed < "$work/audit-$region.json"
+  done
+  echo "  us-east-1 compared with ap-southeast-2:"
+  report 0 "$work/compare.json" "$ddbguard" audit --config "$work/us-east-1.toml" --table "$table" --compare-region ap-southeast-2
+  summary passed compare < "$work/compare.json"
+
+  step "an application update written during the migration survived it (decrypted in ap-southeast-2)"
+  aws get --region ap-southeast-2 --table "$table" --key '{"pk":{"S":"customer#10007"},"sk":{"S":"profile"}}' > "$work/updated.json"
+  "$ddbguard" item decrypt --config "$work/ap-southeast-2.toml" --table "$table" "$work/updated.json" | summary pk.S email.S
+}
+
+act_hierarchy() {
+  step "hierarchical keyring: a branch key store (a global table) and a branch key wrapped under the MRK"
+  aws table --key-store DemoBranchKeys
+  hierarchy_config() { # REGION [BRANCH_KEY_ID]: the demo config with a hierarchy keyring
+    sed '/^\[tables.keyring\]/,$d' "$work/$1.toml"
+    printf '[tables.keyring]\nkind = "hierarchy"\nkey_arn = "%s"\nkey_store_table = "DemoBranchKeys"\n' "$key_arn"
+    if [ -n "${2:-}" ]; then printf 'branch_key_id = "%s"\n' "$2"; fi
+  }
+  hierarchy_config us-east-1 > "$work/h-setup.toml"
+  "$ddbguard" keys branch create --config "$work/h-setup.toml" --table "$table" | tee "$work/branch.json"
+  branch_key_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["branch_key_id"])' "$work/branch.json")
+  hierarchy_config us-east-1 "$branch_key_id" > "$work/h-us-east-1.toml"
+  hierarchy_config ap-southeast-2 > "$work/h-ap-southeast-2.toml"
+
+  step "encrypt under the branch key in us-east-1, write it; decrypt the replica in ap-southeast-2"
+  sed 's/customer#4711/customer#4712/' scripts/demo/customer.json > "$work/customer2.json"
+  "$ddbguard" item encrypt --config "$work/h-us-east-1.toml" --table "$table" "$work/customer2.json" > "$work/h-encrypted.json"
+  aws put --region us-east-1 --table "$table" "$work/h-encrypted.json"
+  aws get --region ap-southeast-2 --table "$table" --key "${key/4711/4712}" > "$work/h-replica.json"
+  "$ddbguard" item decrypt --config "$work/h-ap-southeast-2.toml" --table "$table" "$work/h-replica.json"
+  echo "  (no branch_key_id in the ap-southeast-2 config: the reader takes it from the item's EDK)"
+
+  step "ddbguard keys branch show in ap-southeast-2: the replicated branch key unwraps with the local replica"
+  "$ddbguard" keys branch show --config "$work/h-ap-southeast-2.toml" --table "$table" --branch-key-id "$branch_key_id"
+}
+
+# ---- the verifiers and the faults ------------------------------------------------------------------------------
+
+regions=(us-east-1 ap-southeast-2)
+declare -A port pid
+scoreboard="$work/scoreboard.tsv"
+undetected=0
+# Failing verdicts each verifier must have counted by the end (anything more is a clean record flagged).
+declare -A expected_failures
+
+url() { echo "http://127.0.0.1:${port[$1]}/metrics"; }
+# `metric REGION NAME [LABEL=VALUE...]`: the current value (sum of matching series, 0 when none).
+metric() { local region=$1 name=$2; shift 2; aws metric --url "$(url "$region")" "${@/#/--label=}" "$name"; }
+# `wait_metric REGION SECONDS AT_LEAST NAME [LABEL=VALUE...]`: waits for the value; prints it; 1 on timeout.
+wait_metric() {
+  local region=$1 seconds=$2 at_least=$3 name=$4; shift 4
+  aws metric --url "$(url "$region")" --wait "$seconds" --at-least "$at_least" "${@/#/--label=}" "$name"
+}
+row() { printf '%s\t%s\t%s\t%s\n' "$@" >> "$scoreboard"; }
+records() { metric "$1" ddbguard_records_total "verdict=$2"; }
+# `expect_records FAULT VERDICT N REGION...`: waits until each region's verifier counted N more records with
+# VERDICT than before the fault (baseline in $base_REGION); prints what each saw.
+declare -A base
+baseline() { local v=$1 r; for r in "${regions[@]}"; do base[$r]=$(records "$r" "$v"); done; }
+expect_records() {
+  local verdict=$1 n=$2 r want got
+  shift 2
+  for r in "$@"; do
+    want=$(python3 -c "print(${base[$r]} + $n)")
+    if got=$(wait_metric "$r" 20 "$want" ddbguard_records_total "verdict=$verdict"); then
+      seen[$r]="$verdict ($n record)"
+      expected_failures[$r:$verdict]=$(( ${expected_failures[$r:$verdict]:-0} + n ))
+    else
+      seen[$r]="NOT DETECTED ($verdict: $got, wanted $want)"
+      undetected=$((undetected + 1))
+    fi
+    echo "  $r: ${seen[$r]}"
+  done
+}
+declare -A seen
+
+# Encrypts plaintext item N (customer#2xxxx) in REGION with that region's config; prints the encrypted JSON path.
+encrypted_customer() {
+  local region=$1 n=$2 config=${3:-$work/$1.toml}
+  aws plain-item "$n" > "$work/plain-$n.json"
+  "$ddbguard" item encrypt --config "$config" --table "$table" "$work/plain-$n.json" > "$work/enc-$n.json"
+  echo "$work/enc-$n.json"
+}
+put_in() { aws put --region "$1" --table "$table" "$2" > /dev/null; }
+
+act_verifiers() {
+  step "one long-running ddbguard verify per region (canaries every 1 s, SLO 5 s; quarantine on)"
+  local r
+  for r in "${regions[@]}"; do
+    port[$r]=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    cat >> "$work/$r.toml" <<TOML
+
+[verify]
+lease_table = "demo-leases-$run_id"
+quarantine_table = "demo-quarantine-$run_id"
+canary_interval = "1s"
+canary_slo = "5s"
+TOML
+    DDBGUARD_LOG=info "$ddbguard" verify --config "$work/$r.toml" --table "$table" --from latest \
+      --metrics-addr "127.0.0.1:${port[$r]}" 2> "$work/verify-$r.log" &
+    pid[$r]=$!
+    echo "  $r: pid ${pid[$r]}, metrics $(url "$r")"
+  done
+  for r in "${regions[@]}"; do
+    for origin in "${regions[@]}"; do
+      wait_metric "$r" 30 1 ddbguard_canaries_total "origin_region=$origin" "verdict=ok" > /dev/null ||
+        { echo "  no canary from $origin arrived in $r; log: $work/verify-$r.log" >&2; tail -5 "$work/verify-$r.log" >&2; exit 1; }
+    done
+    echo "  $r: canaries of both regions arrive and decrypt (ddbguard_canaries_total{verdict=\"ok\"})"
+  done
+
+  step "the application writes 10 encrypted customers in each region (kms-mrk keyring)"
+  clean=0
+  for r in "${regions[@]}"; do
+    for n in $(seq 1 10); do
+      put_in "$r" "$(encrypted_customer "$r" $((20000 + clean)))"
+      clean=$((clean + 1))
+    done
+  done
+  for r in "${regions[@]}"; do
+    got=$(wait_metric "$r" 20 "$clean" ddbguard_records_total verdict=ok) || true
+    echo "  $r: $got records ok"
+  done
+}
+
+fault_pause_replication() {
+  step "fault: replication from us-east-1 to ap-southeast-2 paused"
+  local started took
+  aws replication pause --table "$table" --source us-east-1 --target ap-southeast-2
+  started=$(date +%s.%N)
+  if wait_metric ap-southeast-2 20 1 ddbguard_canary_missing origin_region=us-east-1 > /dev/null; then
+    took=$(python3 -c "print(f'{$(date +%s.%N) - $started:.1f}')")
+    seen[ap-southeast-2]="us-east-1 missing after ${took} s"
+  else
+    seen[ap-southeast-2]="NOT DETECTED"
+    undetected=$((undetected + 1))
+  fi
+  echo "  ap-southeast-2: ${seen[ap-southeast-2]}"
+  seen[us-east-1]="ap-southeast-2 present (missing=$(metric us-east-1 ddbguard_canary_missing origin_region=ap-southeast-2))"
+  echo "  us-east-1: ${seen[us-east-1]}"
+  aws replication resume --table "$table" --source us-east-1 --target ap-southeast-2
+  if aws metric --url "$(url ap-southeast-2)" --wait 20 --equals 0 --label origin_region=us-east-1 \
+      ddbguard_canary_missing > /dev/null; then
+    seen[ap-southeast-2]="${seen[ap-southeast-2]}, cleared after resume"
+  else
+    seen[ap-southeast-2]="${seen[ap-southeast-2]}, NOT cleared after resume"
+    undetected=$((undetected + 1))
+  fi
+  echo "  ap-southeast-2: cleared: $(metric ap-southeast-2 ddbguard_canary_missing origin_region=us-east-1 | sed 's/^0$/yes/')"
+  row "replication us-east-1 -> ap-southeast-2 paused" "${seen[us-east-1]}" "${seen[ap-southeast-2]}" \
+    'ddbguard_canary_missing{origin_region="us-east-1"}'
+}
+
+fault_plaintext_ssn() {
+  step "fault: a writer in ap-southeast-2 stores an SSN in plaintext"
+  aws plain-item 29001 > "$work/plaintext.json"
+  baseline plaintext
+  put_in ap-southeast-2 "$work/plaintext.json"
+  expect_records plaintext 1 "${regions[@]}"
+  row "plaintext SSN written in ap-southeast-2" "${seen[us-east-1]}" "${seen[ap-southeast-2]}" \
+    'ddbguard_records_total{verdict="plaintext"}'
+}
+
+fault_single_region_key() {
+  step "fault: a writer in us-east-1 encrypts under a single-Region key"
+  local single
+  single=$(aws single-key --region us-east-1)
+  sed "s|^key_arn = .*|key_arn = \"$single\"|" "$work/us-east-1.toml" > "$work/single.toml"
+  baseline key_not_mrk
+  put_in us-east-1 "$(encrypted_customer us-east-1 29002 "$work/single.toml")"
+  expect_records key_not_mrk 1 "${regions[@]}"
+  row "item under a single-Region key (us-east-1)" "${seen[us-east-1]}" "${seen[ap-southeast-2]}" \
+    'ddbguard_records_total{verdict="key_not_mrk"}'
+}
+
+fault_flipped_bit() {
+  step "fault: one bit of an encrypted ssn flipped (written in us-east-1)"
+  aws flip-bit --attribute ssn < "$(encrypted_customer us-east-1 29003)" > "$work/flipped.json"
+  baseline integrity_failed
+  put_in us-east-1 "$work/flipped.json"
+  expect_records integrity_failed 1 "${regions[@]}"
+  row "ciphertext bit flipped (us-east-1)" "${seen[us-east-1]}" "${seen[ap-southeast-2]}" \
+    'ddbguard_records_total{verdict="integrity_failed"}'
+}
+
+fault_disabled_replica() {
+  step "fault: the ap-southeast-2 replica of the MRK disabled; an item written in us-east-1"
+  local replica_arn=${key_arn/us-east-1/ap-southeast-2} canary
+  aws disable --region ap-southeast-2 "$replica_arn"
+  baseline key_unavailable
+  local ok_east
+  ok_east=$(records us-east-1 ok)
+  put_in us-east-1 "$(encrypted_customer us-east-1 29004)"
+  expect_records key_unavailable 1 ap-southeast-2
+  if canary=$(wait_metric ap-southeast-2 20 1 ddbguard_canaries_total origin_region=us-east-1 verdict=key_unavailable); then
+    seen[ap-southeast-2]="${seen[ap-southeast-2]}; $canary canaries key_unavailable"
+  else
+    seen[ap-southeast-2]="${seen[ap-southeast-2]}; canaries NOT DETECTED"
+    undetected=$((undetected + 1))
+  fi
+  echo "  ap-southeast-2 canaries from us-east-1: key_unavailable"
+  if wait_metric us-east-1 20 "$(python3 -c "print($ok_east + 1)")" ddbguard_records_total verdict=ok > /dev/null; then
+    seen[us-east-1]="ok (its replica is enabled)"
+  else
+    seen[us-east-1]="FLAGGED"
+    undetected=$((undetected + 1))
+  fi
+  echo "  us-east-1: ${seen[us-east-1]}"
+  echo "  quarantined in ap-southeast-2:"
+  sleep 1 # the quarantine writer is off the stream's path
+  "$ddbguard" quarantine list --config "$work/ap-southeast-2.toml" --verdict key_unavailable --open |
+    python3 -c 'import json,sys; [print("    %s: %s/%s keys %s" % (e["id"], e["verdict"], e["reason"], json.dumps(e["keys"]))) for e in json.load(sys.stdin)]'
+
+  step "the replica enabled again; quarantine replay turns the record ok"
+  aws enable --region ap-southeast-2 "$replica_arn"
+  report 0 "$work/replay.json" "$ddbguard" quarantine replay --config "$work/ap-southeast-2.toml" --verdict key_unavailable
+  summary replayed resolved still_failing entries.0.verdict_before entries.0.verdict < "$work/replay.json"
+  local resolved
+  resolved=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["resolved"])' "$work/replay.json")
+  if [ "$resolved" -ge 1 ]; then
+    seen[ap-southeast-2]="${seen[ap-southeast-2]}; quarantined, replay: $resolved resolved ok"
+  else
+    seen[ap-southeast-2]="${seen[ap-southeast-2]}; replay resolved NOTHING"
+    undetected=$((undetected + 1))
+  fi
+  row "ap-southeast-2 replica key disabled" "${seen[us-east-1]}" "${seen[ap-southeast-2]}" \
+    'ddbguard_records_total{verdict="key_unavailable"}, ddbguard_canaries_total{verdict="key_unavailable"}'
+}
+
+act_scoreboard() {
+  step "what each region's verifier reported"
+  local r flagged=0 v count want
+  # Clean records flagged: any failing verdict beyond the faults'.
+  for r in "${regions[@]}"; do
+    for v in plaintext key_not_mrk key_unavailable integrity_failed policy_violation legacy_format kms_throttled; do
+      count=$(records "$r" "$v")
+      want=${expected_failures[$r:$v]:-0}
+      if [ "$(python3 -c "print(int(float('$count')))")" != "$want" ]; then
+        echo "  $r: $count records $v, expected $want" >&2
+        flagged=$((flagged + 1))
+      fi
+    done
+  done
+  row "clean records (10 per region, +1 while the replica was disabled)" "ok: $(records us-east-1 ok)" "ok: $(records ap-southeast-2 ok)" \
+    'ddbguard_records_total{verdict="ok"}'
+  python3 - "$scoreboard" <<'PY'
+import sys
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
+head = ["fault", "us-east-1 verifier", "ap-southeast-2 verifier", "metric"]
+widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
+line = lambda r: "  " + " | ".join(c.ljust(w) for c, w in zip(r, widths))
+print(line(head))
+print("  " + "-+-".join("-" * w for w in widths))
+for r in rows:
+    print(line(r))
+PY
+  for r in "${regions[@]}"; do
+    kill -TERM "${pid[$r]}" 2>/dev/null || true
+  done
+  local stopped_at=$SECONDS
+  for r in "${regions[@]}"; do
+    wait "${pid[$r]}" 2>/dev/null || true
+    unset "pid[$r]"
+  done
+  echo "  both verifiers stopped $((SECONDS - stopped_at)) s after SIGTERM"
+  if [ "$undetected" -gt 0 ] || [ "$flagged" -gt 0 ]; then
+    echo "  FAILED: $undetected fault check(s) undetected, $flagged clean-record check(s) flagged" >&2
+    exit 1
+  fi
+  echo "  every fault detected, no clean record flagged"
+}
+
+# ---- the story ------------------------------------------------------------------------------------------------
+
+run_id=$(python3 -c 'import uuid; print(uuid.uuid4().hex[:8])')
+acts=(
+  act_setup act_item act_migration act_hierarchy
+  act_verifiers fault_pause_replication fault_plaintext_ssn fault_single_region_key fault_flipped_bit
+  fault_disabled_replica act_scoreboard
+)
+for act in "${acts[@]}"; do
+  "$act"
+done
+step "done in $SECONDS s"

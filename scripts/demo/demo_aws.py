@@ -52,6 +52,71 @@ def disable(args):
     print(f"  DisableKey {args.key_arn}")
 
 
+def enable(args):
+    kms = client("kms", args.region, args.endpoint)
+    kms.enable_key(KeyId=args.key_arn)
+    print(f"  EnableKey {args.key_arn}")
+
+
+def single_key(args):
+    """A key that is not multi-Region: what a misconfigured writer might use."""
+    kms = client("kms", args.region, args.endpoint)
+    key = kms.create_key(Description="ddbguard demo single-Region key")["KeyMetadata"]
+    print(f"  single-Region key {key['Arn']}", file=sys.stderr)
+    print(key["Arn"])
+
+
+def replication(args):
+    """Pauses or resumes replication of one table in one direction (the local environment's knob)."""
+    import urllib.request
+    knob = {"source": args.source, "target": args.target, "table": args.table, "paused": args.state == "pause"}
+    req = urllib.request.Request(f"{args.endpoint}/_local/replication", data=json.dumps(knob).encode(), method="POST")
+    urllib.request.urlopen(req, timeout=5).read()
+    print(f"  replication {args.source} -> {args.target} of {args.table}: {args.state}d")
+
+
+def _scrape(url):
+    import urllib.request
+    try:
+        return urllib.request.urlopen(url, timeout=2).read().decode()
+    except OSError:
+        return ""
+
+
+def _metric(text, name, labels):
+    total = None
+    for line in text.splitlines():
+        if line.startswith("#") or not (line.startswith(name + "{") or line.startswith(name + " ")):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def metric(args):
+    """Prints a metric's value (the sum of the matching series; 0 when none) from a /metrics URL. With --at-least
+    or --equals it waits (up to --wait seconds) for the value and exits 1 if it never comes."""
+    labels = dict(kv.split("=", 1) for kv in args.label)
+    started = time.monotonic()
+    while True:
+        value = _metric(_scrape(args.url), args.name, labels) or 0.0
+        done = ((args.at_least is None or value >= args.at_least)
+                and (args.equals is None or value == args.equals))
+        if done or time.monotonic() - started > args.wait:
+            print(f"{value:g}")
+            if args.verbose:
+                print(f"  {args.name}{labels} = {value:g} after {time.monotonic() - started:.1f} s", file=sys.stderr)
+            sys.exit(0 if done else 1)
+        time.sleep(0.2)
+
+
+def plain_item(args):
+    """A customer item in DynamoDB JSON, not encrypted (for `ddbguard item encrypt`, or written as is)."""
+    item = customer(args.n, email=args.email)
+    json.dump({k: _plain_json(v) for k, v in item.items()}, sys.stdout)
+    print()
+
+
 def table(args):
     primary, replica_region = REGIONS
     ddb = client("dynamodb", primary, args.endpoint)
@@ -194,6 +259,32 @@ def main():
     d.add_argument("--region", required=True)
     d.add_argument("key_arn")
     d.set_defaults(func=disable)
+    en = sub.add_parser("enable")
+    en.add_argument("--region", required=True)
+    en.add_argument("key_arn")
+    en.set_defaults(func=enable)
+    sk = sub.add_parser("single-key")
+    sk.add_argument("--region", required=True)
+    sk.set_defaults(func=single_key)
+    r = sub.add_parser("replication")
+    r.add_argument("state", choices=["pause", "resume"])
+    r.add_argument("--table", required=True)
+    r.add_argument("--source", required=True)
+    r.add_argument("--target", required=True)
+    r.set_defaults(func=replication)
+    me = sub.add_parser("metric")
+    me.add_argument("--url", required=True)
+    me.add_argument("--label", action="append", default=[], help="NAME=VALUE (repeatable)")
+    me.add_argument("--at-least", type=float)
+    me.add_argument("--equals", type=float)
+    me.add_argument("--wait", type=float, default=0.0)
+    me.add_argument("--verbose", action="store_true")
+    me.add_argument("name")
+    me.set_defaults(func=metric)
+    pi = sub.add_parser("plain-item")
+    pi.add_argument("--email")
+    pi.add_argument("n", type=int)
+    pi.set_defaults(func=plain_item)
     t = sub.add_parser("table")
     t.add_argument("table")
     t.add_argument("--key-store", action="store_true", help="key schema of a branch key store")
