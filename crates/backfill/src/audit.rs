@@ -30,6 +30,7 @@ use std::time::Duration;
 use ddbguard_dbe::{Reason, Verdict};
 use ddbguard_ddb::size::{item_size, read_units};
 use ddbguard_ddb::{AttributeValue, Backoff, DdbError, DynamoApi, ErrorKind, Item, ScanSegment, TableDescription};
+use ddbguard_verify::canary::{CanaryLayout, CanarySettings};
 use ddbguard_verify::convert::table_item_to_item;
 use ddbguard_verify::{Depth, Judgement, RecordOutcome, Verifier, VerifySummary};
 use futures::StreamExt as _;
@@ -73,6 +74,9 @@ pub struct AuditConfig {
     pub max_listed: usize,
     /// How often a progress line is logged.
     pub progress_interval: Duration,
+    /// The verifiers' canaries (key prefix and origin regions): canary items are counted apart, never judged or
+    /// compared (each region overwrites its own every few seconds). `None`: canary keys are items like any other.
+    pub canaries: Option<CanarySettings>,
 }
 
 impl Default for AuditConfig {
@@ -91,6 +95,7 @@ impl Default for AuditConfig {
             sample_keys: 10,
             max_listed: 1000,
             progress_interval: Duration::from_secs(10),
+            canaries: None,
         }
     }
 }
@@ -199,6 +204,9 @@ pub struct AuditReport {
     pub segments: u32,
     /// Items judged.
     pub items: u64,
+    /// Canary items of the verifiers, left out of every count and comparison.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub canaries: u64,
     /// Items by verdict (`ok`, `ok_structural`, `plaintext`, …).
     pub by_verdict: BTreeMap<Verdict, u64>,
     /// Items whose verdict does not pass.
@@ -233,6 +241,7 @@ struct Tally {
     scanned_bytes: u64,
     compare: CompareReport,
     segments_finished: u32,
+    canaries: u64,
 }
 
 /// Which region a segment task scans.
@@ -246,6 +255,7 @@ enum Pass {
 
 struct Shared<L, R> {
     local: L,
+    canaries: Option<CanaryLayout>,
     replica: Option<Replica<R>>,
     verifier: Arc<Verifier>,
     table: String,
@@ -317,6 +327,13 @@ where
             )));
         }
     }
+    let canaries = match &config.canaries {
+        Some(c) => Some(
+            CanaryLayout::new(&description.key_schema, &c.prefix, &c.origins)
+                .map_err(|e| AuditError::Config(format!("canaries: {e}")))?,
+        ),
+        None => None,
+    };
     let segments = config
         .segments
         .unwrap_or_else(|| default_segments(description.size_bytes));
@@ -341,6 +358,7 @@ where
         local_budget: Budget::new(BudgetKind::ReadCapacity, config.read_units_per_second),
         remote_budget: Budget::new(BudgetKind::ReadCapacity, config.read_units_per_second),
         local,
+        canaries,
         replica,
         verifier,
         table: table.to_owned(),
@@ -466,6 +484,7 @@ fn report<L, R>(shared: &Shared<L, R>, segments: u32, completion: Completion, el
         completion,
         segments,
         items: t.summary.records,
+        canaries: t.canaries,
         by_verdict: t.summary.by_verdict.clone(),
         failures: t.summary.failures(),
         by_reason: t.by_reason.clone(),
@@ -568,6 +587,23 @@ async fn read_page<L, R, D: DynamoApi>(
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The page without the verifiers' canary items (counted when `count`: the local pass only).
+fn without_canaries<L, R>(shared: &Shared<L, R>, mut items: Vec<Item>, count: bool) -> Vec<Item> {
+    let Some(layout) = &shared.canaries else {
+        return items;
+    };
+    let before = items.len();
+    items.retain(|item| layout.origin_of_table_item(item).is_none());
+    if count && items.len() < before {
+        shared.tally().canaries += (before - items.len()) as u64;
+    }
+    items
+}
+
 /// A local page: every item judged, then (with a replica) compared with its copy there.
 async fn local_page<L, R>(shared: &Arc<Shared<L, R>>, items: Vec<Item>, bytes: u64) -> Result<(), AuditError>
 where
@@ -575,6 +611,7 @@ where
     R: DynamoApi,
 {
     shared.tally().scanned_bytes += bytes;
+    let items = without_canaries(shared, items, true);
     futures::stream::iter(&items)
         .for_each_concurrent(shared.config.item_concurrency, |item| async move {
             let outcome = judge(shared, item).await;
@@ -647,6 +684,7 @@ where
     let Some(replica) = &shared.replica else {
         return Ok(());
     };
+    let items = without_canaries(shared, items, false);
     let keyed = keyed(shared, items);
     let keys: Vec<Item> = keyed.iter().map(|(_, k, _)| k.clone()).collect();
     let mine = batch_get(shared, &shared.local, shared.local_region(), &shared.local_budget, keys).await?;

@@ -220,6 +220,19 @@ impl CanaryLayout {
     }
 }
 
+impl CanaryLayout {
+    /// [`CanaryLayout::origin`] of an item as the DynamoDB adapter returns it (a scanned item): only its key
+    /// attributes are converted.
+    pub fn origin_of_table_item(&self, item: &ddbguard_ddb::Item) -> Option<String> {
+        let mut keys = Item::new();
+        for name in std::iter::once(&self.partition.name).chain(self.sort.as_ref().map(|s| &s.name)) {
+            let value = crate::convert::attribute_from_table(item.get(name)?, name).ok()?;
+            keys.insert(name.clone(), value);
+        }
+        self.origin(&keys)
+    }
+}
+
 /// FNV-1a, 32 bits: a stable hash of a region name for numeric canary keys.
 fn fnv1a32(s: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;

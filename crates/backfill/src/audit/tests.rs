@@ -458,3 +458,53 @@ fn attributes_compare_as_dynamodb_means_them() {
     assert_eq!(differing_attributes(&a, &b), vec!["b", "only_a", "only_b"]);
     assert!(differing_attributes(&a, &a.clone()).is_empty());
 }
+
+/// The verifiers' canary items are neither judged nor compared: a canary only one replica has, and one whose
+/// payload differs between them (each region overwrites its own every few seconds), are no finding.
+#[tokio::test(start_paused = true)]
+async fn canary_items_are_counted_apart_and_never_compared() {
+    let local = table_with(5).await;
+    let other = replica_of(&local);
+    let settings = CanarySettings {
+        origins: vec![LOCAL.to_owned(), OTHER.to_owned()],
+        ..CanarySettings::default()
+    };
+    let layout = CanaryLayout::new(
+        &KeySchema {
+            hash: KeyAttribute::new("pk", ScalarType::S),
+            range: Some(KeyAttribute::new("sk", ScalarType::N)),
+        },
+        &settings.prefix,
+        &settings.origins,
+    )
+    .unwrap();
+    // Canaries in plaintext: judged, they would be `plaintext` failures.
+    let canary = |region: &str, payload: &str| {
+        let mut item = item_to_table_item(&layout.key(region));
+        item.insert("ssn".into(), AttributeValue::S(payload.into()));
+        item
+    };
+    local.put_raw(TABLE, canary(LOCAL, "local-1")).unwrap();
+    local.put_raw(TABLE, canary(OTHER, "other-1")).unwrap();
+    other.put_raw(TABLE, canary(OTHER, "other-2")).unwrap();
+
+    let with_canaries = AuditConfig {
+        canaries: Some(settings),
+        ..config()
+    };
+    let report = compared(local, other, with_canaries.clone()).await;
+    assert_eq!(report.items, 5);
+    assert_eq!(report.canaries, 2);
+    assert_eq!(report.by_verdict.get(&Verdict::Ok), Some(&5));
+    assert!(report.passed, "{report:#?}");
+    let compare = report.compare.unwrap();
+    assert!(compare.agrees(), "{compare:#?}");
+    assert_eq!(compare.compared, 5);
+
+    // Without the setting, the same canary keys are items: plaintext, and they differ.
+    let local = table_with(5).await;
+    local.put_raw(TABLE, canary(LOCAL, "local-1")).unwrap();
+    let report = local_only(local, verifier(1.0), config()).await;
+    assert_eq!((report.items, report.canaries), (6, 0));
+    assert!(!report.passed);
+}
