@@ -7,8 +7,9 @@
 #   act_migration    legacy plaintext customers migrated (migrate plan/apply while the application writes),
 #                    then audit in both regions and the replicas compared
 #   act_hierarchy    the hierarchical keyring: a branch key store that is a global table, one branch key
-#   act_verifiers    one long-running `ddbguard verify` per region (canaries every second), clean items
-#                    written in both regions
+#   act_verifiers    one long-running `ddbguard verify` per region and table (canaries every second); clean
+#                    items written in both regions, under the kms-mrk keyring (DemoCustomers) and the
+#                    hierarchical keyring (DemoOrders)
 #   fault_*          one fault at a time, each checked against what both verifiers report: replication paused,
 #                    a plaintext SSN, an item under a single-Region key, a flipped ciphertext bit, the
 #                    ap-southeast-2 replica key disabled (quarantined, enabled again, `quarantine replay`)
@@ -213,6 +214,7 @@ act_hierarchy() {
 
 regions=(us-east-1 ap-southeast-2)
 declare -A port pid
+verifiers=()
 scoreboard="$work/scoreboard.tsv"
 undetected=0
 # Failing verdicts each verifier must have counted by the end (anything more is a clean record flagged).
@@ -258,12 +260,11 @@ encrypted_customer() {
 }
 put_in() { aws put --region "$1" --table "$table" "$2" > /dev/null; }
 
-act_verifiers() {
-  step "one long-running ddbguard verify per region (canaries every 1 s, SLO 5 s; quarantine on)"
-  local r
-  for r in "${regions[@]}"; do
-    port[$r]=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    cat >> "$work/$r.toml" <<TOML
+# `start_verifier NAME CONFIG TABLE`: a long-running verifier in the background, metrics on a free port.
+start_verifier() {
+  local name=$1 config=$2 tbl=$3
+  port[$name]=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cat >> "$config" <<TOML
 
 [verify]
 lease_table = "demo-leases-$run_id"
@@ -271,30 +272,61 @@ quarantine_table = "demo-quarantine-$run_id"
 canary_interval = "1s"
 canary_slo = "5s"
 TOML
-    DDBGUARD_LOG=info "$ddbguard" verify --config "$work/$r.toml" --table "$table" --from latest \
-      --metrics-addr "127.0.0.1:${port[$r]}" 2> "$work/verify-$r.log" &
-    pid[$r]=$!
-    echo "  $r: pid ${pid[$r]}, metrics $(url "$r")"
-  done
+  DDBGUARD_LOG=info "$ddbguard" verify --config "$config" --table "$tbl" --from latest \
+    --metrics-addr "127.0.0.1:${port[$name]}" 2> "$work/verify-$name.log" &
+  pid[$name]=$!
+  verifiers+=("$name")
+  echo "  $name ($tbl): pid ${pid[$name]}, metrics $(url "$name")"
+}
+
+# `wait_canaries PREFIX TABLE`: until the canaries of both regions arrive in both regions' verifiers.
+wait_canaries() {
+  local r origin
   for r in "${regions[@]}"; do
     for origin in "${regions[@]}"; do
-      wait_metric "$r" 30 1 ddbguard_canaries_total "origin_region=$origin" "verdict=ok" > /dev/null ||
-        { echo "  no canary from $origin arrived in $r; log: $work/verify-$r.log" >&2; tail -5 "$work/verify-$r.log" >&2; exit 1; }
+      wait_metric "$1$r" 30 1 ddbguard_canaries_total "origin_region=$origin" "verdict=ok" > /dev/null ||
+        { echo "  no canary from $origin arrived in $1$r; log: $work/verify-$1$r.log" >&2; tail -5 "$work/verify-$1$r.log" >&2; exit 1; }
     done
-    echo "  $r: canaries of both regions arrive and decrypt (ddbguard_canaries_total{verdict=\"ok\"})"
+    echo "  $1$r: the canaries of $2 from both regions arrive and decrypt (ddbguard_canaries_total{verdict=\"ok\"})"
   done
+}
 
-  step "the application writes 10 encrypted customers in each region (kms-mrk keyring)"
-  clean=0
+# `write_clean REGION CONFIG TABLE FIRST COUNT`: customers FIRST.. encrypted by `ddbguard item encrypt` with
+# CONFIG, written in REGION.
+write_clean() {
+  aws plain-item --count "$5" "$4" > "$work/clean.jsonl"
+  "$ddbguard" item encrypt --config "$2" --table "$3" - < "$work/clean.jsonl" > "$work/clean-encrypted.jsonl"
+  aws writer --region "$1" --table "$3" --seconds 0 "$work/clean-encrypted.jsonl"
+}
+
+act_verifiers() {
+  step "one long-running ddbguard verify per region (canaries every 1 s, SLO 5 s; quarantine on)"
+  local r want got
   for r in "${regions[@]}"; do
-    for n in $(seq 1 10); do
-      put_in "$r" "$(encrypted_customer "$r" $((20000 + clean)))"
-      clean=$((clean + 1))
-    done
+    start_verifier "$r" "$work/$r.toml" "$table"
   done
+  wait_canaries "" "$table"
+
+  step "a second table, DemoOrders, under the hierarchical keyring (the branch key made above), verified too"
+  aws table DemoOrders
   for r in "${regions[@]}"; do
-    got=$(wait_metric "$r" 20 "$clean" ddbguard_records_total verdict=ok) || true
-    echo "  $r: $got records ok"
+    sed -e "s|^region = .*|region = \"$r\"|" -e 's|^name = "DemoCustomers"|name = "DemoOrders"|' \
+      -e 's|^logical_name = "Customers"|logical_name = "Orders"|' "$work/h-us-east-1.toml" > "$work/orders-$r.toml"
+    start_verifier "orders@$r" "$work/orders-$r.toml" DemoOrders
+  done
+  wait_canaries "orders@" DemoOrders
+
+  step "the application writes in both regions: 10 customers (kms-mrk keyring), 5 orders (hierarchical keyring)"
+  local first=20000 total=0
+  for r in "${regions[@]}"; do
+    write_clean "$r" "$work/$r.toml" "$table" "$first" 10
+    write_clean "$r" "$work/orders-$r.toml" DemoOrders "$((first + 10))" 5
+    first=$((first + 100))
+  done
+  for r in "${verifiers[@]}"; do
+    want=$([[ $r == orders@* ]] && echo 10 || echo 20)
+    got=$(wait_metric "$r" 20 "$want" ddbguard_records_total verdict=ok) || true
+    echo "  $r: $got of $want records ok"
   done
 }
 
@@ -404,20 +436,31 @@ fault_disabled_replica() {
 
 act_scoreboard() {
   step "what each region's verifier reported"
-  local r flagged=0 v count want
+  local r flagged=0 v count want key
   # Clean records flagged: any failing verdict beyond the faults'.
-  for r in "${regions[@]}"; do
-    for v in plaintext key_not_mrk key_unavailable integrity_failed policy_violation legacy_format kms_throttled; do
-      count=$(records "$r" "$v")
+  for r in "${verifiers[@]}"; do
+    while read -r v count; do
+      case $v in ok | ok_structural | remove) continue ;; esac
       want=${expected_failures[$r:$v]:-0}
-      if [ "$(python3 -c "print(int(float('$count')))")" != "$want" ]; then
+      if [ "$count" != "$want" ]; then
         echo "  $r: $count records $v, expected $want" >&2
+        flagged=$((flagged + 1))
+      fi
+    done < <(aws verdicts --url "$(url "$r")")
+    # ... and every expected failure was counted.
+    for key in "${!expected_failures[@]}"; do
+      [[ $key == "$r:"* ]] || continue
+      count=$(records "$r" "${key#*:}")
+      if [ "$(python3 -c "print(int(float('$count')))")" != "${expected_failures[$key]}" ]; then
+        echo "  $r: $count records ${key#*:}, expected ${expected_failures[$key]}" >&2
         flagged=$((flagged + 1))
       fi
     done
   done
-  row "clean records (10 per region, +1 while the replica was disabled)" "ok: $(records us-east-1 ok)" "ok: $(records ap-southeast-2 ok)" \
-    'ddbguard_records_total{verdict="ok"}'
+  row "clean customers (kms-mrk; 10 per region, +1 while the replica was disabled)" "ok: $(records us-east-1 ok)" \
+    "ok: $(records ap-southeast-2 ok)" 'ddbguard_records_total{verdict="ok"}'
+  row "clean orders (hierarchical keyring; 5 per region)" "ok: $(records orders@us-east-1 ok)" \
+    "ok: $(records orders@ap-southeast-2 ok)" 'ddbguard_records_total{verdict="ok"}'
   python3 - "$scoreboard" <<'PY'
 import sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
@@ -429,15 +472,15 @@ print("  " + "-+-".join("-" * w for w in widths))
 for r in rows:
     print(line(r))
 PY
-  for r in "${regions[@]}"; do
+  for r in "${verifiers[@]}"; do
     kill -TERM "${pid[$r]}" 2>/dev/null || true
   done
   local stopped_at=$SECONDS
-  for r in "${regions[@]}"; do
+  for r in "${verifiers[@]}"; do
     wait "${pid[$r]}" 2>/dev/null || true
     unset "pid[$r]"
   done
-  echo "  both verifiers stopped $((SECONDS - stopped_at)) s after SIGTERM"
+  echo "  all ${#verifiers[@]} verifiers stopped $((SECONDS - stopped_at)) s after SIGTERM"
   if [ "$undetected" -gt 0 ] || [ "$flagged" -gt 0 ]; then
     echo "  FAILED: $undetected fault check(s) undetected, $flagged clean-record check(s) flagged" >&2
     exit 1

@@ -110,11 +110,23 @@ def metric(args):
         time.sleep(0.2)
 
 
+def verdicts(args):
+    """Prints `VERDICT COUNT` lines: ddbguard_records_total of a /metrics URL summed by verdict."""
+    counts = {}
+    for line in _scrape(args.url).splitlines():
+        if line.startswith("ddbguard_records_total{") and 'verdict="' in line:
+            verdict = line.split('verdict="', 1)[1].split('"', 1)[0]
+            counts[verdict] = counts.get(verdict, 0) + int(float(line.rsplit(" ", 1)[1]))
+    for verdict, count in sorted(counts.items()):
+        print(verdict, count)
+
+
 def plain_item(args):
-    """A customer item in DynamoDB JSON, not encrypted (for `ddbguard item encrypt`, or written as is)."""
-    item = customer(args.n, email=args.email)
-    json.dump({k: _plain_json(v) for k, v in item.items()}, sys.stdout)
-    print()
+    """Customer items in DynamoDB JSON, not encrypted (for `ddbguard item encrypt`, or written as is): one line
+    per item, customers N to N + count - 1."""
+    for n in range(args.n, args.n + args.count):
+        item = customer(n, email=args.email)
+        print(json.dumps({k: _plain_json(v) for k, v in item.items()}))
 
 
 def table(args):
@@ -281,8 +293,12 @@ def main():
     me.add_argument("--verbose", action="store_true")
     me.add_argument("name")
     me.set_defaults(func=metric)
+    ve = sub.add_parser("verdicts")
+    ve.add_argument("--url", required=True)
+    ve.set_defaults(func=verdicts)
     pi = sub.add_parser("plain-item")
     pi.add_argument("--email")
+    pi.add_argument("--count", type=int, default=1)
     pi.add_argument("n", type=int)
     pi.set_defaults(func=plain_item)
     t = sub.add_parser("table")
