@@ -34,7 +34,7 @@ use ddbguard_dbe::Keyring;
 use ddbguard_verify::Verifier;
 use ddbguard_verify::http;
 use ddbguard_verify::service::{self, LeaseMode, LeaseTables, MetricsEndpoint, ServiceConfig, StartPosition};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use metrics_util::MetricKindMask;
 
 use crate::config::{Config, TableSettings};
@@ -115,7 +115,7 @@ pub async fn run(args: VerifyArgs, emf: bool) -> anyhow::Result<ExitCode> {
     // The recorder first, so that every metric from here on is exported.
     // Per-shard series (lag) stop being updated when a shard is finished or moves to another worker: drop gauges
     // idle for longer than any live one can be (every held shard updates its lag at least every poll).
-    let prometheus = PrometheusBuilder::new()
+    let prometheus = prometheus_builder()?
         .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
         .install_recorder()
         .context("cannot install the Prometheus metrics recorder")?;
@@ -188,6 +188,15 @@ pub async fn run(args: VerifyArgs, emf: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The Prometheus exporter's settings common to every command that serves `/metrics`: request-latency
+/// histograms with buckets (summable across tasks) instead of per-process quantiles.
+pub(crate) fn prometheus_builder() -> anyhow::Result<PrometheusBuilder> {
+    use ddbguard_verify::metrics::{LATENCY_BUCKETS, LATENCY_SUFFIX};
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix(LATENCY_SUFFIX.to_owned()), LATENCY_BUCKETS)
+        .context("invalid latency histogram buckets")
+}
+
 /// The table to verify: `--table`, or the only configured one.
 fn select_table<'c>(config: &'c Config, name: Option<&str>) -> anyhow::Result<&'c TableSettings> {
     match (name, config.tables.as_slice()) {
@@ -209,6 +218,24 @@ mod tests {
     use std::path::Path;
 
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    /// Latency series get the shared buckets (summable across tasks); other histograms stay summaries.
+    #[test]
+    fn latency_histograms_have_buckets() {
+        let recorder = prometheus_builder().unwrap().build_recorder();
+        let handle = recorder.handle();
+        ::metrics::with_local_recorder(&recorder, || {
+            ::metrics::histogram!("ddbguard_kms_request_duration_seconds", "region" => "eu-west-1").record(0.02);
+            ::metrics::histogram!("ddbguard_other_seconds").record(0.02);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains(r#"ddbguard_kms_request_duration_seconds_bucket{region="eu-west-1",le="0.01"} 0"#)
+                && text.contains(r#"ddbguard_kms_request_duration_seconds_bucket{region="eu-west-1",le="0.025"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"ddbguard_other_seconds{quantile="0.5"}"#), "{text}");
+    }
 
     fn table(name: &str) -> String {
         format!(

@@ -35,6 +35,14 @@ pub const BUILD_INFO: &str = "ddbguard_build_info";
 
 use ::metrics::Unit;
 
+/// Bucket bounds (seconds) of the request-latency histograms, the `*_duration_seconds` series: KMS and
+/// GetRecords usually answer in 5–100 ms; the upper buckets catch throttling, retries inside the SDK and
+/// timeouts. Buckets (rather than a summary's quantiles) can be summed across tasks and regions.
+pub const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The suffix of every request-latency histogram, the series [`LATENCY_BUCKETS`] is for.
+pub const LATENCY_SUFFIX: &str = "_duration_seconds";
+
 /// Every metric the workspace emits.
 pub const ALL: &[Metric] = &[
     Metric {
@@ -56,6 +64,19 @@ pub const ALL: &[Metric] = &[
         help: "Now minus the creation time of the last record read from the shard; 0 at the shard's tip.",
     },
     Metric {
+        name: "ddbguard_stream_lag_seconds",
+        kind: Kind::Gauge,
+        unit: Unit::Seconds,
+        help: "The largest ddbguard_shard_lag_seconds of the shards this process reads, by table; 0 when it reads \
+               none.",
+    },
+    Metric {
+        name: "ddbguard_stream_get_records_duration_seconds",
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Latency of completed DynamoDB Streams GetRecords calls, by table and outcome.",
+    },
+    Metric {
         name: "ddbguard_leases_held",
         kind: Kind::Gauge,
         unit: Unit::Count,
@@ -66,6 +87,13 @@ pub const ALL: &[Metric] = &[
         kind: Kind::Counter,
         unit: Unit::Count,
         help: "KMS request attempts (retries count separately), by region, operation and outcome.",
+    },
+    Metric {
+        name: "ddbguard_kms_request_duration_seconds",
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Latency of each KMS request attempt (without rate-limit waits or backoff), by region, operation and \
+               outcome.",
     },
     Metric {
         name: "ddbguard_stream_throttles_total",
@@ -89,7 +117,7 @@ pub const ALL: &[Metric] = &[
         name: "ddbguard_stream_malformed_records_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Stream records without a sequence number, left out of their page.",
+        help: "Stream records without a sequence number, left out of their page, by table.",
     },
     Metric {
         name: "ddbguard_quarantine_writes_total",
