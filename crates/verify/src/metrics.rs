@@ -96,6 +96,18 @@ pub const ALL: &[Metric] = &[
                outcome.",
     },
     Metric {
+        name: "ddbguard_key_cache_hits_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Key cache lookups answered from the cache, by cache: kms_data_key or branch_key.",
+    },
+    Metric {
+        name: "ddbguard_key_cache_loads_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Key cache misses that went to KMS (kms_data_key) or the key store (branch_key), by cache.",
+    },
+    Metric {
         name: "ddbguard_stream_throttles_total",
         kind: Kind::Counter,
         unit: Unit::Count,

@@ -296,6 +296,7 @@ impl KmsApi for GovernedKms {
 mod tests {
     use super::*;
     use crate::kms::fake::{FailureKms, FakeKms, FakeKmsWorld};
+    use crate::test_metrics::sample;
 
     const KEY: &str = "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
 
@@ -337,12 +338,6 @@ mod tests {
         fn re_encrypt<'a>(&'a self, request: ReEncryptRequest<'a>) -> KmsFuture<'a, WrappedKey> {
             self.0.re_encrypt(request)
         }
-    }
-
-    /// The value of the one sample of `series` (name and labels as rendered) in Prometheus text.
-    fn sample(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// Each attempt is timed under its own outcome, and only the request itself: the throttled attempt
