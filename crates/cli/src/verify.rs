@@ -22,7 +22,11 @@
 //!   leaves records unread); 1 otherwise.
 //! - 2: configuration or startup error (unknown table, no stream on the table, lease table, quarantine table or
 //!   metrics port unusable, …): nothing was verified.
+//! - 4: a failure after startup ([`crate::AfterStartup`]): the metrics endpoint stopped while the verifier ran
+//!   (the reader is stopped cleanly first), or the `--until-caught-up` summary could not be written. What was
+//!   verified is checkpointed; a restart resumes there.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -173,19 +177,35 @@ pub async fn run(args: VerifyArgs, emf: bool) -> anyhow::Result<ExitCode> {
     if let Some(emf) = emf {
         emf.stop().await;
     }
-    let report = report.with_context(|| format!("{}: table {:?}", config.origin, table.name))?;
+    let report = report.map_err(|e| {
+        let after_startup = e.after_startup();
+        let e = anyhow::Error::new(e).context(format!("{}: table {:?}", config.origin, table.name));
+        if after_startup {
+            e.context(crate::AfterStartup)
+        } else {
+            e
+        }
+    })?;
 
     if !args.until_caught_up {
         return Ok(ExitCode::SUCCESS);
     }
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &report.to_json()).context("cannot write output")?;
-    std::io::Write::write_all(&mut out, b"\n").context("cannot write output")?;
+    write_summary(&report.to_json())
+        .context("cannot write the summary")
+        .context(crate::AfterStartup)?;
     Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Writes the `--until-caught-up` summary on stdout.
+fn write_summary(summary: &serde_json::Value) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, summary)?;
+    out.write_all(b"\n")?;
+    out.flush()
 }
 
 /// The Prometheus exporter's settings common to every command that serves `/metrics`: request-latency

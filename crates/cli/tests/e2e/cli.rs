@@ -39,6 +39,11 @@ pub(crate) fn ddbguard(args: &[&str], stdin: &str) -> Run {
 
 /// [`ddbguard`] with the environment variables `env` set as well.
 pub(crate) fn ddbguard_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
+    ddbguard_into(args, stdin, env, Stdio::piped())
+}
+
+/// [`ddbguard_with_env`] with stdout going to `stdout` (the returned `stdout` is empty unless it is piped).
+pub(crate) fn ddbguard_into(args: &[&str], stdin: &str, env: &[(&str, &str)], stdout: Stdio) -> Run {
     let mut command = Command::new(DDBGUARD_BIN);
     command.args(args);
     for (name, _) in std::env::vars_os() {
@@ -56,7 +61,7 @@ pub(crate) fn ddbguard_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]
         .env("DDBGUARD_LOG", "warn")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawning ddbguard");
@@ -74,7 +79,12 @@ pub(crate) fn ddbguard_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]
 
 /// `ddbguard verify --until-caught-up --from trim-horizon` on `table`, metrics on an ephemeral port.
 pub(crate) fn verify_until_caught_up(config: &str, table: &str) -> Run {
-    ddbguard(
+    verify_until_caught_up_into(config, table, Stdio::piped())
+}
+
+/// [`verify_until_caught_up`] with its summary (stdout) going to `stdout`.
+pub(crate) fn verify_until_caught_up_into(config: &str, table: &str, stdout: Stdio) -> Run {
+    ddbguard_into(
         &[
             "verify",
             "--config",
@@ -88,6 +98,8 @@ pub(crate) fn verify_until_caught_up(config: &str, table: &str) -> Run {
             "127.0.0.1:0",
         ],
         "",
+        &[],
+        stdout,
     )
 }
 
