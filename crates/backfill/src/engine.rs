@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ddbguard_ddb::{DdbError, DynamoApi, ErrorKind, Item, ScanSegment};
+use ddbguard_ddb::{DdbError, DynamoApi, Item, ScanSegment};
 use ddbguard_lease::{
     Coordinator, CoordinatorConfig, DynamoLeaseStore, Lease, LeaseContext, LeaseError, LeaseStore, LeaseTable,
     MemoryLeaseStore, Position, TaskEnd,
@@ -24,6 +24,7 @@ use crate::position;
 use crate::report::{Completion, Progress, Report, Tally};
 use crate::rewrite::{self, Outcome, RewriteSettings, Target};
 use crate::scan::{self, PageError};
+use crate::table::{TableCheckError, describe_keyed};
 
 /// Tables larger than this get one more segment per this many bytes (up to [`MAX_SEGMENTS`]).
 pub const BYTES_PER_SEGMENT: i64 = 512 * 1024 * 1024;
@@ -170,26 +171,14 @@ pub async fn run<D: DynamoApi + Clone>(
             "concurrency and item concurrency must be at least 1, the page size within 1..=1000".into(),
         ));
     }
-    let description = match db.describe_table(&target.table).await {
-        Ok(d) => d,
-        Err(e) if e.kind == ErrorKind::NotFound => {
-            return Err(BackfillError::TableNotFound {
-                table: target.table.clone(),
-                region: config.region.clone(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    for key in target.config().key_names() {
-        if description.key_schema.names().all(|n| n != key) {
-            return Err(BackfillError::Config(format!(
-                "table {:?} in {} has no key attribute {key:?} (its key is {}): check partition_key / sort_key",
-                target.table,
-                config.region,
-                description.key_schema.names().collect::<Vec<_>>().join(", ")
-            )));
-        }
-    }
+    let key_names: Vec<&str> = target.config().key_names().collect();
+    let description = describe_keyed(&db, &target.table, &config.region, &key_names)
+        .await
+        .map_err(|e| match e {
+            TableCheckError::NotFound { table, region } => BackfillError::TableNotFound { table, region },
+            TableCheckError::Describe { source, .. } => BackfillError::Dynamo(source),
+            e @ TableCheckError::KeyMismatch { .. } => BackfillError::Config(e.to_string()),
+        })?;
     let segments = config
         .segments
         .unwrap_or_else(|| default_segments(description.size_bytes));

@@ -515,5 +515,9 @@ async fn a_missing_table_or_key_mismatch_is_a_named_error() {
     let err = run(db, target(), config("w1"), |_| {}, std::future::pending::<()>())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("no key attribute \"pk\""), "{err}");
+    assert!(
+        err.to_string()
+            .contains("has the key id but the configuration names pk, sk"),
+        "{err}"
+    );
 }
