@@ -48,6 +48,10 @@ pub struct BackfillArgs {
     #[arg(long, default_value = "backfill")]
     pub job: String,
 
+    /// Scan, classify and encrypt in memory, write nothing (not even leases); report what would change.
+    #[arg(long)]
+    pub dry_run: bool,
+
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -69,8 +73,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub concurrency: Option<usize>,
 
-    /// Scan, classify and encrypt in memory, write nothing (not even leases); report what would change.
-    #[arg(long)]
+    /// Write nothing and make no KMS call: set by `backfill --dry-run` and by `migrate plan` (which is always a
+    /// dry run), never a flag of its own here.
+    #[arg(skip)]
     pub dry_run: bool,
 
     /// Read capacity units per second.
@@ -108,7 +113,11 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             args.job
         );
     }
-    let job = Job::prepare(&config, table, &args.run, &args.job, None).await?;
+    let run = RunArgs {
+        dry_run: args.dry_run,
+        ..args.run
+    };
+    let job = Job::prepare(&config, table, &run, &args.job, None).await?;
     let report = job.execute().await?;
     Ok(finish(&report, &job.limits))
 }
