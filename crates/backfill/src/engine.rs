@@ -77,6 +77,9 @@ pub struct BackfillConfig {
     pub progress_interval: Duration,
     /// Leave out items this filter rejects (a migration's `filter`).
     pub filter: Option<ItemFilter>,
+    /// Start a new pass of a finished job: its segment leases are deleted first, so the whole table is scanned
+    /// again under the same job name. Refused while any segment of the job is unfinished (that pass resumes).
+    pub restart: bool,
 }
 
 impl BackfillConfig {
@@ -109,6 +112,7 @@ impl BackfillConfig {
             lease_duration: Duration::from_secs(30),
             progress_interval: Duration::from_secs(5),
             filter: None,
+            restart: false,
         }
     }
 }
@@ -254,6 +258,32 @@ fn report(
     }
 }
 
+/// Deletes the segment leases (any segment count) under `prefix` of a finished job, so that this run scans the
+/// table again. Refused while any of them is unfinished: that pass is running or was interrupted, and resumes
+/// without a restart. Deleting only finished leases (a conditional delete) keeps a concurrent restart harmless:
+/// at worst a segment is scanned twice, and its items already encrypted are skipped.
+async fn start_new_pass<L: LeaseStore>(store: &L, prefix: &str, job: &str) -> Result<(), BackfillError> {
+    let segments: Vec<Lease> = store
+        .list_leases()
+        .await?
+        .into_iter()
+        .filter(|l| l.key.starts_with(prefix))
+        .collect();
+    let unfinished = segments.iter().filter(|l| !l.finished).count();
+    if unfinished > 0 {
+        return Err(BackfillError::Config(format!(
+            "job {job:?} is not finished ({unfinished} of {} segments left): a new pass starts only after it \
+             finished; run it without restarting to resume it",
+            segments.len()
+        )));
+    }
+    for lease in &segments {
+        store.delete_finished_lease(&lease.key).await?;
+    }
+    tracing::info!(job, segments = segments.len(), "starting a new pass of the job");
+    Ok(())
+}
+
 fn segment_key(shared: &Shared<impl DynamoApi>, total: u32, segment: u32) -> String {
     format!("{}/{}/{total}/{segment}", shared.target.table, shared.config.job)
 }
@@ -267,6 +297,10 @@ async fn drive<D: DynamoApi + Clone, L: LeaseStore>(
     shutdown: impl Future,
 ) -> Result<(Completion, Duration), BackfillError> {
     let cfg = &shared.config;
+    if cfg.restart {
+        store.initialize().await?;
+        start_new_pass(&store, &format!("{}/{}/", shared.target.table, cfg.job), &cfg.job).await?;
+    }
     let mut coordinator = Coordinator::new(
         store,
         CoordinatorConfig {
