@@ -44,6 +44,7 @@ use crate::engine::{MAX_SEGMENTS, default_segments};
 use crate::limiter::{Budget, BudgetKind};
 use crate::report::{Completion, key_json};
 use crate::scan::{self, PageError};
+use crate::table::{TableCheckError, describe_keyed};
 
 /// DynamoDB's limit of keys in one `BatchGetItem`.
 pub const MAX_BATCH_GET: usize = 100;
@@ -383,33 +384,14 @@ async fn describe<D: DynamoApi>(
     region: &str,
     key_names: &[String],
 ) -> Result<TableDescription, AuditError> {
-    let description = match db.describe_table(table).await {
-        Ok(d) => d,
-        Err(e) if e.kind == ErrorKind::NotFound => {
-            return Err(AuditError::TableNotFound {
-                table: table.to_owned(),
-                region: region.to_owned(),
-            });
-        }
-        Err(source) => {
-            return Err(AuditError::Dynamo {
-                region: region.to_owned(),
-                source,
-            });
-        }
-    };
-    let mut actual: Vec<&str> = description.key_schema.names().collect();
-    let mut configured: Vec<&str> = key_names.iter().map(String::as_str).collect();
-    actual.sort_unstable();
-    configured.sort_unstable();
-    if actual != configured {
-        return Err(AuditError::Config(format!(
-            "table {table:?} in {region} has the key {} but the configuration names {}: check partition_key / sort_key",
-            actual.join(", "),
-            configured.join(", ")
-        )));
-    }
-    Ok(description)
+    let key_names: Vec<&str> = key_names.iter().map(String::as_str).collect();
+    describe_keyed(db, table, region, &key_names)
+        .await
+        .map_err(|e| match e {
+            TableCheckError::NotFound { table, region } => AuditError::TableNotFound { table, region },
+            TableCheckError::Describe { region, source } => AuditError::Dynamo { region, source },
+            e @ TableCheckError::KeyMismatch { .. } => AuditError::Config(e.to_string()),
+        })
 }
 
 /// Runs every segment of both passes, at most `concurrency` at once, until done or `shutdown`.

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ddbguard_ddb::{DdbError, DynamoApi, ErrorKind, Item, ScanSegment};
+use ddbguard_ddb::{DdbError, DynamoApi, Item, ScanSegment};
 use ddbguard_lease::{
     Coordinator, CoordinatorConfig, DynamoLeaseStore, Lease, LeaseContext, LeaseError, LeaseStore, LeaseTable,
     MemoryLeaseStore, Position, TaskEnd,
@@ -24,6 +24,7 @@ use crate::position;
 use crate::report::{Completion, Progress, Report, Tally};
 use crate::rewrite::{self, Outcome, RewriteSettings, Target};
 use crate::scan::{self, PageError};
+use crate::table::{TableCheckError, describe_keyed};
 
 /// Tables larger than this get one more segment per this many bytes (up to [`MAX_SEGMENTS`]).
 pub const BYTES_PER_SEGMENT: i64 = 512 * 1024 * 1024;
@@ -76,6 +77,9 @@ pub struct BackfillConfig {
     pub progress_interval: Duration,
     /// Leave out items this filter rejects (a migration's `filter`).
     pub filter: Option<ItemFilter>,
+    /// Start a new pass of a finished job: its segment leases are deleted first, so the whole table is scanned
+    /// again under the same job name. Refused while any segment of the job is unfinished (that pass resumes).
+    pub restart: bool,
 }
 
 impl BackfillConfig {
@@ -108,6 +112,7 @@ impl BackfillConfig {
             lease_duration: Duration::from_secs(30),
             progress_interval: Duration::from_secs(5),
             filter: None,
+            restart: false,
         }
     }
 }
@@ -170,26 +175,14 @@ pub async fn run<D: DynamoApi + Clone>(
             "concurrency and item concurrency must be at least 1, the page size within 1..=1000".into(),
         ));
     }
-    let description = match db.describe_table(&target.table).await {
-        Ok(d) => d,
-        Err(e) if e.kind == ErrorKind::NotFound => {
-            return Err(BackfillError::TableNotFound {
-                table: target.table.clone(),
-                region: config.region.clone(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
-    for key in target.config().key_names() {
-        if description.key_schema.names().all(|n| n != key) {
-            return Err(BackfillError::Config(format!(
-                "table {:?} in {} has no key attribute {key:?} (its key is {}): check partition_key / sort_key",
-                target.table,
-                config.region,
-                description.key_schema.names().collect::<Vec<_>>().join(", ")
-            )));
-        }
-    }
+    let key_names: Vec<&str> = target.config().key_names().collect();
+    let description = describe_keyed(&db, &target.table, &config.region, &key_names)
+        .await
+        .map_err(|e| match e {
+            TableCheckError::NotFound { table, region } => BackfillError::TableNotFound { table, region },
+            TableCheckError::Describe { source, .. } => BackfillError::Dynamo(source),
+            e @ TableCheckError::KeyMismatch { .. } => BackfillError::Config(e.to_string()),
+        })?;
     let segments = config
         .segments
         .unwrap_or_else(|| default_segments(description.size_bytes));
@@ -265,6 +258,32 @@ fn report(
     }
 }
 
+/// Deletes the segment leases (any segment count) under `prefix` of a finished job, so that this run scans the
+/// table again. Refused while any of them is unfinished: that pass is running or was interrupted, and resumes
+/// without a restart. Deleting only finished leases (a conditional delete) keeps a concurrent restart harmless:
+/// at worst a segment is scanned twice, and its items already encrypted are skipped.
+async fn start_new_pass<L: LeaseStore>(store: &L, prefix: &str, job: &str) -> Result<(), BackfillError> {
+    let segments: Vec<Lease> = store
+        .list_leases()
+        .await?
+        .into_iter()
+        .filter(|l| l.key.starts_with(prefix))
+        .collect();
+    let unfinished = segments.iter().filter(|l| !l.finished).count();
+    if unfinished > 0 {
+        return Err(BackfillError::Config(format!(
+            "job {job:?} is not finished ({unfinished} of {} segments left): a new pass starts only after it \
+             finished; run it without restarting to resume it",
+            segments.len()
+        )));
+    }
+    for lease in &segments {
+        store.delete_finished_lease(&lease.key).await?;
+    }
+    tracing::info!(job, segments = segments.len(), "starting a new pass of the job");
+    Ok(())
+}
+
 fn segment_key(shared: &Shared<impl DynamoApi>, total: u32, segment: u32) -> String {
     format!("{}/{}/{total}/{segment}", shared.target.table, shared.config.job)
 }
@@ -278,6 +297,10 @@ async fn drive<D: DynamoApi + Clone, L: LeaseStore>(
     shutdown: impl Future,
 ) -> Result<(Completion, Duration), BackfillError> {
     let cfg = &shared.config;
+    if cfg.restart {
+        store.initialize().await?;
+        start_new_pass(&store, &format!("{}/{}/", shared.target.table, cfg.job), &cfg.job).await?;
+    }
     let mut coordinator = Coordinator::new(
         store,
         CoordinatorConfig {

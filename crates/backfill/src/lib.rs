@@ -12,6 +12,7 @@
 //! - [`ledger`]: records of applied migrations beside the segment leases.
 //! - [`position`]: a segment's `LastEvaluatedKey` as text in its lease.
 //! - [`scan`]: one scan page within a read budget, shared by the engine and the audit.
+//! - [`table`]: the table and key schema check both make before scanning.
 //!
 //! Every DynamoDB call goes through the `ddbguard-ddb` adapter, so the whole engine runs over its fakes in tests.
 
@@ -25,6 +26,7 @@ pub mod position;
 pub mod report;
 pub mod rewrite;
 pub mod scan;
+pub mod table;
 
 pub use audit::{AuditConfig, AuditError, AuditReport, Replica, audit};
 pub use engine::{BackfillConfig, BackfillError, ItemFilter, default_segments, run};

@@ -425,6 +425,53 @@ async fn an_interrupted_run_resumes_and_encrypts_every_item_exactly_once() {
     assert_all_encrypted(&db, 120).await;
 }
 
+/// A finished job is not scanned again under its name; `restart` starts a new pass of it, which encrypts what a
+/// lagging writer wrote in plaintext since. A restart is refused while a pass is unfinished.
+#[tokio::test(start_paused = true)]
+async fn restart_starts_a_new_pass_of_a_finished_job() {
+    let db = table_with(120);
+    let faulty = Arc::new(FaultyDynamo::new(db.clone()));
+    // Slow writes, so the interruption lands mid-run.
+    faulty.set_latency(Op::UpdateItem, Duration::from_millis(200));
+    let mut c = config("w1");
+    c.item_concurrency = 2;
+    let mut restart = c.clone();
+    restart.restart = true;
+    let interrupted = run(
+        faulty.clone(),
+        target(),
+        c.clone(),
+        |_| {},
+        tokio::time::sleep(Duration::from_secs(3)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(interrupted.completion, Completion::Interrupted);
+    let err = run(
+        db.clone(),
+        target(),
+        restart.clone(),
+        |_| {},
+        std::future::pending::<()>(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("is not finished"), "{err}");
+
+    let first = backfill(db.clone(), c.clone()).await;
+    assert_eq!(first.completion, Completion::Finished);
+    db.put_raw(TABLE, plain(120)).unwrap();
+    let same = backfill(db.clone(), c).await;
+    assert_eq!(same.progress.scanned, 0, "a finished job is not scanned again");
+
+    let second = backfill(db.clone(), restart).await;
+    assert_eq!(second.completion, Completion::Finished);
+    assert_eq!(second.progress.scanned, 121);
+    assert_eq!(second.progress.count("encrypted"), 1);
+    assert_eq!(second.progress.count("already_encrypted"), 120);
+    assert_all_encrypted(&db, 121).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn two_processes_split_the_segments_and_together_finish() {
     let db = table_with(200);
@@ -515,5 +562,9 @@ async fn a_missing_table_or_key_mismatch_is_a_named_error() {
     let err = run(db, target(), config("w1"), |_| {}, std::future::pending::<()>())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("no key attribute \"pk\""), "{err}");
+    assert!(
+        err.to_string()
+            .contains("has the key id but the configuration names pk, sk"),
+        "{err}"
+    );
 }

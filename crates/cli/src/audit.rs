@@ -29,7 +29,7 @@ use ddbguard_dbe::Keyring;
 use ddbguard_verify::Verifier;
 use ddbguard_verify::http::{self, HealthSource, Readiness};
 use ddbguard_verify::service::RegionClients as _;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::keyring::{self, AwsContext};
 
@@ -153,7 +153,7 @@ impl HealthSource for AuditMetrics {
 
 /// Installs the Prometheus recorder and serves it on `addr` until the returned task is aborted.
 async fn serve_metrics(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let handle = PrometheusBuilder::new()
+    let handle = crate::verify::prometheus_builder()?
         .install_recorder()
         .context("cannot install the Prometheus metrics recorder")?;
     ddbguard_verify::metrics::describe_all(crate::VERSION, crate::GIT_SHA);

@@ -43,10 +43,19 @@ pub struct BackfillArgs {
     pub table: String,
 
     /// The job name. Processes with one job name share its segments and checkpoints, and resume it; a finished
-    /// job is not scanned again, so a new pass (after exit 3, or once lagging applications stopped writing
-    /// plaintext) needs a new name.
+    /// job is not scanned again unless `--restart` starts a new pass of it.
     #[arg(long, default_value = "backfill")]
     pub job: String,
+
+    /// Start a new pass of the finished job `--job` (after exit 3, or once lagging applications stopped writing
+    /// plaintext): its segments are reset and the whole table is scanned again. Refused while the job has
+    /// unfinished segments (run without it to resume). Start the pass in one process; others join without it.
+    #[arg(long)]
+    pub restart: bool,
+
+    /// Scan, classify and encrypt in memory, write nothing (not even leases); report what would change.
+    #[arg(long)]
+    pub dry_run: bool,
 
     #[command(flatten)]
     pub run: RunArgs,
@@ -69,8 +78,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub concurrency: Option<usize>,
 
-    /// Scan, classify and encrypt in memory, write nothing (not even leases); report what would change.
-    #[arg(long)]
+    /// Write nothing and make no KMS call: set by `backfill --dry-run` and by `migrate plan` (which is always a
+    /// dry run), never a flag of its own here.
+    #[arg(skip)]
     pub dry_run: bool,
 
     /// Read capacity units per second.
@@ -108,7 +118,12 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             args.job
         );
     }
-    let job = Job::prepare(&config, table, &args.run, &args.job, None).await?;
+    let run = RunArgs {
+        dry_run: args.dry_run,
+        ..args.run
+    };
+    let mut job = Job::prepare(&config, table, &run, &args.job, None).await?;
+    job.engine.restart = args.restart;
     let report = job.execute().await?;
     Ok(finish(&report, &job.limits))
 }

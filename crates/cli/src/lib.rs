@@ -9,6 +9,8 @@
 //! | 0 | every item / check succeeded |
 //! | 1 | the command ran, and at least one item or check failed (the output says which and why) |
 //! | 2 | usage, configuration or environment error: nothing was checked |
+//! | 3 | `backfill`, `migrate apply`: finished, but items were left plaintext after conflicts (run a new pass) |
+//! | 4 | the command started and then failed: an error after startup, not a verdict ([`AfterStartup`]) |
 //! | 130 | a second SIGINT/SIGTERM arrived while the command was stopping ([`signal::shutdown_signal`]) |
 
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -146,6 +148,24 @@ pub struct ItemArgs {
     pub input: Option<PathBuf>,
 }
 
+/// Exit code of a command that failed after it started ([`AfterStartup`]).
+pub const EXIT_AFTER_STARTUP: u8 = 4;
+
+/// Context marking an error that ended a command after it started working (`verify`: the stream was found,
+/// the lease and quarantine tables were ready and `/metrics` was served), as opposed to a usage, configuration
+/// or startup error (exit 2) that a restart with the same configuration meets again. Exit code
+/// [`EXIT_AFTER_STARTUP`]: the checkpoints written so far are kept, and a restart resumes from them.
+///
+/// Attach it last (`.context(AfterStartup)`), so that it is the error's outermost context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AfterStartup;
+
+impl std::fmt::Display for AfterStartup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("failed after startup")
+    }
+}
+
 /// Parses the process's arguments, runs the command and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -153,17 +173,29 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            // Output to a closed pipe (`ddbguard item … | head`) is not an error worth reporting.
-            if e.chain().any(|c| {
-                c.downcast_ref::<io::Error>()
-                    .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
-            }) {
-                return ExitCode::SUCCESS;
+            let code = error_exit_code(&e);
+            if code != ExitCode::SUCCESS {
+                eprintln!("ddbguard: error: {e:#}");
             }
-            eprintln!("ddbguard: error: {e:#}");
-            ExitCode::from(2)
+            code
         }
     }
+}
+
+/// The exit code of a command that returned `e`: 4 after startup, 2 for usage, configuration and startup
+/// errors, and 0 when the only problem was output to a closed pipe (`ddbguard item … | head`), which is not
+/// worth reporting.
+fn error_exit_code(e: &anyhow::Error) -> ExitCode {
+    if e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    }) {
+        return ExitCode::SUCCESS;
+    }
+    if e.downcast_ref::<AfterStartup>().is_some() {
+        return ExitCode::from(EXIT_AFTER_STARTUP);
+    }
+    ExitCode::from(2)
 }
 
 fn init_logging(format: LogFormat) {
@@ -178,7 +210,8 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Runs a parsed command. `Err` means a usage or configuration error (exit code 2).
+/// Runs a parsed command. `Err` means a usage or configuration error (exit code 2), or with [`AfterStartup`] a
+/// failure after the command started (exit code 4).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -264,6 +297,24 @@ fn open_input(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn BufRead>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Startup errors exit 2, errors marked as after startup 4 (whatever context the caller added inside), and
+    /// a closed pipe 0.
+    #[test]
+    fn errors_map_to_their_exit_codes() {
+        let startup = anyhow::anyhow!("table \"orders\" does not exist").context("ddbguard.toml");
+        assert_eq!(error_exit_code(&startup), ExitCode::from(2));
+        let after = anyhow::anyhow!("the metrics endpoint stopped")
+            .context("ddbguard.toml: table \"orders\"")
+            .context(AfterStartup);
+        assert_eq!(error_exit_code(&after), ExitCode::from(EXIT_AFTER_STARTUP));
+        assert_eq!(
+            format!("{after:#}"),
+            "failed after startup: ddbguard.toml: table \"orders\": the metrics endpoint stopped"
+        );
+        let pipe = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe)).context(AfterStartup);
+        assert_eq!(error_exit_code(&pipe), ExitCode::SUCCESS);
+    }
 
     #[test]
     fn version_names_the_git_revision() {

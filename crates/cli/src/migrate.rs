@@ -47,6 +47,11 @@ pub struct MigrateArgs {
     #[arg(long, default_value = "migrations", value_name = "DIR")]
     pub migrations: PathBuf,
 
+    /// Not a flag of `migrate` (`plan` is the dry run): accepted only to refuse it with an explanation rather
+    /// than clap's bare "unexpected argument".
+    #[arg(long, hide = true)]
+    pub dry_run: bool,
+
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -87,8 +92,8 @@ pub async fn run(command: MigrateCommand) -> anyhow::Result<ExitCode> {
         MigrateCommand::Plan(a) => (a, Mode::Plan),
         MigrateCommand::Apply(a) => (a, Mode::Apply),
     };
-    if args.run.dry_run {
-        bail!("--dry-run: use `ddbguard migrate plan` for a dry run");
+    if args.dry_run {
+        bail!("{}", dry_run_refusal(mode));
     }
     let config = args.config.load()?;
     let migrations = migration::load_dir(&args.migrations, &config)?;
@@ -169,6 +174,15 @@ enum Mode {
     Apply,
 }
 
+/// Why `--dry-run` is refused, and what to run instead.
+fn dry_run_refusal(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Plan => "--dry-run: `migrate plan` is always a dry run (it writes nothing); drop the flag",
+        Mode::Apply => "--dry-run: `migrate apply` has no dry run; `ddbguard migrate plan` shows what it would do",
+        Mode::Status => "--dry-run: `migrate status` only reads the ledger; drop the flag",
+    }
+}
+
 async fn prepare(config: &Config, migration: &Migration, run: &RunArgs) -> anyhow::Result<Job> {
     let filter = migration
         .filter
@@ -211,4 +225,35 @@ async fn read_ledger(config: &Config, run: &RunArgs, migrations: Vec<Migration>)
         entries.push(Entry { migration, record });
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    /// `--dry-run` is no documented flag of `migrate`, yet still refused with the reason (and exit 2), before
+    /// any configuration is read.
+    #[tokio::test]
+    async fn dry_run_is_refused_with_the_reason() {
+        let help = Cli::try_parse_from(["ddbguard", "migrate", "plan", "--help"])
+            .unwrap_err()
+            .to_string();
+        assert!(!help.contains("--dry-run"), "{help}");
+        let backfill_help = Cli::try_parse_from(["ddbguard", "backfill", "--help"])
+            .unwrap_err()
+            .to_string();
+        assert!(backfill_help.contains("--dry-run"), "{backfill_help}");
+        for (sub, says) in [("plan", "always a dry run"), ("apply", "migrate plan` shows")] {
+            let cli = Cli::try_parse_from(["ddbguard", "migrate", sub, "--config", "/nonexistent.toml", "--dry-run"])
+                .unwrap();
+            let Command::Migrate(command) = cli.command else {
+                panic!("not a migrate command")
+            };
+            let e = run(command).await.unwrap_err().to_string();
+            assert!(e.contains(says), "{sub}: {e}");
+        }
+    }
 }

@@ -22,7 +22,11 @@
 //!   leaves records unread); 1 otherwise.
 //! - 2: configuration or startup error (unknown table, no stream on the table, lease table, quarantine table or
 //!   metrics port unusable, …): nothing was verified.
+//! - 4: a failure after startup ([`crate::AfterStartup`]): the metrics endpoint stopped while the verifier ran
+//!   (the reader is stopped cleanly first), or the `--until-caught-up` summary could not be written. What was
+//!   verified is checkpointed; a restart resumes there.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -34,7 +38,7 @@ use ddbguard_dbe::Keyring;
 use ddbguard_verify::Verifier;
 use ddbguard_verify::http;
 use ddbguard_verify::service::{self, LeaseMode, LeaseTables, MetricsEndpoint, ServiceConfig, StartPosition};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use metrics_util::MetricKindMask;
 
 use crate::config::{Config, TableSettings};
@@ -115,9 +119,7 @@ pub async fn run(args: VerifyArgs, emf: bool) -> anyhow::Result<ExitCode> {
     // The recorder first, so that every metric from here on is exported.
     // Per-shard series (lag) stop being updated when a shard is finished or moves to another worker: drop gauges
     // idle for longer than any live one can be (every held shard updates its lag at least every poll).
-    let prometheus = PrometheusBuilder::new()
-        .set_buckets(ddbguard_verify::metrics::HISTOGRAM_BUCKETS)
-        .context("cannot configure the histogram buckets")?
+    let prometheus = prometheus_builder()?
         .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
         .install_recorder()
         .context("cannot install the Prometheus metrics recorder")?;
@@ -180,19 +182,46 @@ pub async fn run(args: VerifyArgs, emf: bool) -> anyhow::Result<ExitCode> {
     if let Some(emf) = emf {
         emf.stop().await;
     }
-    let report = report.with_context(|| format!("{}: table {:?}", config.origin, table.name))?;
+    let report = report.map_err(|e| {
+        let after_startup = e.after_startup();
+        let e = anyhow::Error::new(e).context(format!("{}: table {:?}", config.origin, table.name));
+        if after_startup {
+            e.context(crate::AfterStartup)
+        } else {
+            e
+        }
+    })?;
 
     if !args.until_caught_up {
         return Ok(ExitCode::SUCCESS);
     }
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &report.to_json()).context("cannot write output")?;
-    std::io::Write::write_all(&mut out, b"\n").context("cannot write output")?;
+    write_summary(&report.to_json())
+        .context("cannot write the summary")
+        .context(crate::AfterStartup)?;
     Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Writes the `--until-caught-up` summary on stdout.
+fn write_summary(summary: &serde_json::Value) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, summary)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// The Prometheus exporter's settings common to every command that serves `/metrics`: request-latency
+/// histograms with buckets (summable across tasks) instead of per-process quantiles.
+pub(crate) fn prometheus_builder() -> anyhow::Result<PrometheusBuilder> {
+    use ddbguard_verify::metrics::{HISTOGRAM_BUCKETS, LATENCY_BUCKETS, LATENCY_SUFFIX};
+    PrometheusBuilder::new()
+        .set_buckets(HISTOGRAM_BUCKETS)
+        .context("invalid histogram buckets")?
+        .set_buckets_for_metric(Matcher::Suffix(LATENCY_SUFFIX.to_owned()), LATENCY_BUCKETS)
+        .context("invalid latency histogram buckets")
 }
 
 /// The table to verify: `--table`, or the only configured one.
@@ -216,6 +245,30 @@ mod tests {
     use std::path::Path;
 
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    /// Latency series get the shared buckets (summable across tasks); other histograms stay summaries.
+    #[test]
+    fn latency_histograms_have_buckets() {
+        let recorder = prometheus_builder().unwrap().build_recorder();
+        let handle = recorder.handle();
+        ::metrics::with_local_recorder(&recorder, || {
+            ::metrics::histogram!("ddbguard_kms_request_duration_seconds", "region" => "eu-west-1").record(0.02);
+            ::metrics::histogram!("ddbguard_canary_lag_seconds").record(3.0);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains(r#"ddbguard_kms_request_duration_seconds_bucket{region="eu-west-1",le="0.01"} 0"#)
+                && text.contains(r#"ddbguard_kms_request_duration_seconds_bucket{region="eu-west-1",le="0.025"} 1"#),
+            "{text}"
+        );
+        // Every other histogram (the canary lag) has buckets up to minutes.
+        assert!(
+            text.contains(r#"ddbguard_canary_lag_seconds_bucket{le="2.5"} 0"#)
+                && text.contains(r#"ddbguard_canary_lag_seconds_bucket{le="5"} 1"#)
+                && text.contains(r#"ddbguard_canary_lag_seconds_bucket{le="600"} 1"#),
+            "{text}"
+        );
+    }
 
     fn table(name: &str) -> String {
         format!(

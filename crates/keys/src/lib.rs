@@ -8,3 +8,12 @@ pub mod raw_aes;
 
 pub use hierarchy::{BranchKey, BranchKeySource, HierarchyKeyring, StaticBranchKeySource};
 pub use raw_aes::RawAesKeyring;
+
+#[cfg(test)]
+pub(crate) mod test_metrics {
+    /// The value of the one sample of `series` (name and labels as rendered) in Prometheus text.
+    pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+}

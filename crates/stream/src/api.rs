@@ -310,29 +310,20 @@ impl StreamsApi for SdkStreams {
                     _ => None,
                 })
             })?;
-        // A record that cannot be placed in the shard is reported and left out; failing the page instead would
-        // stall the shard on it forever.
-        let records = out
-            .records
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|r| {
-                convert_record(r)
-                    .inspect_err(|e| {
-                        metrics::counter!("ddbguard_stream_malformed_records_total").increment(1);
-                        tracing::error!(
-                            target: "alert",
-                            event = "malformed_stream_record",
-                            error = %e,
-                            "a stream record without a position was left out of its page"
-                        );
-                    })
-                    .ok()
-            })
-            .collect();
+        // A record that cannot be placed in the shard is left out (and reported by the reader); failing the page
+        // instead would stall the shard on it forever.
+        let mut records = Vec::new();
+        let mut left_out = Vec::new();
+        for r in out.records.unwrap_or_default() {
+            match convert_record(r) {
+                Ok(r) => records.push(r),
+                Err(e) => left_out.push(e.to_string()),
+            }
+        }
         Ok(RecordsPage {
             records,
             next_iterator: out.next_shard_iterator,
+            left_out,
         })
     }
 }
@@ -418,8 +409,9 @@ mod tests {
             "no next iterator means the closed shard is done"
         );
         // e2 (an event name this version does not know) is delivered for a verdict; e3 (no sequence number)
-        // cannot be placed and is left out, with an alert.
+        // cannot be placed and is left out, for the reader to count and alert.
         assert_eq!(page.records.len(), 2);
+        assert_eq!(page.left_out, ["streams error: record e3 has no sequence number"]);
         assert_eq!(page.records[1].event_id, "e2");
         assert_eq!(page.records[1].event_name, EventName::Unknown);
         let r = &page.records[0];

@@ -2,7 +2,8 @@
 //!
 //! Shards hold records with globally increasing sequence numbers (so a child's are above its parent's).
 //! Faults: expire the next N `GetRecords` iterators (or the K-th call), trim a shard before a sequence number,
-//! throttle the next N calls of any operation, answer ResourceNotFound transiently, split a shard (close it, add two children), remove a shard.
+//! throttle the next N calls of any operation, answer ResourceNotFound transiently, split a shard (close it, add two children), remove a shard,
+//! report records left out of a page.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -56,6 +57,7 @@ struct State {
     expire_at_call: Option<u64>,
     empty_next: u64,
     not_found_next: u64,
+    left_out_next: Vec<String>,
     latest_stream_arn: Option<String>,
     page_size: usize,
     calls: FakeCalls,
@@ -219,6 +221,12 @@ impl FakeStreams {
         self.lock().not_found_next = n;
     }
 
+    /// The next page of records also reports `n` records it left out (as the service's records without a
+    /// sequence number are).
+    pub fn leave_out_in_next_page(&self, n: usize) {
+        self.lock().left_out_next = vec!["record without a sequence number (injected)".to_owned(); n];
+    }
+
     /// The `call`-th GetRecords call (1-based, counted from the stream's creation) answers ExpiredIteratorException.
     pub fn expire_at_get_records_call(&self, call: u64) {
         self.lock().expire_at_call = Some(call);
@@ -376,6 +384,7 @@ impl StreamsApi for FakeStreams {
             return Ok(RecordsPage {
                 records: Vec::new(),
                 next_iterator,
+                left_out: Vec::new(),
             });
         }
         if pos < sh.trimmed {
@@ -387,7 +396,12 @@ impl StreamsApi for FakeStreams {
         let records = sh.records[pos..end].to_vec();
         let done = sh.closed && end == sh.records.len();
         let next_iterator = (!done).then(|| Self::new_iterator(&mut s, idx, end));
-        Ok(RecordsPage { records, next_iterator })
+        let left_out = std::mem::take(&mut s.left_out_next);
+        Ok(RecordsPage {
+            records,
+            next_iterator,
+            left_out,
+        })
     }
 
     async fn latest_stream_arn(&self, _table_name: &str) -> Result<Option<String>, StreamsError> {

@@ -197,6 +197,9 @@ pub struct RecordsPage {
     pub records: Vec<StreamRecord>,
     /// Iterator for the next call; `None` once a closed shard has been read to its end.
     pub next_iterator: Option<String>,
+    /// Why each record the page left out could not be placed in its shard (no sequence number): the reader
+    /// counts and alerts them under its table, which the API call does not know.
+    pub left_out: Vec<String>,
 }
 
 /// A batch of records from one shard handed to the [`RecordSink`](crate::RecordSink).

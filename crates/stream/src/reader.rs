@@ -14,7 +14,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::api::StreamsApi;
 use crate::error::{ReaderError, SinkError, StreamsError};
 use crate::model::{
-    Checkpoint, GapReason, IteratorPosition, RecordBatch, SequenceNumber, Shard, StreamGap, table_name_from_stream_arn,
+    Checkpoint, GapReason, IteratorPosition, RecordBatch, RecordsPage, SequenceNumber, Shard, StreamGap,
+    table_name_from_stream_arn,
 };
 use crate::status::StatusHandle;
 
@@ -625,11 +626,15 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> StreamCoordinator<S, L, K> {
         self.shared.status.lease_dropped(shard_id);
         metrics::gauge!("ddbguard_shard_lag_seconds", "table" => self.cfg().table_label.clone(), "shard" => shard_id.to_owned())
             .set(0.0);
+        publish_table_lag(&self.cfg().table_label, &self.shared.status);
     }
 
+    /// Also refreshes the table's lag, so that a worker holding no shard reports 0 instead of letting the series
+    /// expire (or keep a stale value).
     fn publish_leases_held(&self) {
         metrics::gauge!("ddbguard_leases_held", "table" => self.cfg().table_label.clone())
             .set(self.shared.status.leases_held() as f64);
+        publish_table_lag(&self.cfg().table_label, &self.shared.status);
     }
 
     /// Stops all shard tasks, waits for in-flight batches and their checkpoints (bounded by the deadline) and
@@ -665,6 +670,26 @@ impl<S, K> Shared<S, K> {
     fn summary_mut(&self) -> std::sync::MutexGuard<'_, RunSummary> {
         self.summary.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Sets the table's lag: the largest lag of the shards this process reads (0 when it reads none), the one
+/// number a "verifier behind" alarm needs without aggregating per-shard series.
+fn publish_table_lag(table: &str, status: &StatusHandle) {
+    metrics::gauge!("ddbguard_stream_lag_seconds", "table" => table.to_owned()).set(status.max_lag().as_secs_f64());
+}
+
+/// Records how long a completed `GetRecords` call took, by outcome (a call cut short by a stop is not recorded).
+fn record_get_records(table: &str, got: &Result<RecordsPage, StreamsError>, took: Duration) {
+    let outcome = match got {
+        Ok(_) => "ok",
+        Err(StreamsError::Throttled(_)) => "throttled",
+        Err(StreamsError::ExpiredIterator(_)) => "expired_iterator",
+        Err(StreamsError::TrimmedDataAccess(_)) => "trimmed",
+        Err(StreamsError::ResourceNotFound(_)) => "not_found",
+        Err(StreamsError::Other(_)) => "error",
+    };
+    metrics::histogram!("ddbguard_stream_get_records_duration_seconds", "table" => table.to_owned(), "outcome" => outcome)
+        .record(took.as_secs_f64());
 }
 
 /// The per-shard loop: read a batch, hand it to the sink, checkpoint, repeat.
@@ -776,10 +801,12 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                     }
                 }
             };
+            let sent = Instant::now();
             let got = tokio::select! {
                 r = shared.api.get_records(&it, shared.config.max_records_per_batch) => r,
                 _ = self.lease.stop_requested() => continue,
             };
+            record_get_records(&table, &got, sent.elapsed());
             let page = match got {
                 Ok(page) => page,
                 Err(StreamsError::ExpiredIterator(_)) => {
@@ -827,6 +854,7 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
                 }
             };
             errors.reset();
+            self.report_left_out(&page.left_out);
             let finished = page.next_iterator.is_none();
             if let Some((cp, reason)) = pending_gap.take() {
                 let first = page.records.first().map(|r| r.sequence_number.clone());
@@ -930,6 +958,27 @@ impl<S: StreamsApi, L: LeaseStore, K: RecordSink> ShardTask<S, L, K> {
     fn set_lag(&self, lag: Duration) {
         metrics::gauge!("ddbguard_shard_lag_seconds", "table" => self.cfg().table_label.clone(), "shard" => self.shard_id.clone())
             .set(lag.as_secs_f64());
+        publish_table_lag(&self.cfg().table_label, &self.shared.status);
+    }
+
+    /// Counts and alerts the records the page left out: they were never verified, and nothing else says so.
+    fn report_left_out(&self, left_out: &[String]) {
+        if left_out.is_empty() {
+            return;
+        }
+        let table = &self.cfg().table_label;
+        metrics::counter!("ddbguard_stream_malformed_records_total", "table" => table.clone())
+            .increment(left_out.len() as u64);
+        for why in left_out {
+            tracing::error!(
+                target: "alert",
+                event = "malformed_stream_record",
+                table = %table,
+                shard = %self.shard_id,
+                error = %why,
+                "a stream record without a position was left out of its page"
+            );
+        }
     }
 
     fn note_error(&self, operation: &'static str, e: &StreamsError) {

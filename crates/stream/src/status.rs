@@ -174,6 +174,16 @@ impl StatusHandle {
         self.lock().shards.len()
     }
 
+    /// The largest known lag of the shards held; zero when none is held or known.
+    pub(crate) fn max_lag(&self) -> Duration {
+        self.lock()
+            .shards
+            .values()
+            .filter_map(|s| s.lag)
+            .max()
+            .unwrap_or_default()
+    }
+
     pub(crate) fn is_caught_up(&self, shard_id: &str) -> bool {
         self.lock().shards.get(shard_id).is_some_and(|s| s.caught_up)
     }

@@ -534,6 +534,70 @@ async fn idle_shard_reports_zero_lag_and_a_stalled_shard_is_flagged() {
     run.await.unwrap().unwrap();
 }
 
+/// The value of the one sample of `series` (name and labels as rendered) in Prometheus text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The table's lag is the largest lag of the shards read (and 0 once none is), every completed GetRecords call
+/// is timed by outcome, and records a page left out are counted under the table.
+#[tokio::test(start_paused = true)]
+async fn table_lag_get_records_latency_and_left_out_records_are_exported() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    // The reader's tasks run on this thread (current-thread runtime), so they record into the local recorder.
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let fake = Arc::new(FakeStreams::new());
+    fake.add_shard("shard-0", None);
+    fake.add_shard("shard-1", None);
+    // The older record first: shard-1's smaller lag is set after it and must not replace it.
+    fake.put_at("shard-0", "a", 0, SystemTime::now() - Duration::from_secs(90));
+    fake.put_at("shard-1", "b", 1, SystemTime::now() - Duration::from_secs(30));
+    fake.expire_at_get_records_call(1);
+    fake.leave_out_in_next_page(2);
+    let store = MemoryLeaseStore::new();
+    // Batches take long enough to look at the lags while both shards are being read.
+    let sink = Arc::new(CollectingSink::with_delay(Duration::from_secs(10)));
+    let r = reader(config("w1"), &fake, &store, &sink);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let run = tokio::spawn(r.run(async move {
+        let _ = stop_rx.await;
+    }));
+    wait_for(Duration::from_secs(60), "both shards in a batch", || {
+        *sink.batches.lock().unwrap() >= 2
+    })
+    .await;
+    let text = metrics.render();
+    let lag = sample(&text, r#"ddbguard_stream_lag_seconds{table="orders"}"#).expect("table lag");
+    assert!(
+        (90.0..95.0).contains(&lag),
+        "the largest shard lag, not the last one set: {lag}\n{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"ddbguard_stream_malformed_records_total{table="orders"}"#),
+        Some(2.0),
+        "{text}"
+    );
+    let calls = |outcome: &str| {
+        sample(
+            &text,
+            &format!(r#"ddbguard_stream_get_records_duration_seconds_count{{table="orders",outcome="{outcome}"}}"#),
+        )
+    };
+    assert_eq!(calls("expired_iterator"), Some(1.0), "{text}");
+    assert_eq!(calls("ok"), Some(2.0), "{text}");
+
+    stop_tx.send(()).unwrap();
+    run.await.unwrap().unwrap();
+    let text = metrics.render();
+    assert_eq!(
+        sample(&text, r#"ddbguard_stream_lag_seconds{table="orders"}"#),
+        Some(0.0),
+        "no shard is read after the stop: {text}"
+    );
+}
+
 trait TapCaughtUp {
     fn tap_caught_up(self) -> Self;
 }

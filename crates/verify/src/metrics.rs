@@ -35,6 +35,14 @@ pub const BUILD_INFO: &str = "ddbguard_build_info";
 
 use ::metrics::Unit;
 
+/// Bucket bounds (seconds) of the request-latency histograms, the `*_duration_seconds` series: KMS and
+/// GetRecords usually answer in 5–100 ms; the upper buckets catch throttling, retries inside the SDK and
+/// timeouts. Buckets (rather than a summary's quantiles) can be summed across tasks and regions.
+pub const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The suffix of every request-latency histogram, the series [`LATENCY_BUCKETS`] is for.
+pub const LATENCY_SUFFIX: &str = "_duration_seconds";
+
 /// Every metric the workspace emits.
 pub const ALL: &[Metric] = &[
     Metric {
@@ -56,6 +64,19 @@ pub const ALL: &[Metric] = &[
         help: "Now minus the creation time of the last record read from the shard; 0 at the shard's tip.",
     },
     Metric {
+        name: "ddbguard_stream_lag_seconds",
+        kind: Kind::Gauge,
+        unit: Unit::Seconds,
+        help: "The largest ddbguard_shard_lag_seconds of the shards this process reads, by table; 0 when it reads \
+               none.",
+    },
+    Metric {
+        name: "ddbguard_stream_get_records_duration_seconds",
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Latency of completed DynamoDB Streams GetRecords calls, by table and outcome.",
+    },
+    Metric {
         name: "ddbguard_leases_held",
         kind: Kind::Gauge,
         unit: Unit::Count,
@@ -66,6 +87,25 @@ pub const ALL: &[Metric] = &[
         kind: Kind::Counter,
         unit: Unit::Count,
         help: "KMS request attempts (retries count separately), by region, operation and outcome.",
+    },
+    Metric {
+        name: "ddbguard_kms_request_duration_seconds",
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Latency of each KMS request attempt (without rate-limit waits or backoff), by region, operation and \
+               outcome.",
+    },
+    Metric {
+        name: "ddbguard_key_cache_hits_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Key cache lookups answered from the cache, by cache: kms_data_key or branch_key.",
+    },
+    Metric {
+        name: "ddbguard_key_cache_loads_total",
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Key cache misses that went to KMS (kms_data_key) or the key store (branch_key), by cache.",
     },
     Metric {
         name: "ddbguard_stream_throttles_total",
@@ -89,7 +129,7 @@ pub const ALL: &[Metric] = &[
         name: "ddbguard_stream_malformed_records_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Stream records without a sequence number, left out of their page.",
+        help: "Stream records without a sequence number, left out of their page, by table.",
     },
     Metric {
         name: "ddbguard_quarantine_writes_total",
@@ -134,9 +174,9 @@ pub const ALL: &[Metric] = &[
     },
 ];
 
-/// Bucket upper bounds (seconds) of every histogram: 1 ms to 10 min, so that KMS latencies and replication lags
-/// both resolve (the Prometheus exporter renders histograms without buckets as summaries, which do not aggregate
-/// across tasks and which CloudWatch cannot read).
+/// Bucket upper bounds (seconds) of the histograms that are not request latencies (the canary lag): 1 ms to
+/// 10 min, so that a healthy replication lag and an outage both resolve. (The Prometheus exporter renders
+/// histograms without buckets as summaries, which do not aggregate across tasks.)
 pub const HISTOGRAM_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];

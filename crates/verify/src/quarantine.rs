@@ -484,11 +484,14 @@ pub fn start<D: DynamoApi>(db: D, settings: &QuarantineSettings, table_label: &s
     let quarantine_table = settings.table.clone();
     let label = table_label.to_owned();
     let task = tokio::spawn(async move {
+        // A completed oneshot receiver must not be polled again (it panics): once stopped, only drain.
+        let mut stopping = false;
         loop {
             let entry = tokio::select! {
                 entry = rx.recv() => entry,
-                _ = &mut stopped => {
+                _ = &mut stopped, if !stopping => {
                     // No new entries; what is buffered is still written below.
+                    stopping = true;
                     rx.close();
                     rx.recv().await
                 }

@@ -22,6 +22,7 @@ pub use ddbguard_stream::{SdkStreams, StartPosition};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::canary::{Canaries, CanaryError, CanarySettings};
 use crate::engine::Verifier;
@@ -167,7 +168,8 @@ impl VerifyReport {
     }
 }
 
-/// Why the service could not run. Every variant is a startup or configuration problem: nothing was verified.
+/// Why the service could not run, or stopped. Every variant but [`ServiceError::MetricsEndpoint`] is a startup or
+/// configuration problem: nothing was verified ([`ServiceError::after_startup`] tells them apart).
 #[derive(Debug, Error)]
 pub enum ServiceError {
     /// The table is not in the local region.
@@ -230,6 +232,29 @@ pub enum ServiceError {
     /// The reader could not start or its lease store failed at startup.
     #[error("the stream reader failed: {0}")]
     Reader(#[from] ReaderError),
+    /// The metrics endpoint's task ended while the verifier ran. Nothing could answer the health check any more,
+    /// so the verifier stopped (cleanly: in-flight batches checkpointed, leases released) rather than run
+    /// unobserved until the orchestrator kills it.
+    #[error("the metrics endpoint stopped while verifying ({0}); the reader was stopped")]
+    MetricsEndpoint(String),
+}
+
+impl ServiceError {
+    /// Whether the service had started (stream found, lease and quarantine tables ready, `/metrics` served)
+    /// before it failed; a restart with the same configuration may well succeed.
+    pub fn after_startup(&self) -> bool {
+        match self {
+            ServiceError::MetricsEndpoint(_) => true,
+            ServiceError::TableNotFound { .. }
+            | ServiceError::NoStream { .. }
+            | ServiceError::NoNewImages { .. }
+            | ServiceError::Describe { .. }
+            | ServiceError::LeaseTableName { .. }
+            | ServiceError::Canary(_)
+            | ServiceError::Quarantine(_)
+            | ServiceError::Reader(_) => false,
+        }
+    }
 }
 
 /// Runs the verifier of `config.table` until `shutdown` completes (or, until caught up, every shard is read).
@@ -407,7 +432,7 @@ async fn drive<S: StreamsApi, L: LeaseStore>(
 ) -> Result<RunSummary, ServiceError> {
     let reader = StreamReader::new(config, streams, leases, sink)?;
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = metrics.map(|endpoint| {
+    let mut server = metrics.map(|endpoint| {
         let health = Arc::new(Health {
             render: endpoint.render,
             status: reader.status(),
@@ -416,16 +441,49 @@ async fn drive<S: StreamsApi, L: LeaseStore>(
             let _ = stop_rx.wait_for(|stop| *stop).await;
         }))
     });
-    let result = reader.run(shutdown).await;
+    let mut endpoint_stopped = None;
+    let result = reader
+        .run(async {
+            endpoint_stopped = endpoint_or_shutdown(server.as_mut(), shutdown).await;
+        })
+        .await;
     let _ = stop_tx.send(true);
-    if let Some(server) = server {
+    // An endpoint that ended already is not awaited again (a finished task's handle must not be polled).
+    if let (Some(server), None) = (server, &endpoint_stopped) {
         match server.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "metrics endpoint failed"),
             Err(e) => tracing::warn!(error = %e, "metrics endpoint task failed"),
         }
     }
-    Ok(result?)
+    let summary = result?;
+    match endpoint_stopped {
+        Some(why) => Err(ServiceError::MetricsEndpoint(why)),
+        None => Ok(summary),
+    }
+}
+
+/// Completes with `shutdown` (`None`), or when the metrics endpoint's task ends first (`Some(why)`): it only
+/// ends when told to, so ending on its own is a failure (an error or a panic).
+async fn endpoint_or_shutdown(
+    endpoint: Option<&mut JoinHandle<std::io::Result<()>>>,
+    shutdown: impl Future,
+) -> Option<String> {
+    let Some(endpoint) = endpoint else {
+        shutdown.await;
+        return None;
+    };
+    let why = tokio::select! {
+        biased;
+        _ = shutdown => return None,
+        ended = endpoint => match ended {
+            Ok(Ok(())) => "it returned".to_owned(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        },
+    };
+    tracing::error!(error = %why, "metrics endpoint stopped; stopping the verifier");
+    Some(why)
 }
 
 /// `/metrics` from the render function, `/readyz` from the reader's status.
@@ -851,5 +909,29 @@ mod tests {
             ..report
         };
         assert_eq!(not_caught_up.to_json()["passed"], false);
+    }
+
+    /// The endpoint ending on its own (here: a panic) stops the wait and says why; the shutdown signal wins
+    /// when both are ready, and a live endpoint waits for the shutdown.
+    #[tokio::test]
+    async fn an_endpoint_that_ends_on_its_own_is_reported() {
+        let mut crashed: JoinHandle<std::io::Result<()>> = tokio::spawn(async { panic!("accept loop broke") });
+        let why = endpoint_or_shutdown(Some(&mut crashed), std::future::pending::<()>()).await;
+        assert!(why.as_deref().is_some_and(|w| w.contains("panicked")), "{why:?}");
+        let err = ServiceError::MetricsEndpoint(why.unwrap_or_default());
+        assert!(err.after_startup(), "{err}");
+        let startup = ServiceError::NoStream {
+            table: "t".into(),
+            region: "r".into(),
+        };
+        assert!(!startup.after_startup());
+
+        let mut done: JoinHandle<std::io::Result<()>> = tokio::spawn(async { Ok(()) });
+        tokio::task::yield_now().await;
+        assert_eq!(endpoint_or_shutdown(Some(&mut done), async {}).await, None);
+        let mut live: JoinHandle<std::io::Result<()>> = tokio::spawn(std::future::pending());
+        assert_eq!(endpoint_or_shutdown(Some(&mut live), async {}).await, None);
+        live.abort();
+        assert_eq!(endpoint_or_shutdown(None, async {}).await, None);
     }
 }

@@ -39,6 +39,11 @@ pub(crate) fn ddbguard(args: &[&str], stdin: &str) -> Run {
 
 /// [`ddbguard`] with the environment variables `env` set as well.
 pub(crate) fn ddbguard_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Run {
+    ddbguard_into(args, stdin, env, Stdio::piped())
+}
+
+/// [`ddbguard_with_env`] with stdout going to `stdout` (the returned `stdout` is empty unless it is piped).
+pub(crate) fn ddbguard_into(args: &[&str], stdin: &str, env: &[(&str, &str)], stdout: Stdio) -> Run {
     let mut command = Command::new(DDBGUARD_BIN);
     command.args(args);
     for (name, _) in std::env::vars_os() {
@@ -56,7 +61,7 @@ pub(crate) fn ddbguard_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]
         .env("DDBGUARD_LOG", "warn")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawning ddbguard");
@@ -64,7 +69,11 @@ pub(crate) fn ddbguard_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]
     let input = stdin.to_owned();
     let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
     let out = child.wait_with_output().expect("waiting for ddbguard");
-    writer.join().expect("stdin writer").expect("writing stdin");
+    match writer.join().expect("stdin writer") {
+        // A command that fails before reading its input (a configuration error) closes stdin early.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        result => result.expect("writing stdin"),
+    }
     Run {
         code: out.status.code().expect("ddbguard exited by a signal"),
         stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
@@ -74,7 +83,12 @@ pub(crate) fn ddbguard_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]
 
 /// `ddbguard verify --until-caught-up --from trim-horizon` on `table`, metrics on an ephemeral port.
 pub(crate) fn verify_until_caught_up(config: &str, table: &str) -> Run {
-    ddbguard(
+    verify_until_caught_up_into(config, table, Stdio::piped())
+}
+
+/// [`verify_until_caught_up`] with its summary (stdout) going to `stdout`.
+pub(crate) fn verify_until_caught_up_into(config: &str, table: &str, stdout: Stdio) -> Run {
+    ddbguard_into(
         &[
             "verify",
             "--config",
@@ -88,6 +102,8 @@ pub(crate) fn verify_until_caught_up(config: &str, table: &str) -> Run {
             "127.0.0.1:0",
         ],
         "",
+        &[],
+        stdout,
     )
 }
 

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use ddbguard_e2e::{LocalAws, Mrk, PRIMARY_REGION, REPLICA_REGION, batch_write, unique_name, wait_replicated};
 use serde_json::{Value, json};
 
-use crate::cli::{Run, TempDir, ddbguard, verify_until_caught_up};
+use crate::cli::{Run, TempDir, ddbguard, verify_until_caught_up, verify_until_caught_up_into};
 
 /// Verdicts that let `verify --until-caught-up` exit 0.
 const PASSING: [&str; 3] = ["ok", "ok_structural", "remove"];
@@ -254,6 +254,16 @@ async fn items_written_correctly_in_either_region_are_ok_and_counted_by_origin()
     assert_eq!(summary["by_origin"][PRIMARY_REGION]["ok"], 2, "{summary:#}");
     assert_eq!(summary["by_origin"][REPLICA_REGION]["ok"], 3, "{summary:#}");
     assert_eq!(summary["passed"], true, "{summary:#}");
+
+    // The same run with nowhere to write its summary (a full disk): it verified, then failed — exit 4, not the
+    // startup error's 2 nor a verdict's 1.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full")?;
+    let run = verify_until_caught_up_into(&s.replica, &s.table, full.into());
+    assert_eq!(run.code, 4, "{run:#?}");
+    assert!(
+        run.stderr.contains("failed after startup") && run.stderr.contains("cannot write the summary"),
+        "{run:#?}"
+    );
     Ok(())
 }
 

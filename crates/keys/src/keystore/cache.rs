@@ -59,6 +59,9 @@ enum Slot {
     Version(String, [u8; 16]),
 }
 
+/// The `cache` label of this cache's hit and load counters.
+const CACHE_LABEL: &str = "branch_key";
+
 /// A load's result: the key, or the error and when it happened.
 type Loaded = Result<Arc<BranchKey>, (Instant, KeyringError)>;
 
@@ -180,11 +183,13 @@ impl BranchKeyCache {
         let (cell, created) = self.cell(&slot, None);
         if let Some(loaded) = cell.get() {
             self.hits.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("ddbguard_key_cache_hits_total", "cache" => CACHE_LABEL).increment(1);
             return loaded.clone().map(|k| (k, created)).map_err(|(_, e)| e);
         }
         // Every caller waiting here gets the one load's result, success or failure.
         cell.get_or_init(|| async {
             self.loads.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("ddbguard_key_cache_loads_total", "cache" => CACHE_LABEL).increment(1);
             load().await.map(Arc::new).map_err(|e| (Instant::now(), e))
         })
         .await
@@ -308,6 +313,7 @@ mod tests {
     use zeroize::Zeroizing;
 
     use super::*;
+    use crate::test_metrics::sample;
 
     const V1: &str = "e9ce18a3-edb5-4272-9f86-1cacb7997ff6";
     const V2: &str = "0d7a9d2c-5b8e-4a51-9d1b-2f6a1c3e4b5d";
@@ -392,6 +398,31 @@ mod tests {
         tokio::time::advance(Duration::from_secs(61)).await;
         s.version("bk", &uuid(V1)).await.unwrap();
         assert_eq!(s.loader().loads.load(Ordering::SeqCst), 2, "expired after the TTL");
+    }
+
+    /// Hits and loads go to the metrics as they go to the in-process counts; a caller that waits for a load
+    /// in flight is neither.
+    #[tokio::test(start_paused = true)]
+    async fn hits_and_loads_are_exported() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let metrics = recorder.handle();
+        let local = metrics::set_default_local_recorder(&recorder);
+        let s = source(60, 10);
+        s.active("bk").await.unwrap();
+        s.version("bk", &uuid(V1)).await.unwrap();
+        s.active("bk").await.unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        s.version("bk", &uuid(V1)).await.unwrap();
+        drop(local);
+        let text = metrics.render();
+        let count = |what: &str| {
+            sample(
+                &text,
+                &format!("ddbguard_key_cache_{what}_total{{cache=\"branch_key\"}}"),
+            )
+        };
+        assert_eq!((s.cache().hits(), s.cache().loads()), (2, 2));
+        assert_eq!((count("hits"), count("loads")), (Some(2.0), Some(2.0)), "{text}");
     }
 
     #[tokio::test(start_paused = true)]

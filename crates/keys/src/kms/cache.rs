@@ -18,6 +18,9 @@ use zeroize::Zeroizing;
 
 use super::api::EncryptionContext;
 
+/// The `cache` label of this cache's hit and load counters.
+const CACHE_LABEL: &str = "kms_data_key";
+
 /// The cache key: SHA-256 over the request.
 pub type CacheKey = [u8; 32];
 
@@ -88,10 +91,17 @@ impl KeyCache {
             None => None,
         };
         drop(inner);
+        // Every miss is followed by a KMS Decrypt: exported as a load, like the branch key cache's.
         match &found {
-            Some(_) => self.hits.fetch_add(1, Ordering::Relaxed),
-            None => self.misses.fetch_add(1, Ordering::Relaxed),
-        };
+            Some(_) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("ddbguard_key_cache_hits_total", "cache" => CACHE_LABEL).increment(1);
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("ddbguard_key_cache_loads_total", "cache" => CACHE_LABEL).increment(1);
+            }
+        }
         found
     }
 
@@ -151,6 +161,7 @@ impl KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_metrics::sample;
 
     fn ec(v: &str) -> EncryptionContext {
         [("aws-crypto-table-name".to_owned(), v.to_owned())].into()
@@ -158,6 +169,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn hits_misses_ttl_and_capacity() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let metrics = recorder.handle();
+        let local = metrics::set_default_local_recorder(&recorder);
         let c = KeyCache::new(2, Duration::from_secs(60));
         let k1 = KeyCache::key("arn1", b"ct1", &ec("t"));
         let k1_other_ec = KeyCache::key("arn1", b"ct1", &ec("u"));
@@ -180,6 +194,17 @@ mod tests {
 
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(c.get(&k3).is_none(), "expired");
+
+        drop(local);
+        let text = metrics.render();
+        let count = |what: &str| {
+            sample(
+                &text,
+                &format!("ddbguard_key_cache_{what}_total{{cache=\"kms_data_key\"}}"),
+            )
+        };
+        assert_eq!((c.hits(), c.misses()), (2, 4));
+        assert_eq!((count("hits"), count("loads")), (Some(2.0), Some(4.0)), "{text}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The one place KMS calls go through: a process-wide request-rate limiter, retries of throttles and transient
-//! failures with jittered exponential backoff inside a budget, and per-(region, operation, outcome) counting.
+//! failures with jittered exponential backoff inside a budget, and per-(region, operation, outcome) counting and
+//! timing of every attempt.
 //!
 //! [`GovernedKms`] wraps any [`KmsApi`] and is itself a [`KmsApi`]. Share one [`RateLimiter`] (an `Arc`) among
 //! all governed clients of a process so the configured rate holds across regions and tasks.
@@ -123,7 +124,8 @@ impl RetryPolicy {
 }
 
 /// In-process counts of KMS calls by region, operation and outcome (each attempt counts once), readable by
-/// tests and health checks. The same counts go to the `metrics` facade as `ddbguard_kms_requests_total`.
+/// tests and health checks. The same counts go to the `metrics` facade as `ddbguard_kms_requests_total`, and
+/// each attempt's latency as `ddbguard_kms_request_duration_seconds` with the same labels.
 #[derive(Debug, Default)]
 pub struct KmsCounters {
     counts: Mutex<BTreeMap<(String, Operation, &'static str), u64>>,
@@ -135,7 +137,16 @@ impl KmsCounters {
         Arc::new(KmsCounters::default())
     }
 
-    fn record(&self, region: &str, op: Operation, outcome: &'static str) {
+    /// Counts one attempt and records how long it took (the request alone: neither the rate limiter's wait nor
+    /// the backoff before it, so the histogram shows KMS's latency, not ours).
+    fn record(&self, region: &str, op: Operation, outcome: &'static str, took: Duration) {
+        metrics::histogram!(
+            "ddbguard_kms_request_duration_seconds",
+            "region" => region.to_owned(),
+            "operation" => op.as_str(),
+            "outcome" => outcome,
+        )
+        .record(took.as_secs_f64());
         metrics::counter!(
             "ddbguard_kms_requests_total",
             "region" => region.to_owned(),
@@ -217,14 +228,16 @@ impl GovernedKms {
             if let Some(l) = &self.limiter {
                 l.acquire().await;
             }
+            let sent = Instant::now();
             let result = call().await;
+            let took = sent.elapsed();
             match result {
                 Ok(v) => {
-                    self.counters.record(&region, op, "ok");
+                    self.counters.record(&region, op, "ok", took);
                     return Ok(v);
                 }
                 Err(e) => {
-                    self.counters.record(&region, op, e.kind.outcome());
+                    self.counters.record(&region, op, e.kind.outcome(), took);
                     if !e.kind.is_retryable() || attempt >= self.retry.max_attempts {
                         return Err(e);
                     }
@@ -282,6 +295,91 @@ impl KmsApi for GovernedKms {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kms::fake::{FailureKms, FakeKms, FakeKmsWorld};
+    use crate::test_metrics::sample;
+
+    const KEY: &str = "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+
+    /// A fake KMS whose `GenerateDataKey` takes 30 ms.
+    #[derive(Debug)]
+    struct Slow(FakeKms);
+
+    const SLOW: Duration = Duration::from_millis(30);
+
+    impl KmsApi for Slow {
+        fn region(&self) -> &str {
+            self.0.region()
+        }
+        fn decrypt<'a>(&'a self, key_id: &'a str, ct: &'a [u8], ec: &'a EncryptionContext) -> KmsFuture<'a, DataKey> {
+            self.0.decrypt(key_id, ct, ec)
+        }
+        fn generate_data_key<'a>(
+            &'a self,
+            key_id: &'a str,
+            n: i32,
+            ec: &'a EncryptionContext,
+        ) -> KmsFuture<'a, DataKey> {
+            Box::pin(async move {
+                tokio::time::sleep(SLOW).await;
+                self.0.generate_data_key(key_id, n, ec).await
+            })
+        }
+        fn generate_data_key_without_plaintext<'a>(
+            &'a self,
+            key_id: &'a str,
+            n: i32,
+            ec: &'a EncryptionContext,
+        ) -> KmsFuture<'a, WrappedKey> {
+            self.0.generate_data_key_without_plaintext(key_id, n, ec)
+        }
+        fn describe_key<'a>(&'a self, key_id: &'a str) -> KmsFuture<'a, KeyDescription> {
+            self.0.describe_key(key_id)
+        }
+        fn re_encrypt<'a>(&'a self, request: ReEncryptRequest<'a>) -> KmsFuture<'a, WrappedKey> {
+            self.0.re_encrypt(request)
+        }
+    }
+
+    /// Each attempt is timed under its own outcome, and only the request itself: the throttled attempt
+    /// (answered at once) and the retry that succeeded (30 ms) are two observations, and the backoff between
+    /// them is in neither.
+    #[tokio::test(start_paused = true)]
+    async fn every_attempt_is_timed_by_outcome() {
+        let world = FakeKmsWorld::new();
+        world.create_key(KEY);
+        let failing = Arc::new(FailureKms::new(Arc::new(Slow(world.client("eu-west-1")))));
+        failing.fail_next(Operation::GenerateDataKey, 1, "ThrottlingException", 400);
+        let retry = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_millis(500),
+            budget: Duration::from_secs(5),
+        };
+        let kms = GovernedKms::new(failing, None, retry, KmsCounters::new());
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        {
+            let _local = metrics::set_default_local_recorder(&recorder);
+            kms.generate_data_key(KEY, 32, &EncryptionContext::new()).await.unwrap();
+        }
+        let text = handle.render();
+        let series = |outcome: &str, suffix: &str| {
+            let labels = format!("{{region=\"eu-west-1\",operation=\"generate_data_key\",outcome=\"{outcome}\"}}");
+            sample(
+                &text,
+                &format!("ddbguard_kms_request_duration_seconds_{suffix}{labels}"),
+            )
+        };
+        assert_eq!(series("throttled", "count"), Some(1.0), "{text}");
+        assert_eq!(series("throttled", "sum"), Some(0.0), "{text}");
+        assert_eq!(series("ok", "count"), Some(1.0), "{text}");
+        let ok = series("ok", "sum").unwrap();
+        assert!((0.030..0.032).contains(&ok), "{ok}: {text}");
+        assert_eq!(
+            kms.counters().get("eu-west-1", Operation::GenerateDataKey, "throttled"),
+            1
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn limiter_holds_the_rate() {
