@@ -241,6 +241,12 @@ impl Decryptor {
         }
     }
 
+    /// Bytes held for the unit in progress (header, frame, footer): never more than the header or one frame (or
+    /// the non-framed body), whatever the message length.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Whether the header is parsed and the data key is needed ([`Decryptor::unlock`]) before more input.
     pub fn needs_key(&self) -> bool {
         matches!(self.state, State::Locked(_))
