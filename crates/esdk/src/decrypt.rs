@@ -280,7 +280,8 @@ impl Decryptor {
         Ok(())
     }
 
-    /// Ends the message: succeeds only if it was complete and every check passed; releases held plaintext.
+    /// Ends the message: succeeds only if it was complete and every check passed (the plaintext held back for a
+    /// signature was released by the `push` that verified it).
     pub fn finish(self) -> Result<Header, EsdkError> {
         match self.state {
             State::Done(h, ..) => Ok(*h),

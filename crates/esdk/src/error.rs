@@ -81,8 +81,10 @@ pub enum EsdkError {
         /// The limit.
         max: u64,
     },
-    /// The caller's input to encrypt is not allowed (reserved encryption context key, suite not written, …).
-    #[error("invalid encryption request: {0}")]
+    /// The caller's request is not allowed: input to encrypt (reserved encryption context key, a suite that is not
+    /// written, frame length 0) or a `Decryptor` used out of order. A caller's mistake, not a finding about a
+    /// message; it maps to `policy_violation` / `invalid_config` like the item format's configuration errors.
+    #[error("invalid request: {0}")]
     InvalidRequest(String),
 
     // ---- keys ----
