@@ -446,3 +446,41 @@ proptest! {
         prop_assert!(open(&m[..n]).is_err());
     }
 }
+
+#[test]
+fn official_python_messages_decrypt_in_every_suite() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/python");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let mut parts = name.split('-');
+        let suite = AlgorithmSuite::from_id(u16::from_str_radix(parts.next().unwrap(), 16).unwrap()).unwrap();
+        let frame_length: u32 = parts.next().unwrap().parse().unwrap();
+        let size: usize = parts.next().unwrap().parse().unwrap();
+        let m = std::fs::read(&path).unwrap();
+        let d = open_with(&legacy(), &m).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(d.plaintext, plaintext(size), "{name}");
+        assert_eq!((d.header.suite, d.header.frame_length), (suite, frame_length), "{name}");
+        for (k, v) in ec() {
+            assert_eq!(d.header.encryption_context.get(&k), Some(&v), "{name}");
+        }
+        let info = inspect(&legacy(), &m).unwrap();
+        assert_eq!(info.plaintext_len, size as u64);
+        let strict = open(&m);
+        if suite.is_committing() {
+            assert_eq!(strict.unwrap().plaintext, plaintext(size));
+        } else {
+            assert!(matches!(strict, Err(EsdkError::NotCommitting(_))), "{name}");
+        }
+        // One flipped bit in the last byte (tag or signature) fails.
+        let mut t = m.clone();
+        let last = t.len() - 1;
+        t[last] ^= 1;
+        assert!(open_with(&legacy(), &t).is_err(), "{name}");
+        seen.push(suite);
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, AlgorithmSuite::ALL);
+}
