@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes every parser of outside bytes for SECONDS each (default 60): the DB-ESDK header codec, the
-# footer codec, typed value deserialization and whole-item decrypt under a fixed key.
+# footer codec, typed value deserialization and whole-item decrypt under a fixed key; the AWS Encryption SDK
+# message header and structure walk, and whole-message decrypt under a fixed key.
 #
 #   scripts/fuzz.sh 600            # ten minutes per target
 #   scripts/fuzz.sh 60 header      # one target

@@ -8,6 +8,7 @@ mod audit;
 mod backfill;
 mod canary;
 mod cli;
+mod esdk_interop;
 mod global_tables;
 mod hierarchy;
 mod keys_kms;
