@@ -161,6 +161,11 @@ labelled! {
         UnsupportedFlavor => "unsupported_flavor",
         /// Footer length does not fit the header.
         FooterLength => "footer_length",
+        /// An AWS Encryption SDK message body or footer does not follow the layout (frame order, lengths,
+        /// trailing bytes).
+        MalformedBody => "malformed_body",
+        /// An AWS Encryption SDK message ends before its header, body or footer is complete.
+        Truncated => "truncated",
 
         // ---- shape vs policy ----
         /// The header's legend does not line up with the item's signed attributes.
@@ -171,6 +176,8 @@ labelled! {
         ActionMismatch => "action_mismatch",
         /// Written with another algorithm suite than `require_suite`.
         WrongSuite => "wrong_suite",
+        /// An AWS Encryption SDK message under a suite without key commitment where the policy requires it.
+        NotCommitting => "not_committing",
         /// The partition or sort key attribute is missing.
         MissingKeyAttribute => "missing_key_attribute",
         /// A SIGN_AND_INCLUDE_IN_ENCRYPTION_CONTEXT attribute is missing (encrypt).
@@ -229,6 +236,10 @@ labelled! {
         PublicKeyInvalid => "public_key_invalid",
         /// AES-GCM authentication of an encrypted attribute failed.
         FieldAuthenticationFailed => "field_authentication_failed",
+        /// The header authentication tag of an AWS Encryption SDK message does not verify.
+        HeaderAuthenticationFailed => "header_authentication_failed",
+        /// AES-GCM authentication of an AWS Encryption SDK frame (or non-framed body) failed.
+        ContentAuthenticationFailed => "content_authentication_failed",
         /// An ENCRYPT_AND_SIGN attribute is not of type B or too short.
         MalformedEncryptedField => "malformed_encrypted_field",
         /// A value could not be (de)serialized.
