@@ -2,10 +2,11 @@
 //! local key, seal a plaintext under an encryption context), and the one judge that turns a stored column value
 //! into a [`Verdict`].
 //!
-//! The judge decides what is not the cipher's business: NULL is no value, a value that is not an AWS Encryption
-//! SDK message is `plaintext`, and a message whose stored encryption context lacks a configured pair or holds
-//! another value for it is `integrity_failed` — a ciphertext copied from another row or column decrypts fine, only
-//! the context gives it away.
+//! The judge decides what is not the cipher's business: NULL is no value and a value that is not an AWS Encryption
+//! SDK message is `plaintext`. The cipher checks the row's expected encryption context: a message whose stored
+//! context lacks a configured pair (and does not authenticate it as a required pair) or holds another value for it
+//! is `integrity_failed` — a ciphertext copied from another row or column decrypts fine, only the context gives it
+//! away.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -47,9 +48,14 @@ pub enum SealError {
 
 /// The AWS Encryption SDK operations ddbguard needs, with the table's keyring inside.
 pub trait ValueCipher: Send + Sync + Debug {
-    /// Decrypts and authenticates `message` with the local key. `Err` carries the failing verdict
-    /// (`key_not_mrk`, `key_unavailable`, `integrity_failed`, `policy_violation`, `kms_throttled`).
-    fn open<'a>(&'a self, message: &'a [u8]) -> CipherFuture<'a, Result<Opened, Verdict>>;
+    /// Decrypts and authenticates `message` with the local key, holding it to the `expected` encryption context
+    /// pairs. `Err` carries the failing verdict (`key_not_mrk`, `key_unavailable`, `integrity_failed` — including a
+    /// context that does not match —, `policy_violation`, `kms_throttled`).
+    fn open<'a>(
+        &'a self,
+        message: &'a [u8],
+        expected: &'a EncryptionContext,
+    ) -> CipherFuture<'a, Result<Opened, Verdict>>;
 
     /// Encrypts `plaintext` under the table's key with `context` bound.
     fn seal<'a>(
@@ -123,7 +129,7 @@ impl Stored {
 }
 
 /// The verdict of one stored value, given the context the row should have bound (`None` when a referenced row
-/// value is NULL, so no context can match).
+/// value is NULL: the application cannot have bound it, so the message belongs elsewhere).
 pub async fn judge(cipher: &dyn ValueCipher, stored: &Stored, expected: Option<&EncryptionContext>) -> Verdict {
     let Some(bytes) = stored.message_bytes() else {
         return Verdict::Plaintext;
@@ -131,16 +137,16 @@ pub async fn judge(cipher: &dyn ValueCipher, stored: &Stored, expected: Option<&
     if !looks_like_message(&bytes) {
         return Verdict::Plaintext;
     }
-    match cipher.open(&bytes).await {
+    let Some(expected) = expected else {
+        return Verdict::IntegrityFailed;
+    };
+    match cipher.open(&bytes, expected).await {
         Err(verdict) => verdict,
-        Ok(opened) => match expected {
-            Some(expected) if context_matches(expected, &opened.context) => Verdict::Ok,
-            _ => Verdict::IntegrityFailed,
-        },
+        Ok(_) => Verdict::Ok,
     }
 }
 
-/// Every expected pair is present with the same value; extra stored pairs (the SDK's own) are allowed.
+/// Every expected pair is stored with the same value; extra stored pairs (the SDK's own) are allowed.
 pub fn context_matches(expected: &EncryptionContext, stored: &EncryptionContext) -> bool {
     expected.iter().all(|(k, v)| stored.get(k) == Some(v))
 }
@@ -239,7 +245,11 @@ mod fake {
     }
 
     impl ValueCipher for FakeCipher {
-        fn open<'a>(&'a self, message: &'a [u8]) -> CipherFuture<'a, Result<Opened, Verdict>> {
+        fn open<'a>(
+            &'a self,
+            message: &'a [u8],
+            expected: &'a EncryptionContext,
+        ) -> CipherFuture<'a, Result<Opened, Verdict>> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 let (key, context, plaintext) = fields(message).ok_or(Verdict::IntegrityFailed)?;
@@ -248,6 +258,9 @@ mod fake {
                 }
                 if self.unavailable.load(Ordering::SeqCst) {
                     return Err(Verdict::KeyUnavailable);
+                }
+                if !context_matches(expected, &context) {
+                    return Err(Verdict::IntegrityFailed);
                 }
                 Ok(Opened {
                     context,

@@ -7,12 +7,13 @@
 //! one judge ([`cipher::judge`]); the AWS Encryption SDK itself sits behind [`cipher::ValueCipher`].
 //!
 //! Modules: [`table`] (the typed table configuration and the SQL built from it), [`conn`] (connection strings and
-//! passwords), [`cipher`] (the cipher trait and the judge), [`scan`] (keyset pagination), [`audit`].
+//! passwords), [`cipher`] (the cipher trait and the judge), [`esdk`] (the AWS Encryption SDK cipher), [`scan`] (keyset pagination), [`audit`].
 #![warn(missing_docs)]
 
 pub mod audit;
 pub mod cipher;
 pub mod conn;
+pub mod esdk;
 pub mod metrics;
 pub mod scan;
 pub mod table;
@@ -20,6 +21,7 @@ pub mod table;
 pub use audit::{AuditConfig, AuditReport, audit};
 pub use cipher::{Stored, ValueCipher};
 pub use conn::{Credentials, connect};
+pub use esdk::EsdkCipher;
 pub use scan::BoundTable;
 pub use table::{ContextTemplate, Encoding, ProtectedColumn, SqlTable};
 
