@@ -116,6 +116,39 @@ impl LocalAurora {
         &self.passfile
     }
 
+    /// A connection to `url` (the primary or the replica) as the `app` role, its password from the password file.
+    pub async fn connect(&self, url: &str) -> Result<tokio_postgres::Client> {
+        ddbguard_sql::connect(url, &ddbguard_sql::Credentials::passfile(&self.passfile))
+            .await
+            .with_context(|| format!("connecting to {url}"))
+    }
+
+    /// Waits until the standby has replayed everything the primary wrote so far.
+    pub async fn wait_replayed(&self, timeout: Duration) -> Result<()> {
+        let primary = self.connect(&self.primary).await?;
+        let replica = self.connect(&self.replica).await?;
+        let lsn: String = primary
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .context("reading the primary's WAL position")?
+            .get(0);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let caught_up: bool = replica
+                .query_one("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&lsn])
+                .await
+                .context("reading the standby's replay position")?
+                .get(0);
+            if caught_up {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the standby did not replay up to {lsn} within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Pauses (`true`) or resumes WAL replay on the standby.
     pub fn set_replay_paused(&self, paused: bool) -> Result<()> {
         let verb = if paused { "pause" } else { "resume" };

@@ -7,6 +7,10 @@
 //! `sql audit` exit codes, as `verify --until-caught-up`: 0 every verdict passes (and with `--compare-primary` no
 //! row is missing or different); 1 otherwise, or stopped early by a signal; 2 configuration, connection or schema
 //! errors.
+//!
+//! `sql backfill` runs on the primary (`[sql] primary`) and exits as `ddbguard backfill`: 0 finished, 1 values
+//! failed, 2 usage/config/connection, 3 values left after repeated conflicts, 130 interrupted. Progress goes to
+//! stderr as JSON lines; the report to stdout.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -26,6 +30,50 @@ pub enum SqlCommand {
     /// --compare-primary also report rows missing or different there. Prints a JSON summary; exit 0 when every
     /// verdict passed, 1 otherwise, 2 on config, connection or schema errors.
     Audit(SqlAuditArgs),
+    /// Encrypt a table's plaintext protected values on the primary: keyset pages, each write conditional on the
+    /// value read (a concurrent application write wins), resumable from a checkpoint table in the database,
+    /// rate-limited. Exit 0 finished, 1 values failed, 2 usage/config, 3 values left after repeated conflicts,
+    /// 130 interrupted.
+    Backfill(SqlBackfillArgs),
+}
+
+/// `ddbguard sql backfill` arguments.
+#[derive(Debug, Args)]
+pub struct SqlBackfillArgs {
+    #[command(flatten)]
+    pub config: crate::config::ConfigArgs,
+
+    /// The `name` of a `[[sql_tables]]` entry.
+    #[arg(long)]
+    pub table: String,
+
+    /// The job name, the key of its checkpoint (default `backfill-TABLE`); a finished job is not run again.
+    #[arg(long)]
+    pub job: Option<String>,
+
+    /// Rows per page (and per checkpoint).
+    #[arg(long, default_value_t = 500)]
+    pub page_size: i64,
+
+    /// Values encrypted and written at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+
+    /// Rows written per second (default: unlimited).
+    #[arg(long)]
+    pub rows_per_second: Option<f64>,
+
+    /// KMS requests per second (default: unlimited).
+    #[arg(long)]
+    pub kms_requests_per_second: Option<f64>,
+
+    /// Re-reads after a concurrent write before a value is left for a later run.
+    #[arg(long, default_value_t = 3)]
+    pub max_conflict_retries: u32,
+
+    /// Count the plaintext values; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `ddbguard sql audit` arguments.
@@ -64,6 +112,7 @@ pub struct SqlAuditArgs {
 pub async fn run(command: SqlCommand) -> anyhow::Result<ExitCode> {
     match command {
         SqlCommand::Audit(args) => run_audit(args).await,
+        SqlCommand::Backfill(args) => run_backfill(args).await,
     }
 }
 
@@ -162,4 +211,56 @@ async fn run_audit(args: SqlAuditArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+async fn run_backfill(args: SqlBackfillArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config.load()?;
+    let (sql, table) = config.sql_table(&args.table)?;
+    anyhow::ensure!(args.page_size > 0, "--page-size must be at least 1");
+    for (flag, rate) in [
+        ("--rows-per-second", args.rows_per_second),
+        ("--kms-requests-per-second", args.kms_requests_per_second),
+    ] {
+        anyhow::ensure!(
+            rate.is_none_or(|r| r > 0.0 && r.is_finite()),
+            "{flag} must be a positive number"
+        );
+    }
+    let cipher = cipher(table)?;
+    let credentials = Credentials::from_env(&|name| std::env::var(name).ok());
+    let primary = ddbguard_sql::connect(&sql.primary, &credentials).await?;
+    let bound = BoundTable::bind(&primary, &table.table).await?;
+    let backfill_config = ddbguard_sql::BackfillConfig {
+        job: args.job.unwrap_or_else(|| format!("backfill-{}", table.table.name)),
+        page_size: args.page_size,
+        concurrency: args.concurrency,
+        rows_per_second: args.rows_per_second,
+        kms_requests_per_second: args.kms_requests_per_second,
+        max_conflict_retries: args.max_conflict_retries,
+        dry_run: args.dry_run,
+        progress_interval: crate::progress::JSON_INTERVAL,
+    };
+    let job = backfill_config.job.clone();
+    let mut progress = move |counts: &ddbguard_sql::backfill::Counts| {
+        let line = serde_json::json!({ "progress": job, "counts": counts });
+        eprintln!("{line}");
+    };
+    tracing::info!(table = %table.table.name, job = %backfill_config.job, "sql backfill: starting");
+    let report = ddbguard_sql::backfill(
+        &primary,
+        &bound,
+        cipher.as_ref(),
+        &backfill_config,
+        &mut progress,
+        crate::signal::shutdown_signal("sql backfill: stopping after this page"),
+    )
+    .await?;
+    let mut value = serde_json::to_value(&report).context("cannot encode the report")?;
+    if let Some(object) = value.as_object_mut() {
+        object.insert("exit_code".into(), report.exit_code().into());
+    }
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &value).context("cannot write output")?;
+    std::io::Write::write_all(&mut out, b"\n").context("cannot write output")?;
+    Ok(ExitCode::from(report.exit_code()))
 }

@@ -7,10 +7,11 @@
 //! one judge ([`cipher::judge`]); the AWS Encryption SDK itself sits behind [`cipher::ValueCipher`].
 //!
 //! Modules: [`table`] (the typed table configuration and the SQL built from it), [`conn`] (connection strings and
-//! passwords), [`cipher`] (the cipher trait and the judge), [`esdk`] (the AWS Encryption SDK cipher), [`scan`] (keyset pagination), [`audit`].
+//! passwords), [`backfill`], [`cipher`] (the cipher trait and the judge), [`esdk`] (the AWS Encryption SDK cipher), [`scan`] (keyset pagination), [`audit`].
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod backfill;
 pub mod cipher;
 pub mod conn;
 pub mod esdk;
@@ -19,6 +20,7 @@ pub mod scan;
 pub mod table;
 
 pub use audit::{AuditConfig, AuditReport, audit};
+pub use backfill::{BackfillConfig, BackfillReport, backfill};
 pub use cipher::{Stored, ValueCipher};
 pub use conn::{Credentials, connect};
 pub use esdk::EsdkCipher;

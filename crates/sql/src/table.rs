@@ -226,10 +226,12 @@ impl Statements {
         select.push("md5(t::text)".into());
         let select = select.join(", ");
         let from = format!("{} AS t", table.quoted_name());
+        // Qualified with the alias: a bare name in ORDER BY would mean the `::text` output column of the same
+        // name, and the pages would follow text order while the WHERE compares in the column's own order.
         let key = table
             .primary_key
             .iter()
-            .map(|c| quote_ident(c))
+            .map(|c| format!("t.{}", quote_ident(c)))
             .collect::<Vec<_>>()
             .join(", ");
         let params = |first: usize| {
@@ -356,7 +358,7 @@ mod tests {
         assert_eq!(
             s.next_page,
             "SELECT \"id\"::text, \"tenant\"::text, \"ssn\"::text, \"scan\", md5(t::text) FROM \"public\".\"patients\" \
-             AS t WHERE (\"id\") > (CAST($2::text AS bigint)) ORDER BY \"id\" LIMIT $1"
+             AS t WHERE (t.\"id\") > (CAST($2::text AS bigint)) ORDER BY t.\"id\" LIMIT $1"
         );
         assert!(Statements::new(&t, &[]).is_err());
         let u = conditional_update(&t, &t.columns[1], &["bigint".into()]);

@@ -13,4 +13,5 @@ mod keys_kms;
 mod kms_mrk;
 mod local_env;
 mod quarantine;
+mod sql;
 mod verify;
