@@ -241,6 +241,12 @@ impl Decryptor {
         }
     }
 
+    /// Bytes held for the unit in progress (header, frame, footer): never more than the header or one frame (or
+    /// the non-framed body), whatever the message length.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Whether the header is parsed and the data key is needed ([`Decryptor::unlock`]) before more input.
     pub fn needs_key(&self) -> bool {
         matches!(self.state, State::Locked(_))
@@ -402,42 +408,59 @@ impl Decryptor {
     }
 
     fn push_header(&mut self, input: &[u8]) -> Result<usize, EsdkError> {
-        let room = self.options.max_buffer.saturating_sub(self.buf.len());
-        let take = room.min(input.len());
-        self.buf.extend_from_slice(&input[..take]);
-        match Header::parse(&self.buf) {
-            Ok(header) => {
-                let extra = self.buf.len() - header.len;
-                self.buf.truncate(header.len);
-                self.options.check_header(&header)?;
-                if self.structural {
-                    let public_key = verification_key(&header)?;
-                    self.state = State::Body(Box::new(Body {
-                        header,
-                        keys: None,
-                        digest: None,
-                        public_key,
-                        next_sequence: 1,
-                        frames: 0,
-                        plaintext_len: 0,
-                        held: Vec::new(),
-                    }));
-                    self.buf.clear();
-                    let used = take - extra;
-                    let mut sink = Vec::new();
-                    return Ok(used + self.push_inner(&input[used..], &mut sink)?);
-                }
-                self.state = State::Locked(Box::new(header));
-                Ok(take - extra)
+        // A header wholly in the input is copied alone, not the body after it.
+        let parsed = if self.buf.is_empty() {
+            Header::parse(input).ok()
+        } else {
+            None
+        };
+        let (header, used) = match parsed {
+            Some(header) => {
+                self.buf.extend_from_slice(&input[..header.len]);
+                let used = header.len;
+                (header, used)
             }
-            Err(EsdkError::Truncated { .. }) if self.buf.len() >= self.options.max_buffer => Err(EsdkError::TooLarge {
-                what: "header",
-                len: self.buf.len() as u64,
-                max: self.options.max_buffer as u64,
-            }),
-            Err(EsdkError::Truncated { .. }) => Ok(take),
-            Err(e) => Err(e),
+            None => {
+                let room = self.options.max_buffer.saturating_sub(self.buf.len());
+                let take = room.min(input.len());
+                self.buf.extend_from_slice(&input[..take]);
+                match Header::parse(&self.buf) {
+                    Ok(header) => {
+                        let extra = self.buf.len() - header.len;
+                        self.buf.truncate(header.len);
+                        (header, take - extra)
+                    }
+                    Err(EsdkError::Truncated { .. }) if self.buf.len() >= self.options.max_buffer => {
+                        return Err(EsdkError::TooLarge {
+                            what: "header",
+                            len: self.buf.len() as u64,
+                            max: self.options.max_buffer as u64,
+                        });
+                    }
+                    Err(EsdkError::Truncated { .. }) => return Ok(take),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        self.options.check_header(&header)?;
+        if !self.structural {
+            self.state = State::Locked(Box::new(header));
+            return Ok(used);
         }
+        let public_key = verification_key(&header)?;
+        self.state = State::Body(Box::new(Body {
+            header,
+            keys: None,
+            digest: None,
+            public_key,
+            next_sequence: 1,
+            frames: 0,
+            plaintext_len: 0,
+            held: Vec::new(),
+        }));
+        self.buf.clear();
+        let mut sink = Vec::new();
+        Ok(used + self.push_inner(&input[used..], &mut sink)?)
     }
 
     /// How long the next unit is, from its first bytes.

@@ -40,3 +40,6 @@ pub use error::{EsdkError, Part};
 pub use header::{ContentType, Header, MESSAGE_ID_LEN_V1, MESSAGE_ID_LEN_V2, serialize_context};
 pub use keyring::{DataKey, DecryptedDataKey, EncryptedDataKey, GeneratedDataKey, Keyring};
 pub use suite::{AlgorithmSuite, Kdf, SignatureAlgorithm};
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,7 @@
 mod audit;
 mod backfill;
 mod cli;
+mod esdk_interop;
 mod global_tables;
 mod hierarchy;
 mod keys_kms;

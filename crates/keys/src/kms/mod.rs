@@ -9,7 +9,8 @@
 //!   jittered backoff inside a budget ([`RetryPolicy`]) and counts calls ([`KmsCounters`], and the
 //!   `ddbguard_kms_requests_total{region,operation,outcome}` metric);
 //! - [`cache`]: [`KeyCache`], a bounded TTL cache of unwrapped intermediate keys;
-//! - [`keyring`]: [`MrkKeyring`] (`kms-mrk`) and [`MrkDiscoveryKeyring`] (`kms-mrk-discovery`);
+//! - [`keyring`]: [`MrkKeyring`] (`kms-mrk`) and [`MrkDiscoveryKeyring`] (`kms-mrk-discovery`), which are keyrings
+//!   of both the item format (`ddbguard_dbe::Keyring`) and the message format (`ddbguard_esdk::Keyring`);
 //! - [`check`]: [`check::check_keys`], the per-region state and round-trip matrix of `ddbguard keys check`;
 //! - `fake` (feature `fake`): an in-memory multi-region KMS and a fault-injecting wrapper for tests.
 
@@ -18,6 +19,7 @@ pub mod cache;
 pub mod check;
 mod dbe;
 pub mod error;
+mod esdk;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod governor;
