@@ -19,9 +19,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use ddbguard_sql::{AuditConfig, BoundTable, Credentials, ValueCipher};
+use ddbguard_esdk::{DecryptOptions, EncryptOptions};
+use ddbguard_keys::RawAesKeyring;
+use ddbguard_keys::kms::{MrkDiscoveryKeyring, MrkKeyring};
+use ddbguard_sql::{AuditConfig, BoundTable, Credentials, EsdkCipher, ValueCipher};
 
 use crate::config::{Config, KeyringSettings, SqlTableSettings};
+use crate::keyring::AwsContext;
 
 /// `ddbguard sql` subcommands.
 #[derive(Debug, Subcommand)]
@@ -141,22 +145,46 @@ async fn target<'c>(config: &'c Config, name: &str) -> anyhow::Result<Target<'c>
     })
 }
 
-/// The AWS Encryption SDK cipher of a table's keyring.
-///
-/// The keyrings of the message format (KMS MRK with the local replica, MRK discovery, raw AES) are those of
-/// `ddbguard-keys`; this build has none for the message format yet, so every kind is refused here with a clear
-/// message rather than judged with a stand-in.
-fn cipher(table: &SqlTableSettings) -> anyhow::Result<Arc<dyn ValueCipher>> {
-    let kind = match &table.keyring {
-        KeyringSettings::RawAes { .. } => "raw-aes",
-        KeyringSettings::KmsMrk { .. } => "kms-mrk",
-        KeyringSettings::KmsMrkDiscovery { .. } => "kms-mrk-discovery",
-        KeyringSettings::Hierarchy(_) => "hierarchy",
+/// The AWS Encryption SDK cipher of a table's keyring: `ddbguard-keys`' keyrings (the MRK keyring decrypts with
+/// the local replica), the SDKs' default commitment policy (non-committing suites are `policy_violation`), and
+/// 0x0578 framed messages for the backfill, as the official SDKs write by default.
+async fn cipher(config: &Config, table: &SqlTableSettings) -> anyhow::Result<Arc<dyn ValueCipher>> {
+    let aws = match table.keyring {
+        KeyringSettings::RawAes { .. } => None,
+        _ => Some(AwsContext::new(&crate::keyring::aws_settings(config).await?).await),
     };
-    anyhow::bail!(
-        "sql table {:?}: the {kind} keyring for AWS Encryption SDK messages is not available in this build",
-        table.table.name
-    )
+    let aws = || {
+        aws.as_ref()
+            .context("KMS keyrings need the AWS clients of the local region")
+    };
+    let (keyring, kms_requests): (Arc<dyn ddbguard_esdk::Keyring>, u32) = match &table.keyring {
+        KeyringSettings::RawAes { namespace, name, key } => (
+            Arc::new(RawAesKeyring::new(namespace.clone(), name.clone(), key.clone())),
+            0,
+        ),
+        KeyringSettings::KmsMrk { key_arn } => {
+            let aws = aws()?;
+            let keyring = MrkKeyring::new(&key_arn.to_string(), aws.local_kms()?, Some(aws.cache.clone()))?;
+            (Arc::new(keyring), 1)
+        }
+        KeyringSettings::KmsMrkDiscovery { filter } => {
+            let aws = aws()?;
+            let keyring = MrkDiscoveryKeyring::new(aws.local_kms()?, filter.clone(), Some(aws.cache.clone()))?;
+            (Arc::new(keyring), 1)
+        }
+        KeyringSettings::Hierarchy(_) => {
+            anyhow::bail!(
+                "sql table {:?}: the hierarchy keyring is not supported",
+                table.table.name
+            )
+        }
+    };
+    Ok(Arc::new(EsdkCipher::new(
+        keyring,
+        DecryptOptions::default(),
+        EncryptOptions::default(),
+        kms_requests,
+    )))
 }
 
 async fn run_audit(args: SqlAuditArgs) -> anyhow::Result<ExitCode> {
@@ -166,7 +194,7 @@ async fn run_audit(args: SqlAuditArgs) -> anyhow::Result<ExitCode> {
         .ok()
         .context("--recheck-seconds must be a number of seconds, 0 or more")?;
     anyhow::ensure!(args.page_size > 0, "--page-size must be at least 1");
-    let cipher = cipher(target.table)?;
+    let cipher = cipher(&config, target.table).await?;
     let metrics = match args.metrics_addr {
         Some(addr) => {
             let server = crate::audit::serve_metrics(addr).await?;
@@ -226,7 +254,7 @@ async fn run_backfill(args: SqlBackfillArgs) -> anyhow::Result<ExitCode> {
             "{flag} must be a positive number"
         );
     }
-    let cipher = cipher(table)?;
+    let cipher = cipher(&config, table).await?;
     let credentials = Credentials::from_env(&|name| std::env::var(name).ok());
     let primary = ddbguard_sql::connect(&sql.primary, &credentials).await?;
     let bound = BoundTable::bind(&primary, &table.table).await?;
