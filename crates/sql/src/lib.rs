@@ -7,17 +7,19 @@
 //! one judge ([`cipher::judge`]); the AWS Encryption SDK itself sits behind [`cipher::ValueCipher`].
 //!
 //! Modules: [`table`] (the typed table configuration and the SQL built from it), [`conn`] (connection strings and
-//! passwords), [`backfill`], [`cipher`] (the cipher trait and the judge), [`esdk`] (the AWS Encryption SDK cipher), [`scan`] (keyset pagination), [`audit`].
+//! passwords), [`backfill`], [`cipher`] (the cipher trait and the judge), [`esdk`] (the AWS Encryption SDK cipher), [`scan`] (keyset pagination), [`audit`], [`verify`] (incremental, full passes, [`canary`]), [`metrics`].
 #![warn(missing_docs)]
 
 pub mod audit;
 pub mod backfill;
+pub mod canary;
 pub mod cipher;
 pub mod conn;
 pub mod esdk;
 pub mod metrics;
 pub mod scan;
 pub mod table;
+pub mod verify;
 
 pub use audit::{AuditConfig, AuditReport, audit};
 pub use backfill::{BackfillConfig, BackfillReport, backfill};

@@ -66,10 +66,8 @@ impl BoundTable {
         for c in table.text_columns() {
             type_of(&c)?;
         }
-        if let Some(c) = &table.cursor_column {
-            type_of(c)?;
-        }
-        let statements = Statements::new(table, &key_types)?;
+        let cursor_type = table.cursor_column.as_deref().map(type_of).transpose()?;
+        let statements = Statements::new(table, &key_types, cursor_type.as_deref())?;
         Ok(BoundTable {
             table: table.clone(),
             key_types,
@@ -112,6 +110,36 @@ impl BoundTable {
             .await
             .map_err(|e| SqlError::query(&self.table.name, e))?;
         rows.iter().map(|r| self.decode(r)).collect()
+    }
+
+    /// The next page in (cursor, key) order after `after` (cursor value, key), with each row's cursor value;
+    /// `None` when the table has no cursor column.
+    pub async fn cursor_page(
+        &self,
+        client: &Client,
+        after: Option<&(String, Vec<String>)>,
+        limit: i64,
+    ) -> Result<Option<Vec<(ScannedRow, String)>>, SqlError> {
+        let (Some(first), Some(next)) = (&self.statements.by_cursor_first, &self.statements.by_cursor) else {
+            return Ok(None);
+        };
+        let rows = match after {
+            None => client.query(first, &[&limit]).await,
+            Some((cursor, key)) => {
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![&limit, cursor];
+                params.extend(key.iter().map(|k| k as &(dyn ToSql + Sync)));
+                client.query(next, &params).await
+            }
+        }
+        .map_err(|e| SqlError::query(&self.table.name, e))?;
+        let cursor_at = self.statements.text_columns.len() + self.table.columns.len() + 1;
+        rows.iter()
+            .map(|r| {
+                let cursor: String = r.try_get(cursor_at).map_err(|e| SqlError::query(&self.table.name, e))?;
+                Ok((self.decode(r)?, cursor))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     fn decode(&self, row: &Row) -> Result<ScannedRow, SqlError> {

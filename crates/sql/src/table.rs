@@ -197,6 +197,11 @@ pub struct Statements {
     pub upto: String,
     /// Rows after a key (exclusive), `$1…$n`.
     pub after: String,
+    /// With a cursor column: the next page in (cursor, key) order, `$1` the limit, `$2` the last cursor value,
+    /// `$3…` the last key; the cursor value as text is the row's last column.
+    pub by_cursor: Option<String>,
+    /// With a cursor column: the first page in (cursor, key) order, `$1` the limit.
+    pub by_cursor_first: Option<String>,
     /// Number of text columns first in each row (see [`SqlTable::text_columns`]); the protected columns follow,
     /// then a digest of the whole row.
     pub text_columns: Vec<String>,
@@ -204,7 +209,7 @@ pub struct Statements {
 
 impl Statements {
     /// Builds the statements; `key_types` are the key columns' PostgreSQL types (as `format_type` prints them).
-    pub fn new(table: &SqlTable, key_types: &[String]) -> Result<Statements, SqlError> {
+    pub fn new(table: &SqlTable, key_types: &[String], cursor_type: Option<&str>) -> Result<Statements, SqlError> {
         if key_types.len() != table.primary_key.len() {
             return Err(SqlError::Schema {
                 table: table.name.clone(),
@@ -243,7 +248,24 @@ impl Statements {
                 .join(", ")
         };
         let n = key_types.len();
+        let cursor = table
+            .cursor_column
+            .as_deref()
+            .zip(cursor_type)
+            .map(|(c, ty)| (format!("t.{}", quote_ident(c)), ty));
+        let by_cursor = cursor.as_ref().map(|(c, ty)| {
+            format!(
+                "SELECT {select}, {c}::text FROM {from} WHERE {c} IS NOT NULL AND ({c}, {key}) > (CAST($2::text AS \
+                 {ty}), {}) ORDER BY {c}, {key} LIMIT $1",
+                params(3)
+            )
+        });
+        let by_cursor_first = cursor.as_ref().map(|(c, _)| {
+            format!("SELECT {select}, {c}::text FROM {from} WHERE {c} IS NOT NULL ORDER BY {c}, {key} LIMIT $1")
+        });
         Ok(Statements {
+            by_cursor,
+            by_cursor_first,
             first_page: format!("SELECT {select} FROM {from} ORDER BY {key} LIMIT $1"),
             next_page: format!(
                 "SELECT {select} FROM {from} WHERE ({key}) > ({}) ORDER BY {key} LIMIT $1",
@@ -354,13 +376,13 @@ mod tests {
         assert_eq!(t.quoted_name(), "\"public\".\"patients\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(t.text_columns(), ["id", "tenant"]);
-        let s = Statements::new(&t, &["bigint".into()]).unwrap();
+        let s = Statements::new(&t, &["bigint".into()], None).unwrap();
         assert_eq!(
             s.next_page,
             "SELECT \"id\"::text, \"tenant\"::text, \"ssn\"::text, \"scan\", md5(t::text) FROM \"public\".\"patients\" \
              AS t WHERE (t.\"id\") > (CAST($2::text AS bigint)) ORDER BY t.\"id\" LIMIT $1"
         );
-        assert!(Statements::new(&t, &[]).is_err());
+        assert!(Statements::new(&t, &[], None).is_err());
         let u = conditional_update(&t, &t.columns[1], &["bigint".into()]);
         assert_eq!(
             u,

@@ -218,6 +218,49 @@ async fn audit_gives_each_row_on_the_standby_its_verdict() {
     assert_eq!((cmp.missing_on_secondary, report.rows), (0, 7), "{report:?}");
 }
 
+#[tokio::test]
+async fn canary_goes_missing_while_replay_is_paused_and_comes_back_after_resume() {
+    use ddbguard_sql::canary;
+    let env = LocalAurora::shared();
+    let primary = env.connect(env.primary()).await.unwrap();
+    let replica = env.connect(env.replica()).await.unwrap();
+    let writer = FakeCipher::new(MRK_US);
+    let reader = FakeCipher::new(MRK_AP);
+    canary::ensure_table(&primary).await.unwrap();
+    let mut watch = canary::Watch::new("us-east-1", Duration::from_secs(1));
+
+    canary::write(&primary, &writer, "us-east-1").await.unwrap();
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+    let seen = canary::read(&replica, &reader, "us-east-1").await.unwrap();
+    assert_eq!(seen.as_ref().map(|s| s.verdict), Some(Verdict::Ok), "{seen:?}");
+    assert!(!watch.observe(seen.as_ref()), "{seen:?}");
+
+    env.set_replay_paused(true).unwrap();
+    let paused = async {
+        for _ in 0..3 {
+            canary::write(&primary, &writer, "us-east-1").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        let seen = canary::read(&replica, &reader, "us-east-1").await.unwrap();
+        assert_eq!(seen.as_ref().map(|s| s.seq), Some(1), "replay is paused: {seen:?}");
+        assert!(watch.observe(seen.as_ref()), "the canary is overdue: {seen:?}");
+    }
+    .await;
+    env.set_replay_paused(false).unwrap();
+    let () = paused;
+    canary::write(&primary, &writer, "us-east-1").await.unwrap();
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+    let seen = canary::read(&replica, &reader, "us-east-1").await.unwrap();
+    assert_eq!(seen.as_ref().map(|s| s.seq), Some(5), "{seen:?}");
+    assert!(!watch.observe(seen.as_ref()), "back after resume: {seen:?}");
+
+    // The replica key disabled: the canary arrives but does not decrypt, which is missing too.
+    reader.set_unavailable(true);
+    let seen = canary::read(&replica, &reader, "us-east-1").await.unwrap();
+    assert_eq!(seen.as_ref().map(|s| s.verdict), Some(Verdict::KeyUnavailable));
+    assert!(watch.observe(seen.as_ref()));
+}
+
 fn esdk_cipher() -> EsdkCipher {
     EsdkCipher::new(
         Arc::new(FakeKeyring::new("aws-kms", "mrk", [9; 32])),
