@@ -39,6 +39,50 @@ pub enum SqlCommand {
     /// rate-limited. Exit 0 finished, 1 values failed, 2 usage/config, 3 values left after repeated conflicts,
     /// 130 interrupted.
     Backfill(SqlBackfillArgs),
+    /// Verify a table continuously on the local region's reader: rows changed since the last read (by the
+    /// table's `cursor_column`), a full pass every --full-pass-seconds, and canaries (written on the primary by
+    /// the home region's verifier, read here). Serves /metrics with --metrics-addr; runs until SIGTERM/SIGINT,
+    /// then prints a JSON summary.
+    Verify(SqlVerifyArgs),
+}
+
+/// `ddbguard sql verify` arguments.
+#[derive(Debug, Args)]
+pub struct SqlVerifyArgs {
+    #[command(flatten)]
+    pub config: crate::config::ConfigArgs,
+
+    /// The `name` of a `[[sql_tables]]` entry.
+    #[arg(long)]
+    pub table: String,
+
+    /// Seconds between two incremental reads (and canary checks).
+    #[arg(long, default_value_t = 5.0)]
+    pub poll_seconds: f64,
+
+    /// Seconds between two full passes; 0: only the first.
+    #[arg(long, default_value_t = 86_400.0)]
+    pub full_pass_seconds: f64,
+
+    /// Seconds between two canaries written on the primary (home region only).
+    #[arg(long, default_value_t = 10.0)]
+    pub canary_interval_seconds: f64,
+
+    /// A canary older than this many seconds is missing.
+    #[arg(long, default_value_t = 60.0)]
+    pub canary_overdue_seconds: f64,
+
+    /// Rows per page.
+    #[arg(long, default_value_t = 500)]
+    pub page_size: i64,
+
+    /// Values judged at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+
+    /// Serve /metrics (Prometheus) here.
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// `ddbguard sql backfill` arguments.
@@ -117,6 +161,7 @@ pub async fn run(command: SqlCommand) -> anyhow::Result<ExitCode> {
     match command {
         SqlCommand::Audit(args) => run_audit(args).await,
         SqlCommand::Backfill(args) => run_backfill(args).await,
+        SqlCommand::Verify(args) => run_verify(args).await,
     }
 }
 
@@ -291,4 +336,64 @@ async fn run_backfill(args: SqlBackfillArgs) -> anyhow::Result<ExitCode> {
     serde_json::to_writer_pretty(&mut out, &value).context("cannot write output")?;
     std::io::Write::write_all(&mut out, b"\n").context("cannot write output")?;
     Ok(ExitCode::from(report.exit_code()))
+}
+
+fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .with_context(|| format!("{flag} must be a number of seconds, 0 or more"))
+}
+
+async fn run_verify(args: SqlVerifyArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config.load()?;
+    let target = target(&config, &args.table).await?;
+    let (sql, _) = config.sql_table(&args.table)?;
+    let home_region = sql.home_region.clone().unwrap_or_else(|| target.region.clone());
+    anyhow::ensure!(args.page_size > 0, "--page-size must be at least 1");
+    let full_pass = seconds("--full-pass-seconds", args.full_pass_seconds)?;
+    let verify_config = ddbguard_sql::verify::VerifyConfig {
+        region: target.region.clone(),
+        home_region: home_region.clone(),
+        poll_interval: seconds("--poll-seconds", args.poll_seconds)?,
+        full_pass_every: (!full_pass.is_zero()).then_some(full_pass),
+        canary_interval: seconds("--canary-interval-seconds", args.canary_interval_seconds)?,
+        canary_overdue_after: seconds("--canary-overdue-seconds", args.canary_overdue_seconds)?,
+        page_size: args.page_size,
+        concurrency: args.concurrency,
+    };
+    let cipher = cipher(&config, target.table).await?;
+    let metrics = match args.metrics_addr {
+        Some(addr) => {
+            let server = crate::audit::serve_metrics(addr).await?;
+            ddbguard_sql::metrics::describe();
+            Some(server)
+        }
+        None => None,
+    };
+    let credentials = Credentials::from_env(&|name| std::env::var(name).ok());
+    let reader = ddbguard_sql::connect(&target.reader, &credentials).await?;
+    let primary = if target.region == home_region {
+        Some(ddbguard_sql::connect(&target.primary, &credentials).await?)
+    } else {
+        None
+    };
+    let bound = BoundTable::bind(&reader, &target.table.table).await?;
+    tracing::info!(table = %target.table.table.name, region = %target.region, %home_region, "sql verify: starting");
+    let report = ddbguard_sql::verify::run(
+        &reader,
+        primary.as_ref(),
+        &bound,
+        cipher.as_ref(),
+        &verify_config,
+        crate::signal::shutdown_signal("sql verify: stopping"),
+    )
+    .await;
+    if let Some(server) = metrics {
+        server.abort();
+    }
+    let report = report?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &report).context("cannot write output")?;
+    std::io::Write::write_all(&mut out, b"\n").context("cannot write output")?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -451,3 +451,158 @@ async fn backfill_encrypts_5000_rows_under_a_concurrent_writer_and_resumes_after
     .unwrap();
     assert!(again.already_finished);
 }
+
+/// The raw AES key of the binary's tests (bytes 0..=31), base64.
+const RAW_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn binary_config(env: &LocalAurora, table: &str, region: &str) -> String {
+    format!(
+        r#"
+[aws]
+region = "{region}"
+
+[sql]
+primary = "{primary}"
+home_region = "us-east-1"
+[sql.replicas]
+"ap-southeast-2" = "{replica}"
+
+[[sql_tables]]
+name = "{table}"
+primary_key = ["id"]
+[sql_tables.columns]
+ssn = {{ encoding = "base64" }}
+scan = {{ encoding = "bytea" }}
+[sql_tables.encryption_context]
+table = "patients"
+column = "{{column}}"
+id = "{{row.id}}"
+[sql_tables.keyring]
+kind = "raw-aes"
+key_namespace = "ops"
+key_name = "aurora"
+key_base64 = "{RAW_KEY}"
+"#,
+        primary = env.primary(),
+        replica = env.replica(),
+    )
+}
+
+#[tokio::test]
+async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
+    const ROWS: i64 = 2_000;
+    let env = LocalAurora::shared();
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    primary
+        .execute(
+            &format!("INSERT INTO {name} SELECT g, 'ssn-' || g, NULL FROM generate_series(1, $1::bigint) g"),
+            &[&ROWS],
+        )
+        .await
+        .unwrap();
+    let passfile = env.passfile().to_str().unwrap().to_owned();
+    let home = binary_config(env, &name, "us-east-1");
+    let job = unique("job");
+    let backfill_args = [
+        "sql",
+        "backfill",
+        "--table",
+        &name,
+        "--job",
+        &job,
+        "--page-size",
+        "100",
+        "--rows-per-second",
+        "1000",
+    ];
+
+    // Killed with SIGKILL once some pages are checkpointed.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ddbguard"))
+        .args(backfill_args)
+        .env("DDBGUARD_CONFIG_TOML", &home)
+        .env("PGPASSFILE", &passfile)
+        .env("DDBGUARD_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let saved = primary
+            .query_opt(
+                "SELECT rows_scanned FROM ddbguard_backfill_checkpoints WHERE job = $1",
+                &[&job],
+            )
+            .await;
+        if let Ok(Some(row)) = saved
+            && row.get::<_, i64>(0) >= 300
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint after two minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backfill ended before it was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Restarted: resumes and finishes.
+    let run = crate::cli::ddbguard_with_env(
+        &backfill_args,
+        "",
+        &[("DDBGUARD_CONFIG_TOML", &home), ("PGPASSFILE", &passfile)],
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    let report = run.json();
+    assert_eq!(report["resumed"], true, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(report["rows_scanned"].as_u64().unwrap() < ROWS as u64, "{report}");
+
+    // The standby: every value decrypts with the key and is bound to its row.
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+    let replica_config = binary_config(env, &name, "ap-southeast-2");
+    let audit = ["sql", "audit", "--table", &name, "--compare-primary"];
+    let run = crate::cli::ddbguard_with_env(
+        &audit,
+        "",
+        &[("DDBGUARD_CONFIG_TOML", &replica_config), ("PGPASSFILE", &passfile)],
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    let report = run.json();
+    assert_eq!(report["by_verdict"]["ok"], ROWS, "{report}");
+    assert_eq!(report["compare_primary"]["missing_on_secondary"], 0, "{report}");
+
+    // A plaintext row written afterwards fails the audit with exit 1.
+    primary
+        .execute(
+            &format!("INSERT INTO {name} VALUES ($1, 'plain', NULL)"),
+            &[&(ROWS + 1)],
+        )
+        .await
+        .unwrap();
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+    let run = crate::cli::ddbguard_with_env(
+        &audit,
+        "",
+        &[("DDBGUARD_CONFIG_TOML", &replica_config), ("PGPASSFILE", &passfile)],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(run.json()["by_verdict"]["plaintext"], 1);
+
+    // Without the password file the connection is refused: exit 2, and the message names no password.
+    let run = crate::cli::ddbguard_with_env(
+        &audit,
+        "",
+        &[
+            ("DDBGUARD_CONFIG_TOML", &replica_config),
+            ("PGPASSFILE", "/nonexistent"),
+        ],
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(!run.stderr.contains("ddbguard-local"), "{run:#?}");
+}
