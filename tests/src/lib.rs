@@ -9,6 +9,8 @@
 //! SDK clients are built per test (never cached across tests): each `#[tokio::test]` has its own runtime, and an
 //! HTTP connection pool must not outlive the runtime that made it.
 
+pub mod aurora;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -20,6 +20,8 @@ pub enum BudgetKind {
     WriteCapacity,
     /// KMS requests per second.
     Kms,
+    /// Rows per second (the SQL backfill, where the database reports no consumed capacity).
+    Rows,
 }
 
 impl BudgetKind {
@@ -29,6 +31,7 @@ impl BudgetKind {
             BudgetKind::ReadCapacity => "read_capacity",
             BudgetKind::WriteCapacity => "write_capacity",
             BudgetKind::Kms => "kms",
+            BudgetKind::Rows => "rows",
         }
     }
 }

@@ -152,7 +152,7 @@ impl HealthSource for AuditMetrics {
 }
 
 /// Installs the Prometheus recorder and serves it on `addr` until the returned task is aborted.
-async fn serve_metrics(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub(crate) async fn serve_metrics(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let handle = crate::verify::prometheus_builder()?
         .install_recorder()
         .context("cannot install the Prometheus metrics recorder")?;

@@ -40,6 +40,7 @@ pub mod migrate;
 pub mod progress;
 pub mod quarantine;
 pub mod signal;
+pub mod sql;
 pub mod verify;
 
 /// Verify and migrate client-side encrypted DynamoDB Global Tables under KMS multi-Region keys.
@@ -89,6 +90,9 @@ pub enum Command {
     /// Migration files (`migrations/NNNN_name.toml`): status, plan (dry run), apply.
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
+    /// The Aurora Global Database side: PostgreSQL columns encrypted with the AWS Encryption SDK.
+    #[command(subcommand)]
+    Sql(sql::SqlCommand),
     /// Records `verify` quarantined (failing verdicts, with their stored image): list, show, replay.
     #[command(subcommand)]
     Quarantine(quarantine::QuarantineCommand),
@@ -231,6 +235,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Backfill(args) => backfill::run(args).await,
             Command::Migrate(command) => migrate::run(command).await,
             Command::Quarantine(command) => quarantine::run(command).await,
+            Command::Sql(command) => sql::run(command).await,
             Command::Health(args) => health::run(args).await,
             Command::Completions(args) => {
                 let mut out = io::stdout().lock();

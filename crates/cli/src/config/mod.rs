@@ -11,7 +11,7 @@
 //! can fix it without reading code.
 //!
 //! Modules: [`aws`] (`[aws]`), [`verify`] (`[verify]`), [`backfill`] (`[backfill]`), [`migration`] (migration
-//! files), [`tables`] (`[[tables]]`), [`keyring`]
+//! files), [`tables`] (`[[tables]]`), [`sql`] (`[sql]` and `[[sql_tables]]`), [`keyring`]
 //! (`[tables.keyring]`), [`expand`] (`${VAR}` substitution).
 
 pub mod aws;
@@ -19,6 +19,7 @@ pub mod backfill;
 pub mod expand;
 pub mod keyring;
 pub mod migration;
+pub mod sql;
 pub mod tables;
 pub mod verify;
 
@@ -32,6 +33,7 @@ pub use self::aws::{AwsSection, AwsSettings, DEFAULT_KMS_REQUESTS_PER_SECOND};
 pub use self::backfill::{BackfillSettings, Rate};
 pub use self::expand::ExpandError;
 pub use self::keyring::{HierarchySettings, KeyFiles, KeyringSettings};
+pub use self::sql::{SqlSettings, SqlTableSettings};
 pub use self::tables::TableSettings;
 pub use self::verify::{DEFAULT_LEASE_TABLE, VerifySettings, default_worker_id};
 
@@ -117,6 +119,8 @@ pub enum Location {
     Table(String),
     /// A top-level section such as `[aws]`.
     Section(&'static str),
+    /// The `[[sql_tables]]` entry with this `name`.
+    SqlTable(String),
 }
 
 impl fmt::Display for Location {
@@ -124,6 +128,7 @@ impl fmt::Display for Location {
         match self {
             Location::Table(name) => write!(f, "table {name:?}"),
             Location::Section(name) => write!(f, "[{name}]"),
+            Location::SqlTable(name) => write!(f, "sql table {name:?}"),
         }
     }
 }
@@ -137,6 +142,9 @@ pub struct RawConfig {
     pub backfill: Option<backfill::RawBackfill>,
     #[serde(default)]
     pub tables: Vec<tables::RawTable>,
+    pub sql: Option<sql::RawSql>,
+    #[serde(default)]
+    pub sql_tables: Vec<sql::RawSqlTable>,
 }
 
 /// The validated configuration.
@@ -152,6 +160,10 @@ pub struct Config {
     pub backfill: BackfillSettings,
     /// The `[[tables]]` entries, in file order, names unique.
     pub tables: Vec<TableSettings>,
+    /// The `[sql]` section, if any.
+    pub sql: Option<SqlSettings>,
+    /// The `[[sql_tables]]` entries, in file order, names unique.
+    pub sql_tables: Vec<SqlTableSettings>,
 }
 
 /// The `--config` flag, shared by every subcommand that reads the config.
@@ -191,7 +203,12 @@ impl Config {
         };
         let raw = Config::parse_raw(&origin, &text, env)?;
         let base = origin.base_dir();
-        let key_files: Vec<PathBuf> = raw.tables.iter().filter_map(|t| t.key_file(base)).collect();
+        let key_files: Vec<PathBuf> = raw
+            .tables
+            .iter()
+            .filter_map(|t| t.key_file(base))
+            .chain(raw.sql_tables.iter().filter_map(|t| t.key_file(base)))
+            .collect();
         let key_files = KeyFiles::read(key_files.iter().map(PathBuf::as_path));
         Config::validate(origin, raw, &key_files, default_worker_id())
     }
@@ -244,12 +261,36 @@ impl Config {
             }
             tables.push(settings);
         }
+        let sql = raw.sql.map(|s| SqlSettings::from_raw(&origin, s)).transpose()?;
+        let mut sql_tables: Vec<SqlTableSettings> = Vec::with_capacity(raw.sql_tables.len());
+        for table in raw.sql_tables {
+            let settings = SqlTableSettings::from_raw(&origin, table, origin.base_dir(), key_files)?;
+            if sql_tables.iter().any(|t| t.table.name == settings.table.name) {
+                return Err(ConfigError::Invalid {
+                    origin,
+                    location: Location::SqlTable(settings.table.name),
+                    field: "name".into(),
+                    message: "this table is configured twice".into(),
+                });
+            }
+            sql_tables.push(settings);
+        }
+        if sql.is_none() && !sql_tables.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin,
+                location: Location::Section("sql"),
+                field: "primary".into(),
+                message: "[[sql_tables]] need a [sql] section with the primary's connection string".into(),
+            });
+        }
         Ok(Config {
             origin,
             aws,
             verify,
             backfill,
             tables,
+            sql,
+            sql_tables,
         })
     }
 
@@ -257,6 +298,27 @@ impl Config {
     /// region chain's answer). Errors name the field when there is none.
     pub fn aws_settings(&self, from_chain: Option<String>) -> Result<AwsSettings, ConfigError> {
         self.aws.resolve(&self.origin, from_chain)
+    }
+
+    /// The `[sql]` section and the `[[sql_tables]]` entry named `name`.
+    pub fn sql_table(&self, name: &str) -> Result<(&SqlSettings, &SqlTableSettings), ConfigError> {
+        let table = self.sql_tables.iter().find(|t| t.table.name == name);
+        match (&self.sql, table) {
+            (Some(sql), Some(table)) => Ok((sql, table)),
+            _ => Err(ConfigError::UnknownTable {
+                origin: self.origin.clone(),
+                name: name.to_owned(),
+                known: if self.sql_tables.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.sql_tables
+                        .iter()
+                        .map(|t| t.table.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            }),
+        }
     }
 
     /// The settings of the table with this physical name.

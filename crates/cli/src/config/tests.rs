@@ -505,3 +505,78 @@ fn region_falls_back_to_the_chain_and_is_named_when_missing() {
         "{e}"
     );
 }
+
+const SQL: &str = r#"
+[sql]
+primary = "postgresql://app@primary.example:5432/app"
+home_region = "us-east-1"
+[sql.replicas]
+"ap-southeast-2" = "postgresql://app@reader.example:5432/app"
+
+[[sql_tables]]
+name = "patients"
+primary_key = ["id"]
+cursor_column = "updated_at"
+[sql_tables.columns]
+ssn = { encoding = "base64" }
+scan = { encoding = "bytea" }
+[sql_tables.encryption_context]
+table = "patients"
+column = "{column}"
+id = "{row.id}"
+[sql_tables.keyring]
+kind = "kms-mrk"
+key_arn = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"
+"#;
+
+#[test]
+fn sql_tables_are_typed() {
+    let config = Config::parse(Path::new("ddbguard.toml"), SQL).unwrap();
+    let (sql, table) = config.sql_table("patients").unwrap();
+    assert_eq!(
+        sql.reader_for("ap-southeast-2"),
+        Some("postgresql://app@reader.example:5432/app")
+    );
+    assert_eq!(table.table.primary_key, ["id"]);
+    let columns: Vec<_> = table
+        .table
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.encoding))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ("scan", ddbguard_sql::Encoding::Bytea),
+            ("ssn", ddbguard_sql::Encoding::Base64)
+        ]
+    );
+    assert_eq!(table.table.cursor_column.as_deref(), Some("updated_at"));
+    let row = [("id".to_owned(), Some("42".to_owned()))].into();
+    let ctx = table.table.expected_context("ssn", &row).unwrap();
+    assert_eq!(ctx["id"], "42");
+    assert_eq!(ctx["column"], "ssn");
+    assert!(matches!(table.keyring, KeyringSettings::KmsMrk { .. }));
+    assert!(config.sql_table("nope").unwrap_err().to_string().contains("patients"));
+}
+
+#[test]
+fn sql_config_errors_name_the_field() {
+    let e = err(&SQL.replace("app@primary", "app:pw@primary"));
+    assert!(e.contains("[sql]: field `primary`") && e.contains("password"), "{e}");
+    let e = err(&SQL.replace("\"base64\"", "\"hex\""));
+    assert!(
+        e.contains("sql table \"patients\": field `columns.ssn.encoding`"),
+        "{e}"
+    );
+    let e = err(&SQL.replace("{row.id}", "{row.ssn}"));
+    assert!(
+        e.contains("encryption_context.id") && e.contains("protected column"),
+        "{e}"
+    );
+    let e = err(&SQL.replace("table = \"patients\"", "aws-crypto-x = \"1\""));
+    assert!(e.contains("reserved"), "{e}");
+    let no_section = SQL.split("[[sql_tables]]").nth(1).unwrap();
+    let e = err(&format!("[[sql_tables]]{no_section}"));
+    assert!(e.contains("[sql]"), "{e}");
+}

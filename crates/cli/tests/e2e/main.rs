@@ -15,4 +15,5 @@ mod keys_kms;
 mod kms_mrk;
 mod local_env;
 mod quarantine;
+mod sql;
 mod verify;

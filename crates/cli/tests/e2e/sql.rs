@@ -1,0 +1,608 @@
+//! The SQL side against the local Aurora stand-in (`ddbguard_e2e::aurora`): a PostgreSQL primary and a read-only
+//! hot standby fed by streaming replication.
+//!
+//! - Rows written on the primary (clean, plaintext, under a single-region key, tampered, swapped between rows,
+//!   NULL) get their verdicts from the audit on the standby; a disabled replica key is `key_unavailable`; with
+//!   replay paused a new row is missing on the standby (`--compare-primary`) and found after resume.
+//! - The backfill encrypts 5,000 plaintext rows with real AWS Encryption SDK messages while an application
+//!   updates rows, is killed mid-run and resumed from its checkpoint, and every row decrypts to the value the
+//!   application wrote last.
+//!
+//! The library is driven directly (with the in-memory cipher and keyring): the binary's message-format keyrings
+//! come from `ddbguard-keys`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ddbguard_dbe::Verdict;
+use ddbguard_e2e::aurora::LocalAurora;
+use ddbguard_esdk::fake::FakeKeyring;
+use ddbguard_esdk::{DecryptOptions, EncryptOptions};
+use ddbguard_sql::cipher::{EncryptionContext, FakeCipher, Stored};
+use ddbguard_sql::table::ContextTemplate;
+use ddbguard_sql::{
+    AuditConfig, BackfillConfig, BoundTable, Encoding, EsdkCipher, ProtectedColumn, SqlTable, ValueCipher,
+};
+
+const MRK_US: &str = "arn:aws:kms:us-east-1:111122223333:key/mrk-0123456789abcdef0123456789abcdef";
+const MRK_AP: &str = "arn:aws:kms:ap-southeast-2:111122223333:key/mrk-0123456789abcdef0123456789abcdef";
+const SINGLE: &str = "arn:aws:kms:us-east-1:111122223333:key/11112222-3333-4444-5555-666677778888";
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn patients(name: &str) -> SqlTable {
+    SqlTable {
+        name: name.to_owned(),
+        primary_key: vec!["id".into()],
+        columns: vec![
+            ProtectedColumn {
+                name: "ssn".into(),
+                encoding: Encoding::Base64,
+            },
+            ProtectedColumn {
+                name: "scan".into(),
+                encoding: Encoding::Bytea,
+            },
+        ],
+        encryption_context: [("table", "patients"), ("column", "{column}"), ("id", "{row.id}")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), ContextTemplate::parse(v).unwrap()))
+            .collect(),
+        cursor_column: None,
+    }
+}
+
+fn context(column: &str, id: i64) -> EncryptionContext {
+    [
+        ("table", "patients".to_owned()),
+        ("column", column.to_owned()),
+        ("id", id.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn b64(message: Vec<u8>) -> String {
+    match Stored::encode(message, Encoding::Base64) {
+        Stored::Text(t) => t,
+        Stored::Bytes(_) => unreachable!(),
+    }
+}
+
+async fn create_table(client: &tokio_postgres::Client, name: &str) {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {name} (id bigint PRIMARY KEY, ssn text, scan bytea)"
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn audit_gives_each_row_on_the_standby_its_verdict() {
+    let env = LocalAurora::shared();
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    let clean = |id: i64, col: &str| FakeCipher::message(MRK_US, &context(col, id), b"123-45-6789");
+    let rows: Vec<(i64, Option<String>, Option<Vec<u8>>)> = vec![
+        (1, Some(b64(clean(1, "ssn"))), Some(clean(1, "scan"))),
+        (2, Some("123-45-6789".into()), None),
+        (
+            3,
+            Some(b64(FakeCipher::message(SINGLE, &context("ssn", 3), b"x"))),
+            None,
+        ),
+        (
+            4,
+            Some(b64({
+                let mut m = clean(4, "ssn");
+                m[12] ^= 0x10;
+                m
+            })),
+            None,
+        ),
+        // Row 1's ciphertext copied into row 5: decrypts, but bound to id 1.
+        (5, Some(b64(clean(1, "ssn"))), None),
+        (6, None, None),
+    ];
+    for (id, ssn, scan) in &rows {
+        primary
+            .execute(&format!("INSERT INTO {name} VALUES ($1, $2, $3)"), &[id, ssn, scan])
+            .await
+            .unwrap();
+    }
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+
+    let replica = env.connect(env.replica()).await.unwrap();
+    let write = replica
+        .execute(&format!("UPDATE {name} SET ssn = NULL WHERE id = 1"), &[])
+        .await
+        .unwrap_err();
+    assert!(write.to_string().contains("read-only") || format!("{write:?}").contains("read-only"));
+
+    let table = patients(&name);
+    let bound = BoundTable::bind(&replica, &table).await.unwrap();
+    let cipher = FakeCipher::new(MRK_AP);
+    let config = AuditConfig {
+        region: "ap-southeast-2".into(),
+        page_size: 2,
+        recheck_after: Duration::from_millis(200),
+        ..AuditConfig::default()
+    };
+    let report = ddbguard_sql::audit(
+        &replica,
+        Some(&primary),
+        &bound,
+        &cipher,
+        &config,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let verdicts: BTreeMap<(String, String), Verdict> = report
+        .findings
+        .iter()
+        .map(|f| ((f.key["id"].as_str().unwrap().to_owned(), f.column.clone()), f.verdict))
+        .collect();
+    let expect = |id: &str, col: &str| verdicts.get(&(id.to_owned(), col.to_owned())).copied();
+    assert_eq!(expect("1", "ssn"), None, "{report:?}");
+    assert_eq!(expect("2", "ssn"), Some(Verdict::Plaintext));
+    assert_eq!(expect("3", "ssn"), Some(Verdict::KeyNotMrk));
+    assert_eq!(expect("4", "ssn"), Some(Verdict::IntegrityFailed));
+    assert_eq!(expect("5", "ssn"), Some(Verdict::IntegrityFailed));
+    assert_eq!(report.rows, 6);
+    assert_eq!(report.records, 6, "five ssn values and one scan; NULLs are not values");
+    assert_eq!(report.nulls, 6);
+    assert_eq!(report.by_verdict[&Verdict::Ok], 2);
+    assert!(!report.passed);
+    let cmp = report.compare_primary.as_ref().unwrap();
+    assert_eq!((cmp.primary_rows, cmp.missing_on_secondary, cmp.different), (6, 0, 0));
+
+    // The ap-southeast-2 replica key disabled: nothing decrypts there.
+    cipher.set_unavailable(true);
+    let report = ddbguard_sql::audit(&replica, None, &bound, &cipher, &config, std::future::pending())
+        .await
+        .unwrap();
+    // Row 1's two values and the copy in row 5 (the key is needed before the context can be read); the
+    // tampered row 4 fails its integrity check first.
+    assert_eq!(report.by_verdict.get(&Verdict::KeyUnavailable), Some(&3), "{report:?}");
+    cipher.set_unavailable(false);
+
+    // Replay paused: a row written on the primary is missing on the standby, and arrives after resume.
+    env.set_replay_paused(true).unwrap();
+    let result = async {
+        primary
+            .execute(
+                &format!("INSERT INTO {name} VALUES (7, $1, NULL)"),
+                &[&b64(clean(7, "ssn"))],
+            )
+            .await
+            .unwrap();
+        let report = ddbguard_sql::audit(
+            &replica,
+            Some(&primary),
+            &bound,
+            &cipher,
+            &config,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            report.compare_primary.as_ref().unwrap().missing_on_secondary,
+            1,
+            "{report:?}"
+        );
+        assert!(!report.passed);
+    }
+    .await;
+    env.set_replay_paused(false).unwrap();
+    let () = result;
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+    let report = ddbguard_sql::audit(
+        &replica,
+        Some(&primary),
+        &bound,
+        &cipher,
+        &config,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let cmp = report.compare_primary.as_ref().unwrap();
+    assert_eq!((cmp.missing_on_secondary, report.rows), (0, 7), "{report:?}");
+}
+
+#[tokio::test]
+async fn canary_goes_missing_while_replay_is_paused_and_comes_back_after_resume() {
+    use ddbguard_sql::canary;
+    let env = LocalAurora::shared();
+    let primary = env.connect(env.primary()).await.unwrap();
+    let replica = env.connect(env.replica()).await.unwrap();
+    let writer = FakeCipher::new(MRK_US);
+    let reader = FakeCipher::new(MRK_AP);
+    canary::ensure_table(&primary).await.unwrap();
+    let mut watch = canary::Watch::new("us-east-1", Duration::from_secs(1));
+
+    canary::write(&primary, &writer, "us-east-1").await.unwrap();
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+    let seen = canary::read(&replica, &reader, "us-east-1").await.unwrap();
+    assert_eq!(seen.as_ref().map(|s| s.verdict), Some(Verdict::Ok), "{seen:?}");
+    assert!(!watch.observe(seen.as_ref()), "{seen:?}");
+
+    env.set_replay_paused(true).unwrap();
+    let paused = async {
+        for _ in 0..3 {
+            canary::write(&primary, &writer, "us-east-1").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        let seen = canary::read(&replica, &reader, "us-east-1").await.unwrap();
+        assert_eq!(seen.as_ref().map(|s| s.seq), Some(1), "replay is paused: {seen:?}");
+        assert!(watch.observe(seen.as_ref()), "the canary is overdue: {seen:?}");
+    }
+    .await;
+    env.set_replay_paused(false).unwrap();
+    let () = paused;
+    canary::write(&primary, &writer, "us-east-1").await.unwrap();
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+    let seen = canary::read(&replica, &reader, "us-east-1").await.unwrap();
+    assert_eq!(seen.as_ref().map(|s| s.seq), Some(5), "{seen:?}");
+    assert!(!watch.observe(seen.as_ref()), "back after resume: {seen:?}");
+
+    // The replica key disabled: the canary arrives but does not decrypt, which is missing too.
+    reader.set_unavailable(true);
+    let seen = canary::read(&replica, &reader, "us-east-1").await.unwrap();
+    assert_eq!(seen.as_ref().map(|s| s.verdict), Some(Verdict::KeyUnavailable));
+    assert!(watch.observe(seen.as_ref()));
+}
+
+fn esdk_cipher() -> EsdkCipher {
+    EsdkCipher::new(
+        Arc::new(FakeKeyring::new("aws-kms", "mrk", [9; 32])),
+        DecryptOptions::default(),
+        EncryptOptions::default(),
+        0,
+    )
+}
+
+#[tokio::test]
+async fn backfill_encrypts_5000_rows_under_a_concurrent_writer_and_resumes_after_a_kill() {
+    const ROWS: i64 = 5_000;
+    let env = LocalAurora::shared();
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    primary
+        .execute(
+            &format!("INSERT INTO {name} SELECT g, 'ssn-' || g, convert_to('scan-' || g, 'UTF8') FROM generate_series(1, $1::bigint) g"),
+            &[&ROWS],
+        )
+        .await
+        .unwrap();
+    let table = patients(&name);
+    let bound = BoundTable::bind(&primary, &table).await.unwrap();
+    let cipher = Arc::new(esdk_cipher());
+    let config = BackfillConfig {
+        job: unique("job"),
+        page_size: 200,
+        concurrency: 8,
+        progress_interval: Duration::from_secs(3600),
+        ..BackfillConfig::default()
+    };
+
+    // The application keeps writing new plaintext SSNs to random rows the whole time.
+    let writer_client = env.connect(env.primary()).await.unwrap();
+    let writer_table = name.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer_stop = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut last: BTreeMap<i64, String> = BTreeMap::new();
+        let mut n = 0u64;
+        while !writer_stop.load(std::sync::atomic::Ordering::SeqCst) {
+            n += 1;
+            let id = (n * 7919 % ROWS as u64) as i64 + 1;
+            let value = format!("app-{n}");
+            writer_client
+                .execute(
+                    &format!("UPDATE {writer_table} SET ssn = $1 WHERE id = $2"),
+                    &[&value, &id],
+                )
+                .await
+                .unwrap();
+            last.insert(id, value);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        last
+    });
+
+    // First run: killed after a while (the task and its connection dropped mid-page).
+    let started = Instant::now();
+    let first = {
+        let (primary, bound, cipher, config) = (
+            env.connect(env.primary()).await.unwrap(),
+            bound.clone(),
+            cipher.clone(),
+            config.clone(),
+        );
+        tokio::spawn(async move {
+            ddbguard_sql::backfill(
+                &primary,
+                &bound,
+                cipher.as_ref(),
+                &config,
+                &mut |_| {},
+                std::future::pending(),
+            )
+            .await
+        })
+    };
+    // Killed once a few pages are checkpointed, in the middle of the next.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let saved = primary
+            .query_opt(
+                "SELECT rows_scanned FROM ddbguard_backfill_checkpoints WHERE job = $1",
+                &[&config.job],
+            )
+            .await;
+        if let Ok(Some(row)) = saved
+            && row.get::<_, i64>(0) >= 600
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint after two minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.abort();
+    assert!(
+        first.await.unwrap_err().is_cancelled(),
+        "the first run finished before it could be killed"
+    );
+
+    // Restart: resumes from the checkpoint.
+    let report = ddbguard_sql::backfill(
+        &primary,
+        &bound,
+        cipher.as_ref(),
+        &config,
+        &mut |_| {},
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let last_written = writer.await.unwrap();
+    eprintln!(
+        "sql backfill: {} rows, resumed run {:?} in {:.1}s (both runs {:.1}s), {} application writes",
+        ROWS,
+        report.counts,
+        report.elapsed_seconds,
+        started.elapsed().as_secs_f64(),
+        last_written.len()
+    );
+    assert!(report.resumed);
+    assert!(
+        report.counts.rows_scanned < ROWS as u64,
+        "resumed, not started over: {report:?}"
+    );
+    assert_eq!(report.exit_code(), 0, "{report:?}");
+
+    // Rows the application wrote after the scan passed them are plaintext again: a second job catches them.
+    let second = BackfillConfig {
+        job: unique("job"),
+        ..config.clone()
+    };
+    let report = ddbguard_sql::backfill(
+        &primary,
+        &bound,
+        cipher.as_ref(),
+        &second,
+        &mut |_| {},
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.exit_code(), 0, "{report:?}");
+    assert_eq!(report.counts.rows_scanned, ROWS as u64);
+
+    // Every value is a message that decrypts, bound to its row, to what the application wrote last.
+    let rows = primary
+        .query(&format!("SELECT id, ssn, scan FROM {name} ORDER BY id"), &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), ROWS as usize);
+    for row in rows {
+        let id: i64 = row.get(0);
+        let ssn = Stored::Text(row.get(1));
+        let scan = Stored::Bytes(row.get(2));
+        let want = last_written.get(&id).cloned().unwrap_or_else(|| format!("ssn-{id}"));
+        let bytes = ssn.message_bytes().unwrap();
+        let opened = cipher
+            .open(&bytes, &context("ssn", id))
+            .await
+            .unwrap_or_else(|v| panic!("row {id} ssn: {v}"));
+        assert_eq!(
+            String::from_utf8_lossy(&opened.plaintext),
+            want,
+            "row {id}: a write was lost"
+        );
+        let bytes = scan.message_bytes().unwrap();
+        let opened = cipher
+            .open(&bytes, &context("scan", id))
+            .await
+            .unwrap_or_else(|v| panic!("row {id} scan: {v}"));
+        assert_eq!(&opened.plaintext[..], format!("scan-{id}").as_bytes());
+    }
+    // The finished job is not run again.
+    let again = ddbguard_sql::backfill(
+        &primary,
+        &bound,
+        cipher.as_ref(),
+        &second,
+        &mut |_| {},
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    assert!(again.already_finished);
+}
+
+/// The raw AES key of the binary's tests (bytes 0..=31), base64.
+const RAW_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn binary_config(env: &LocalAurora, table: &str, region: &str) -> String {
+    format!(
+        r#"
+[aws]
+region = "{region}"
+
+[sql]
+primary = "{primary}"
+home_region = "us-east-1"
+[sql.replicas]
+"ap-southeast-2" = "{replica}"
+
+[[sql_tables]]
+name = "{table}"
+primary_key = ["id"]
+[sql_tables.columns]
+ssn = {{ encoding = "base64" }}
+scan = {{ encoding = "bytea" }}
+[sql_tables.encryption_context]
+table = "patients"
+column = "{{column}}"
+id = "{{row.id}}"
+[sql_tables.keyring]
+kind = "raw-aes"
+key_namespace = "ops"
+key_name = "aurora"
+key_base64 = "{RAW_KEY}"
+"#,
+        primary = env.primary(),
+        replica = env.replica(),
+    )
+}
+
+#[tokio::test]
+async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
+    const ROWS: i64 = 2_000;
+    let env = LocalAurora::shared();
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    primary
+        .execute(
+            &format!("INSERT INTO {name} SELECT g, 'ssn-' || g, NULL FROM generate_series(1, $1::bigint) g"),
+            &[&ROWS],
+        )
+        .await
+        .unwrap();
+    let passfile = env.passfile().to_str().unwrap().to_owned();
+    let home = binary_config(env, &name, "us-east-1");
+    let job = unique("job");
+    let backfill_args = [
+        "sql",
+        "backfill",
+        "--table",
+        &name,
+        "--job",
+        &job,
+        "--page-size",
+        "100",
+        "--rows-per-second",
+        "1000",
+    ];
+
+    // Killed with SIGKILL once some pages are checkpointed.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ddbguard"))
+        .args(backfill_args)
+        .env("DDBGUARD_CONFIG_TOML", &home)
+        .env("PGPASSFILE", &passfile)
+        .env("DDBGUARD_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let saved = primary
+            .query_opt(
+                "SELECT rows_scanned FROM ddbguard_backfill_checkpoints WHERE job = $1",
+                &[&job],
+            )
+            .await;
+        if let Ok(Some(row)) = saved
+            && row.get::<_, i64>(0) >= 300
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint after two minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backfill ended before it was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Restarted: resumes and finishes.
+    let run = crate::cli::ddbguard_with_env(
+        &backfill_args,
+        "",
+        &[("DDBGUARD_CONFIG_TOML", &home), ("PGPASSFILE", &passfile)],
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    let report = run.json();
+    assert_eq!(report["resumed"], true, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(report["rows_scanned"].as_u64().unwrap() < ROWS as u64, "{report}");
+
+    // The standby: every value decrypts with the key and is bound to its row.
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+    let replica_config = binary_config(env, &name, "ap-southeast-2");
+    let audit = ["sql", "audit", "--table", &name, "--compare-primary"];
+    let run = crate::cli::ddbguard_with_env(
+        &audit,
+        "",
+        &[("DDBGUARD_CONFIG_TOML", &replica_config), ("PGPASSFILE", &passfile)],
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    let report = run.json();
+    assert_eq!(report["by_verdict"]["ok"], ROWS, "{report}");
+    assert_eq!(report["compare_primary"]["missing_on_secondary"], 0, "{report}");
+
+    // A plaintext row written afterwards fails the audit with exit 1.
+    primary
+        .execute(
+            &format!("INSERT INTO {name} VALUES ($1, 'plain', NULL)"),
+            &[&(ROWS + 1)],
+        )
+        .await
+        .unwrap();
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+    let run = crate::cli::ddbguard_with_env(
+        &audit,
+        "",
+        &[("DDBGUARD_CONFIG_TOML", &replica_config), ("PGPASSFILE", &passfile)],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(run.json()["by_verdict"]["plaintext"], 1);
+
+    // Without the password file the connection is refused: exit 2, and the message names no password.
+    let run = crate::cli::ddbguard_with_env(
+        &audit,
+        "",
+        &[
+            ("DDBGUARD_CONFIG_TOML", &replica_config),
+            ("PGPASSFILE", "/nonexistent"),
+        ],
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(!run.stderr.contains("ddbguard-local"), "{run:#?}");
+}

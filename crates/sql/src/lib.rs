@@ -1,0 +1,73 @@
+//! The SQL side of ddbguard: Aurora Global Database (PostgreSQL) columns encrypted client-side with the AWS
+//! Encryption SDK under a KMS multi-Region key.
+//!
+//! The same two promises as on DynamoDB — every row replicates, and every protected value decrypts with the local
+//! replica of the key — checked on a region's reader: [`audit`] (one pass, optionally compared with the primary),
+//! and backfill of plaintext columns on the primary. Every protected value gets one [`ddbguard_dbe::Verdict`] from
+//! one judge ([`cipher::judge`]); the AWS Encryption SDK itself sits behind [`cipher::ValueCipher`].
+//!
+//! Modules: [`table`] (the typed table configuration and the SQL built from it), [`conn`] (connection strings and
+//! passwords), [`backfill`], [`cipher`] (the cipher trait and the judge), [`esdk`] (the AWS Encryption SDK cipher), [`scan`] (keyset pagination), [`audit`], [`verify`] (incremental, full passes, [`canary`]), [`metrics`].
+#![warn(missing_docs)]
+
+pub mod audit;
+pub mod backfill;
+pub mod canary;
+pub mod cipher;
+pub mod conn;
+pub mod esdk;
+pub mod metrics;
+pub mod scan;
+pub mod table;
+pub mod verify;
+
+pub use audit::{AuditConfig, AuditReport, audit};
+pub use backfill::{BackfillConfig, BackfillReport, backfill};
+pub use cipher::{Stored, ValueCipher};
+pub use conn::{Credentials, connect};
+pub use esdk::EsdkCipher;
+pub use scan::BoundTable;
+pub use table::{ContextTemplate, Encoding, ProtectedColumn, SqlTable};
+
+/// A failure of the SQL side: the database refused or failed, or the table does not match its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The connection could not be made (the target is shown without any password).
+    #[error("cannot connect to {target}: {message}")]
+    Connect {
+        /// The connection string, redacted.
+        target: String,
+        /// Why.
+        message: String,
+    },
+    /// The table in the database does not match the configuration.
+    #[error("table {table:?}: {message}")]
+    Schema {
+        /// The configured table name.
+        table: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A statement failed.
+    #[error("table {table:?}: {message}")]
+    Query {
+        /// The table the statement was for.
+        table: String,
+        /// The database's message (statements carry values as parameters, so it holds no column value).
+        message: String,
+    },
+}
+
+impl SqlError {
+    pub(crate) fn query(table: &str, e: tokio_postgres::Error) -> SqlError {
+        // `Display` of a database error is its message only; the detail (which could quote a value) is left out.
+        let message = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        };
+        SqlError::Query {
+            table: table.to_owned(),
+            message,
+        }
+    }
+}
