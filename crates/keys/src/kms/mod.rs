@@ -10,6 +10,7 @@
 //!   `ddbguard_kms_requests_total{region,operation,outcome}` metric);
 //! - [`cache`]: [`KeyCache`], a bounded TTL cache of unwrapped intermediate keys;
 //! - [`keyring`]: [`MrkKeyring`] (`kms-mrk`) and [`MrkDiscoveryKeyring`] (`kms-mrk-discovery`);
+//! - [`ddbec`]: [`DirectKmsProvider`], the legacy DynamoDB Encryption Client's direct KMS provider;
 //! - [`check`]: [`check::check_keys`], the per-region state and round-trip matrix of `ddbguard keys check`;
 //! - `fake` (feature `fake`): an in-memory multi-region KMS and a fault-injecting wrapper for tests.
 
@@ -17,6 +18,7 @@ pub mod api;
 pub mod cache;
 pub mod check;
 mod dbe;
+pub mod ddbec;
 pub mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -25,6 +27,7 @@ pub mod keyring;
 
 pub use api::{DataKey, EncryptionContext, KeyDescription, KmsApi, KmsFuture, ReEncryptRequest, SdkKms, WrappedKey};
 pub use cache::KeyCache;
+pub use ddbec::DirectKmsProvider;
 pub use error::{KmsError, KmsErrorKind, Operation, UnavailableReason};
 pub use governor::{GovernedKms, KmsCounters, RateLimiter, RetryPolicy};
 pub use keyring::{DiscoveryFilter, EdkRef, GeneratedIkm, Ikm, KmsKeyringError, MrkDiscoveryKeyring, MrkKeyring};
