@@ -6,8 +6,12 @@
 //!
 //! Order of checks, first failure wins:
 //!
-//! 1. Neither `aws_dbe_head` nor `aws_dbe_foot`: `legacy_format` for `*amzn-ddb-map-desc*`, else `plaintext` if
-//!    the policy encrypts anything, else `policy_violation` (`not_encrypted`: every item must at least be signed).
+//! 1. Neither `aws_dbe_head` nor `aws_dbe_foot`: a legacy DynamoDB Encryption Client item
+//!    (`*amzn-ddb-map-desc*` or `*amzn-ddb-map-sig*`) is `legacy_format` unless the table accepts them
+//!    ([`crate::LegacyPolicy`] and a materials provider, [`Judge::with_legacy_provider`]); then it is judged by
+//!    [`Judge::check_legacy`] (structure, `ok_structural` when not sampled, else signature and decryption, `ok`)
+//!    with `format = ddbec`. Any other item is `plaintext` if the policy encrypts anything, else
+//!    `policy_violation` (`not_encrypted`: every item must at least be signed).
 //! 2. [`check_structure`]: header and footer parse, key attributes present, legend matches the signed attributes,
 //!    encrypted attributes well-formed → else the error's verdict.
 //! 3. EDKs: with a configured KMS key, every `aws-kms` EDK names a key that MRK-matches it, and there is at least
@@ -26,9 +30,30 @@ use ddbguard_dbe::{
     DbeError, DecryptedItem, EncryptedDataKey, FOOTER_ATTRIBUTE, HEADER_ATTRIBUTE, Item, Keyring,
     LEGACY_MATERIAL_DESCRIPTION, PolicyMismatch, Reason, Verdict, check_structure, decrypt_item,
 };
+use ddbguard_ddbec::{DdbecError, MaterialsProvider, TableContext, is_legacy_item};
 use ddbguard_keys::arn::KmsArn;
 
-use crate::policy::{PolicyError, VerifyPolicy};
+use crate::policy::{LegacyPolicy, PolicyError, VerifyPolicy};
+
+/// Which item format a judgement is about: the `format` label of the records metric and of alert events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ItemFormat {
+    /// The AWS Database Encryption SDK format (`aws_dbe_head` / `aws_dbe_foot`), and items in neither format.
+    #[default]
+    DbEsdk,
+    /// The legacy DynamoDB Encryption Client format (`*amzn-ddb-map-desc*` / `*amzn-ddb-map-sig*`).
+    Ddbec,
+}
+
+impl ItemFormat {
+    /// The label value: `dbesdk` or `ddbec`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemFormat::DbEsdk => "dbesdk",
+            ItemFormat::Ddbec => "ddbec",
+        }
+    }
+}
 
 /// EDK provider id of the AWS KMS keyrings.
 pub const KMS_PROVIDER_ID: &str = "aws-kms";
@@ -57,6 +82,9 @@ pub struct Judgement {
     /// Region of the first `aws-kms` EDK's key ARN: where the item was most likely written (`None` when the item
     /// has no such EDK or was not parsed that far).
     pub origin_region: Option<String>,
+    /// The item's format (not serialized: outputs keep their fields; sinks label with it).
+    #[serde(skip)]
+    pub format: ItemFormat,
 }
 
 impl Judgement {
@@ -67,6 +95,7 @@ impl Judgement {
             reason,
             message: message.into(),
             origin_region: None,
+            format: ItemFormat::DbEsdk,
         }
     }
 
@@ -79,6 +108,14 @@ impl Judgement {
 impl From<DbeError> for Judgement {
     fn from(e: DbeError) -> Judgement {
         Judgement::new(e.verdict(), e.reason(), e.to_string())
+    }
+}
+
+impl From<DdbecError> for Judgement {
+    fn from(e: DdbecError) -> Judgement {
+        let mut j = Judgement::new(e.verdict(), e.reason(), e.to_string());
+        j.format = ItemFormat::Ddbec;
+        j
     }
 }
 
@@ -102,13 +139,24 @@ impl std::fmt::Debug for Plaintext {
 pub struct Judge {
     policy: VerifyPolicy,
     keyring: Arc<dyn Keyring>,
+    legacy_provider: Option<Arc<dyn MaterialsProvider>>,
 }
 
 impl Judge {
     /// A judge for `policy`, decrypting with `keyring`.
     pub fn new(policy: VerifyPolicy, keyring: Arc<dyn Keyring>) -> Result<Judge, PolicyError> {
         policy.validate()?;
-        Ok(Judge { policy, keyring })
+        Ok(Judge {
+            policy,
+            keyring,
+            legacy_provider: None,
+        })
+    }
+
+    /// Judges legacy items (when the policy has a [`LegacyPolicy`]) with keys from `provider`.
+    pub fn with_legacy_provider(mut self, provider: Arc<dyn MaterialsProvider>) -> Judge {
+        self.legacy_provider = Some(provider);
+        self
     }
 
     /// The policy.
@@ -128,6 +176,20 @@ impl Judge {
 
     /// The verdict about `item` and, when it passed after a full decryption, the plaintext.
     pub async fn judge_and_decrypt(&self, item: &Item, depth: Depth) -> (Judgement, Option<Plaintext>) {
+        let no_header = !item.contains_key(HEADER_ATTRIBUTE) && !item.contains_key(FOOTER_ATTRIBUTE);
+        if no_header
+            && is_legacy_item(item)
+            && let (Some(policy), Some(provider)) = (&self.policy.legacy, &self.legacy_provider)
+        {
+            let mut judgement =
+                match Self::check_legacy(policy, provider.as_ref(), &self.policy.table.config, item, depth).await {
+                    Ok((verdict, reason)) => Judgement::new(verdict, reason, String::new()),
+                    Err(e) => e.into(),
+                };
+            judgement.format = ItemFormat::Ddbec;
+            // The legacy plaintext has no DB-ESDK header to carry: callers get the verdict only.
+            return (judgement, None);
+        }
         let mut origin = None;
         let (mut judgement, plaintext) = match self.check(item, depth, &mut origin).await {
             Ok((verdict, reason, plaintext)) => (Judgement::new(verdict, reason, String::new()), plaintext),
@@ -135,6 +197,32 @@ impl Judge {
         };
         judgement.origin_region = origin;
         (judgement, plaintext)
+    }
+
+    /// A legacy item on a table that accepts them: the structure check alone for [`Depth::Structural`] (no key
+    /// needed), else keys from the provider, the signature and every encrypted attribute. Items with neither
+    /// header land here only when `*amzn-ddb-map-desc*` or `*amzn-ddb-map-sig*` is present.
+    async fn check_legacy(
+        policy: &LegacyPolicy,
+        provider: &dyn MaterialsProvider,
+        config: &ddbguard_dbe::TableConfig,
+        item: &Item,
+        depth: Depth,
+    ) -> Result<(Verdict, Reason), DdbecError> {
+        ddbguard_ddbec::check_structure(item, &policy.actions)?;
+        if depth == Depth::Structural {
+            return Ok((Verdict::OkStructural, Reason::NotSampled));
+        }
+        let table = TableContext {
+            table_name: &policy.table_name,
+            partition_key: Some(&config.partition_key),
+            sort_key: config.sort_key.as_deref(),
+        };
+        let decrypted = ddbguard_ddbec::decrypt_item(table, item, &policy.actions, provider).await;
+        // As for DB-ESDK items: a full verification never awaits anything pending once keys are cached.
+        tokio::task::consume_budget().await;
+        decrypted?;
+        Ok((Verdict::Ok, Reason::Verified))
     }
 
     async fn check(
@@ -233,4 +321,116 @@ pub fn origin_region(edks: &[EncryptedDataKey]) -> Option<String> {
         .and_then(|e| std::str::from_utf8(&e.provider_info).ok())
         .and_then(|s| KmsArn::parse(s).ok())
         .map(|arn| arn.region().to_owned())
+}
+
+#[cfg(test)]
+mod legacy_tests {
+    use ddbguard_dbe::{AttributeValue, CryptoAction, TableConfig};
+    use ddbguard_ddbec::fake::seal_item;
+    use ddbguard_ddbec::{
+        AttributeActions, ContentKey, LegacyAction, MaterialDescription, SIGNATURE, SecretBytes, StaticProvider,
+        VerificationKey,
+    };
+    use ddbguard_keys::RawAesKeyring;
+    use zeroize::Zeroizing;
+
+    use super::*;
+
+    const AES: [u8; 32] = [3; 32];
+    const MAC: [u8; 32] = [4; 32];
+
+    fn actions() -> AttributeActions {
+        AttributeActions::new(LegacyAction::EncryptAndSign).with_key_attributes(["pk"])
+    }
+
+    fn legacy_item() -> Item {
+        let plain = Item::from([
+            ("pk".to_owned(), AttributeValue::S("customer-1".into())),
+            ("email".to_owned(), AttributeValue::S("a@example.com".into())),
+        ]);
+        seal_item(
+            "customers",
+            &plain,
+            &actions(),
+            &AES,
+            &MAC,
+            &MaterialDescription::default(),
+        )
+        .unwrap()
+    }
+
+    fn judge(legacy: bool) -> Judge {
+        let mut config = TableConfig::new("customers", "pk");
+        config.attribute_actions.insert("pk".into(), CryptoAction::SignOnly);
+        config
+            .attribute_actions
+            .insert("email".into(), CryptoAction::EncryptAndSign);
+        let mut policy = VerifyPolicy::new(config);
+        let keyring = Arc::new(RawAesKeyring::new("ns", "name", Zeroizing::new([9; 32])));
+        if !legacy {
+            return Judge::new(policy, keyring).unwrap();
+        }
+        policy.legacy = Some(LegacyPolicy {
+            actions: actions(),
+            table_name: "customers".into(),
+        });
+        let provider = StaticProvider::new(
+            Some(ContentKey::new(SecretBytes::from_slice(&AES)).unwrap()),
+            VerificationKey::hmac(SecretBytes::from_slice(&MAC)).unwrap(),
+        );
+        Judge::new(policy, keyring)
+            .unwrap()
+            .with_legacy_provider(Arc::new(provider))
+    }
+
+    #[tokio::test]
+    async fn without_a_legacy_section_a_legacy_item_stays_legacy_format() {
+        let j = judge(false).judge(&legacy_item(), Depth::Full).await;
+        assert_eq!((j.verdict, j.reason), (Verdict::LegacyFormat, Reason::LegacyFormat));
+        assert_eq!(j.format, ItemFormat::DbEsdk);
+    }
+
+    #[tokio::test]
+    async fn an_accepted_legacy_item_is_ok_or_ok_structural_with_format_ddbec() {
+        let judge = judge(true);
+        let j = judge.judge(&legacy_item(), Depth::Full).await;
+        assert_eq!(
+            (j.verdict, j.reason, j.format),
+            (Verdict::Ok, Reason::Verified, ItemFormat::Ddbec)
+        );
+        let j = judge.judge(&legacy_item(), Depth::Structural).await;
+        assert_eq!((j.verdict, j.format), (Verdict::OkStructural, ItemFormat::Ddbec));
+    }
+
+    #[tokio::test]
+    async fn a_tampered_legacy_item_is_integrity_failed() {
+        let judge = judge(true);
+        let mut item = legacy_item();
+        item.insert("pk".into(), AttributeValue::S("customer-2".into()));
+        let j = judge.judge(&item, Depth::Full).await;
+        assert_eq!(
+            (j.verdict, j.reason),
+            (Verdict::IntegrityFailed, Reason::SignatureInvalid)
+        );
+        assert_eq!(j.format, ItemFormat::Ddbec);
+        assert!(!j.message.contains("customer-"), "{}", j.message);
+        let mut item = legacy_item();
+        item.insert(SIGNATURE.into(), AttributeValue::S("not binary".into()));
+        let j = judge.judge(&item, Depth::Structural).await;
+        assert_eq!(
+            (j.verdict, j.reason),
+            (Verdict::IntegrityFailed, Reason::FooterWrongType)
+        );
+    }
+
+    #[tokio::test]
+    async fn dbesdk_items_keep_their_format_label() {
+        let j = judge(true)
+            .judge(
+                &Item::from([("pk".to_owned(), AttributeValue::S("x".into()))]),
+                Depth::Full,
+            )
+            .await;
+        assert_eq!((j.verdict, j.format), (Verdict::Plaintext, ItemFormat::DbEsdk));
+    }
 }

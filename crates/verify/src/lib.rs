@@ -36,8 +36,8 @@ pub mod sink;
 /// The stream record types of [`Verifier::verify`]'s signature.
 pub use ddbguard_stream::{EventName, SequenceNumber, StreamRecord};
 pub use engine::{RecordOutcome, Verifier};
-pub use judge::{Depth, Judge, Judgement, Plaintext};
-pub use policy::{PolicyError, VerifyPolicy};
+pub use judge::{Depth, ItemFormat, Judge, Judgement, Plaintext};
+pub use policy::{LegacyPolicy, PolicyError, VerifyPolicy};
 pub use sink::{GapSummary, VerifySink, VerifySummary};
 
 #[cfg(test)]

@@ -6,7 +6,17 @@
 //! continuous verification (sampling).
 
 use ddbguard_dbe::{ConfigError, TablePolicy};
+use ddbguard_ddbec::AttributeActions;
 use ddbguard_keys::arn::{ArnError, KmsArn};
+
+/// How a table's legacy DynamoDB Encryption Client items are judged (`[tables.legacy]` with `allowed = true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyPolicy {
+    /// What the legacy client did to each attribute (key attributes already demoted to `SIGN_ONLY`).
+    pub actions: AttributeActions,
+    /// The table name the items were signed under (the physical table name the client was given).
+    pub table_name: String,
+}
 
 /// The verification policy of one table.
 #[derive(Debug, Clone)]
@@ -19,6 +29,9 @@ pub struct VerifyPolicy {
     /// Share of stream records fully decrypted, `0.0..=1.0`; the rest get `ok_structural`. Records under a
     /// hierarchical keyring's EDK are always decrypted in full (no KMS call per record).
     pub sample_rate: f64,
+    /// Legacy items are verified under this policy (with the judge's materials provider); `None`: they are
+    /// `legacy_format`.
+    pub legacy: Option<LegacyPolicy>,
 }
 
 /// An unusable policy.
@@ -42,6 +55,7 @@ impl VerifyPolicy {
             table: table.into(),
             key_arn: None,
             sample_rate: 1.0,
+            legacy: None,
         }
     }
 

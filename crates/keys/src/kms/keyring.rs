@@ -126,7 +126,7 @@ impl KmsKeyringError {
 }
 
 /// Sends one Decrypt for an EDK and checks the answer (KeyId == requested, 32 bytes); consults the cache.
-async fn decrypt_one(
+pub(super) async fn decrypt_one(
     kms: &dyn KmsApi,
     cache: Option<&KeyCache>,
     key_id: &str,

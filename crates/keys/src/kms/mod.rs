@@ -11,6 +11,7 @@
 //! - [`cache`]: [`KeyCache`], a bounded TTL cache of unwrapped intermediate keys;
 //! - [`keyring`]: [`MrkKeyring`] (`kms-mrk`) and [`MrkDiscoveryKeyring`] (`kms-mrk-discovery`), which are keyrings
 //!   of both the item format (`ddbguard_dbe::Keyring`) and the message format (`ddbguard_esdk::Keyring`);
+//! - [`ddbec`]: [`DirectKmsProvider`], the legacy DynamoDB Encryption Client's direct KMS provider;
 //! - [`check`]: [`check::check_keys`], the per-region state and round-trip matrix of `ddbguard keys check`;
 //! - `fake` (feature `fake`): an in-memory multi-region KMS and a fault-injecting wrapper for tests.
 
@@ -18,6 +19,7 @@ pub mod api;
 pub mod cache;
 pub mod check;
 mod dbe;
+pub mod ddbec;
 pub mod error;
 mod esdk;
 #[cfg(any(test, feature = "fake"))]
@@ -27,6 +29,7 @@ pub mod keyring;
 
 pub use api::{DataKey, EncryptionContext, KeyDescription, KmsApi, KmsFuture, ReEncryptRequest, SdkKms, WrappedKey};
 pub use cache::KeyCache;
+pub use ddbec::DirectKmsProvider;
 pub use error::{KmsError, KmsErrorKind, Operation, UnavailableReason};
 pub use governor::{GovernedKms, KmsCounters, RateLimiter, RetryPolicy};
 pub use keyring::{DiscoveryFilter, EdkRef, GeneratedIkm, Ikm, KmsKeyringError, MrkDiscoveryKeyring, MrkKeyring};
