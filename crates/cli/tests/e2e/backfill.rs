@@ -24,7 +24,6 @@ type SdkItem = HashMap<String, AttributeValue>;
 
 /// The raw AES key of these tests (bytes 0..=31), base64.
 const RAW_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-const DDBGUARD_BIN: &str = env!("CARGO_BIN_EXE_ddbguard");
 
 /// Attributes of the test items and their actions: every DynamoDB type, nested, and unicode names.
 const ACTIONS: &[(&str, &str)] = &[
@@ -210,22 +209,9 @@ impl Drop for Proc {
 
 /// `ddbguard backfill` as a child process (stdout and stderr piped).
 fn spawn_backfill(config: &str, table: &str, extra: &[&str]) -> Proc {
-    let mut command = Command::new(DDBGUARD_BIN);
-    command
+    crate::cli::command()
         .args(["backfill", "--config", config, "--table", table])
-        .args(extra);
-    for (name, _) in std::env::vars_os() {
-        if name
-            .to_str()
-            .is_some_and(|n| n.starts_with("AWS_") || n.starts_with("DDBGUARD_"))
-        {
-            command.env_remove(name);
-        }
-    }
-    command
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args(extra)
         .env("DDBGUARD_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

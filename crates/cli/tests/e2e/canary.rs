@@ -57,22 +57,10 @@ impl Verifier {
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ddbguard"));
-        for (name, _) in std::env::vars_os() {
-            if name
-                .to_str()
-                .is_some_and(|n| n.starts_with("AWS_") || n.starts_with("DDBGUARD_"))
-            {
-                command.env_remove(name);
-            }
-        }
         let stderr = std::fs::File::create(&log).expect("log file");
-        let child = command
+        let child = crate::cli::command()
             .args(["verify", "--config", config, "--table", table, "--metrics-addr"])
             .arg(addr.to_string())
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("DDBGUARD_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -42,10 +42,10 @@ pub(crate) fn ddbguard_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]
     ddbguard_into(args, stdin, env, Stdio::piped())
 }
 
-/// [`ddbguard_with_env`] with stdout going to `stdout` (the returned `stdout` is empty unless it is piped).
-pub(crate) fn ddbguard_into(args: &[&str], stdin: &str, env: &[(&str, &str)], stdout: Stdio) -> Run {
+/// The `ddbguard` binary as a command with static test credentials and nothing else from the AWS or ddbguard
+/// environment of the test process.
+pub(crate) fn command() -> Command {
     let mut command = Command::new(DDBGUARD_BIN);
-    command.args(args);
     for (name, _) in std::env::vars_os() {
         if name
             .to_str()
@@ -54,10 +54,17 @@ pub(crate) fn ddbguard_into(args: &[&str], stdin: &str, env: &[(&str, &str)], st
             command.env_remove(name);
         }
     }
-    let mut child = command
+    command
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    command
+}
+
+/// [`ddbguard_with_env`] with stdout going to `stdout` (the returned `stdout` is empty unless it is piped).
+pub(crate) fn ddbguard_into(args: &[&str], stdin: &str, env: &[(&str, &str)], stdout: Stdio) -> Run {
+    let mut child = command()
+        .args(args)
         .env("DDBGUARD_LOG", "warn")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())

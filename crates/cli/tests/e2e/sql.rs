@@ -519,7 +519,7 @@ async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
     ];
 
     // Killed with SIGKILL once some pages are checkpointed.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ddbguard"))
+    let mut child = crate::cli::command()
         .args(backfill_args)
         .env("DDBGUARD_CONFIG_TOML", &home)
         .env("PGPASSFILE", &passfile)
