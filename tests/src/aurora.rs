@@ -127,8 +127,11 @@ impl LocalAurora {
     pub async fn wait_replayed(&self, timeout: Duration) -> Result<()> {
         let primary = self.connect(&self.primary).await?;
         let replica = self.connect(&self.replica).await?;
+        // The insert position, not `pg_current_wal_lsn()` (the write position): with `synchronous_commit = off`
+        // a commit returns before its WAL is written, and waiting for the write position could pass before the
+        // last commit reached the standby.
         let lsn: String = primary
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .await
             .context("reading the primary's WAL position")?
             .get(0);

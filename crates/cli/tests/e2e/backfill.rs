@@ -5,7 +5,7 @@
 //! before anything is written.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
