@@ -10,7 +10,8 @@
 //!
 //! - Rows whose ciphertexts the official Python AWS Encryption SDK wrote under the us-east-1 MRK (and a
 //!   single-region key) get the same verdicts from `ddbguard sql audit` on the standby with the ap-southeast-2
-//!   replica, through the local KMS (`scripts/local-aws.d/esdk_interop.py`).
+//!   replica, through the local KMS; values `ddbguard sql backfill` encrypts there decrypt in the Python SDK with
+//!   the replica (`scripts/local-aws.d/esdk_interop.py`).
 //!
 //! The library tests drive it directly (with the in-memory cipher and keyring); the binary's message-format
 //! keyrings come from `ddbguard-keys`.
@@ -751,4 +752,87 @@ async fn the_binary_audits_rows_the_python_sdk_wrote_with_the_ap_southeast_2_rep
     assert_eq!(report["by_verdict"]["ok"], 2, "row 1's ssn and scan: {report}");
     assert_eq!(report["rows"], 6, "{report}");
     assert_eq!(report["compare_primary"]["missing_on_secondary"], 0, "{report}");
+}
+
+#[tokio::test]
+async fn values_the_binary_backfills_under_the_mrk_decrypt_in_the_python_sdk_with_the_replica() {
+    const ROWS: i64 = 20;
+    let aws = LocalAws::shared();
+    let env = LocalAurora::shared();
+    let mrk = aws
+        .create_replicated_mrk(&unique_name("mrk", "sql-python-backfill"))
+        .await
+        .unwrap();
+    let replica_arn = mrk.replica_arn.clone().unwrap();
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    // Row ROWS has no scan: NULL stays NULL.
+    primary
+        .execute(
+            &format!(
+                "INSERT INTO {name} SELECT g, 'ssn-' || g, CASE WHEN g < $1 THEN convert_to('scan-' || g, 'UTF8') END \
+                 FROM generate_series(1, $1::bigint) g"
+            ),
+            &[&ROWS],
+        )
+        .await
+        .unwrap();
+
+    let config = sql_config(env, &name, &local_aws(aws, PRIMARY_REGION), &kms_mrk(&mrk.primary_arn));
+    let passfile = env.passfile().to_str().unwrap().to_owned();
+    let job = unique("job");
+    let run = crate::cli::ddbguard_with_env(
+        &["sql", "backfill", "--table", &name, "--job", &job],
+        "",
+        &[("DDBGUARD_CONFIG_TOML", &config), ("PGPASSFILE", &passfile)],
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.json()["failed"], 0, "{run:#?}");
+
+    // Read on the standby, decrypted by the official SDK with the ap-southeast-2 replica key.
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+    let replica = env.connect(env.replica()).await.unwrap();
+    let rows = replica
+        .query(&format!("SELECT id, ssn, scan FROM {name} ORDER BY id"), &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), ROWS as usize);
+    let mut ops = Vec::new();
+    let mut expected = Vec::new();
+    for row in rows {
+        let id: i64 = row.get(0);
+        let ssn: String = row.get(1);
+        assert_ne!(ssn, format!("ssn-{id}"), "row {id} is still plaintext");
+        let values = [
+            ("ssn", Some(Stored::Text(ssn)), format!("ssn-{id}")),
+            (
+                "scan",
+                row.get::<_, Option<Vec<u8>>>(2).map(Stored::Bytes),
+                format!("scan-{id}"),
+            ),
+        ];
+        for (column, stored, plaintext) in values {
+            let Some(stored) = stored else {
+                assert_eq!((id, column), (ROWS, "scan"), "only row {ROWS}'s scan is NULL");
+                continue;
+            };
+            let message = stored.message_bytes().unwrap();
+            ops.push(json!({ "op": "decrypt", "key_arn": replica_arn, "ciphertext": STANDARD.encode(&message) }));
+            expected.push((id, column, plaintext));
+        }
+    }
+    let results = crate::esdk_interop::python(aws, ops).unwrap();
+    assert_eq!(results.len(), expected.len());
+    assert_eq!(expected.len(), 2 * ROWS as usize - 1);
+    for (r, (id, column, plaintext)) in results.iter().zip(&expected) {
+        assert_eq!(r["ok"], true, "python decrypt of row {id} {column}: {r}");
+        let decrypted = STANDARD.decode(r["plaintext"].as_str().unwrap()).unwrap();
+        assert_eq!(decrypted, plaintext.as_bytes(), "row {id} {column}");
+        assert_eq!(r["suite"], "0578", "the official SDKs' default suite: {r}");
+        let bound: EncryptionContext = serde_json::from_value(r["encryption_context"].clone()).unwrap();
+        for (k, v) in context(column, *id) {
+            assert_eq!(bound.get(&k), Some(&v), "row {id} {column}: {r}");
+        }
+    }
 }
