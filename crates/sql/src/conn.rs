@@ -1,10 +1,11 @@
 //! Connecting to PostgreSQL: the connection string from the configuration (which never holds a password), the
-//! password from `PGPASSWORD` or the PostgreSQL password file (`PGPASSFILE`, else `~/.pgpass`), as libpq does.
+//! password from `PGPASSWORD` or the PostgreSQL password file (`PGPASSFILE`, else `~/.pgpass`), as libpq does,
+//! and TLS by the string's `sslmode` ([`crate::tls`]).
 
 use std::path::{Path, PathBuf};
 
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 use zeroize::Zeroizing;
 
 use crate::SqlError;
@@ -101,6 +102,7 @@ fn split_passfile_line(line: &str) -> Vec<String> {
 
 /// A connection string with any password removed, for messages.
 pub fn redact(url: &str) -> String {
+    let url = crate::tls::split_tls_options(url).map_or_else(|_| url.to_owned(), |(rest, _)| rest);
     match url.parse::<Config>() {
         Ok(config) => {
             let hosts: Vec<String> = config
@@ -127,7 +129,11 @@ pub fn redact(url: &str) -> String {
 ///
 /// `application_name` is set to `ddbguard` so operators see the connections in `pg_stat_activity`.
 pub async fn connect(url: &str, credentials: &Credentials) -> Result<Client, SqlError> {
-    let mut config: Config = url.parse().map_err(|e| SqlError::Connect {
+    let (rest, tls) = crate::tls::split_tls_options(url).map_err(|e| SqlError::Connect {
+        target: redact(url),
+        message: e.to_string(),
+    })?;
+    let mut config: Config = rest.parse().map_err(|e| SqlError::Connect {
         target: redact(url),
         message: format!("invalid connection string: {e}"),
     })?;
@@ -148,7 +154,12 @@ pub async fn connect(url: &str, credentials: &Credentials) -> Result<Client, Sql
             config.password(password.as_bytes());
         }
     }
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| SqlError::Connect {
+    config.ssl_mode(tls.pg_mode());
+    let connector = tls.connector().map_err(|e| SqlError::Connect {
+        target: redact(url),
+        message: e.to_string(),
+    })?;
+    let (client, connection) = config.connect(connector).await.map_err(|e| SqlError::Connect {
         target: redact(url),
         message: e.to_string(),
     })?;
@@ -202,6 +213,10 @@ mod tests {
             redact("postgresql://app:hunter2@db.example:5433/app"),
             "postgresql://app@db.example:5433/app"
         );
+        assert_eq!(
+            redact("postgresql://app:hunter2@db.example/app?sslmode=verify-full&sslrootcert=/etc/ca.pem"),
+            "postgresql://app@db.example:5432/app"
+        );
     }
 
     #[tokio::test]
@@ -211,5 +226,45 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("PGPASSWORD"), "{err}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unsupported_sslmode_is_a_connect_error_naming_it() {
+        let err = connect(
+            "postgresql://app@127.0.0.1:1/app?sslmode=verify-ca",
+            &Credentials::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, SqlError::Connect { .. }), "{err}");
+        assert!(err.to_string().contains("verify-ca"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn require_against_a_server_without_tls_fails_and_disable_gets_past_tls() {
+        // A listener that answers the TLS request with 'N' (no TLS), as a server without ssl = on does, then
+        // closes: `require` must stop there; `disable` never asks and fails later, on the closed socket.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (mut socket, _) = listener.accept().unwrap();
+                let mut request = [0u8; 8];
+                socket.read_exact(&mut request).unwrap();
+                seen.push(request);
+                let _ = socket.write_all(b"N");
+            }
+            seen
+        });
+        let url = |mode: &str| format!("postgresql://app@127.0.0.1:{port}/app?sslmode={mode}");
+        let err = connect(&url("require"), &Credentials::default()).await.unwrap_err();
+        assert!(err.to_string().to_lowercase().contains("tls"), "{err}");
+        let _ = connect(&url("disable"), &Credentials::default()).await;
+        let seen = server.join().unwrap();
+        // The SSLRequest code 80877103 first, then a plain startup message (protocol 3.0).
+        assert_eq!(&seen[0][4..], &80_877_103u32.to_be_bytes());
+        assert_eq!(&seen[1][4..], &196_608u32.to_be_bytes());
     }
 }

@@ -19,6 +19,7 @@ pub mod esdk;
 pub mod metrics;
 pub mod scan;
 pub mod table;
+pub mod tls;
 pub mod verify;
 
 pub use audit::{AuditConfig, AuditReport, audit};

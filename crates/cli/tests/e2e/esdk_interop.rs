@@ -40,7 +40,7 @@ fn context() -> EncryptionContext {
 }
 
 /// Runs the Python SDK on a batch of operations; installs its pinned venv first if the stamp is stale.
-fn python(env: &LocalAws, ops: Vec<Value>) -> Result<Vec<Value>> {
+pub(crate) fn python(env: &LocalAws, ops: Vec<Value>) -> Result<Vec<Value>> {
     static INSTALL: Once = Once::new();
     let repo = repo_root();
     INSTALL.call_once(|| {

@@ -8,22 +8,31 @@
 //!   updates rows, is killed mid-run and resumed from its checkpoint, and every row decrypts to the value the
 //!   application wrote last.
 //!
-//! The library is driven directly (with the in-memory cipher and keyring): the binary's message-format keyrings
-//! come from `ddbguard-keys`.
+//! - Rows whose ciphertexts the official Python AWS Encryption SDK wrote under the us-east-1 MRK (and a
+//!   single-region key) get the same verdicts from `ddbguard sql audit` on the standby with the ap-southeast-2
+//!   replica, through the local KMS; values `ddbguard sql backfill` encrypts there decrypt in the Python SDK with
+//!   the replica (`scripts/local-aws.d/esdk_interop.py`).
+//!
+//! The library tests drive it directly (with the in-memory cipher and keyring); the binary's message-format
+//! keyrings come from `ddbguard-keys`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use ddbguard_dbe::Verdict;
 use ddbguard_e2e::aurora::LocalAurora;
+use ddbguard_e2e::{LocalAws, PRIMARY_REGION, REPLICA_REGION, unique_name};
 use ddbguard_esdk::fake::FakeKeyring;
-use ddbguard_esdk::{DecryptOptions, EncryptOptions};
+use ddbguard_esdk::{DecryptOptions, EncryptOptions, Header};
 use ddbguard_sql::cipher::{EncryptionContext, FakeCipher, Stored};
 use ddbguard_sql::table::ContextTemplate;
 use ddbguard_sql::{
     AuditConfig, BackfillConfig, BoundTable, Encoding, EsdkCipher, ProtectedColumn, SqlTable, ValueCipher,
 };
+use serde_json::{Value, json};
 
 const MRK_US: &str = "arn:aws:kms:us-east-1:111122223333:key/mrk-0123456789abcdef0123456789abcdef";
 const MRK_AP: &str = "arn:aws:kms:ap-southeast-2:111122223333:key/mrk-0123456789abcdef0123456789abcdef";
@@ -456,10 +465,18 @@ async fn backfill_encrypts_5000_rows_under_a_concurrent_writer_and_resumes_after
 const RAW_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 fn binary_config(env: &LocalAurora, table: &str, region: &str) -> String {
+    let keyring =
+        format!("kind = \"raw-aes\"\nkey_namespace = \"ops\"\nkey_name = \"aurora\"\nkey_base64 = \"{RAW_KEY}\"");
+    sql_config(env, table, &format!("region = \"{region}\""), &keyring)
+}
+
+/// The binary's configuration of `table` (`ssn` base64, `scan` bytea, bound to `{table: patients, column, id}`),
+/// with `aws` as the body of the `[aws]` section and `keyring` as the body of the table's keyring.
+fn sql_config(env: &LocalAurora, table: &str, aws: &str, keyring: &str) -> String {
     format!(
         r#"
 [aws]
-region = "{region}"
+{aws}
 
 [sql]
 primary = "{primary}"
@@ -478,10 +495,7 @@ table = "patients"
 column = "{{column}}"
 id = "{{row.id}}"
 [sql_tables.keyring]
-kind = "raw-aes"
-key_namespace = "ops"
-key_name = "aurora"
-key_base64 = "{RAW_KEY}"
+{keyring}
 "#,
         primary = env.primary(),
         replica = env.replica(),
@@ -605,4 +619,220 @@ async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
     );
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(!run.stderr.contains("ddbguard-local"), "{run:#?}");
+}
+
+/// The `[aws]` section of the binary in `region` against the local KMS.
+fn local_aws(env: &LocalAws, region: &str) -> String {
+    format!(
+        "region = \"{region}\"\nregions = [\"{PRIMARY_REGION}\", \"{REPLICA_REGION}\"]\nendpoint_url = \"{}\"",
+        env.endpoint()
+    )
+}
+
+fn kms_mrk(key_arn: &str) -> String {
+    format!("kind = \"kms-mrk\"\nkey_arn = \"{key_arn}\"")
+}
+
+/// The ciphertexts of the `encrypt` operations of the Python SDK, in order.
+fn python_ciphertexts(env: &LocalAws, ops: Vec<Value>) -> Vec<Vec<u8>> {
+    let results = crate::esdk_interop::python(env, ops).unwrap();
+    results
+        .iter()
+        .map(|r| {
+            assert_eq!(r["ok"], true, "python encrypt: {r}");
+            STANDARD.decode(r["ciphertext"].as_str().unwrap()).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_binary_audits_rows_the_python_sdk_wrote_with_the_ap_southeast_2_replica() {
+    let aws = LocalAws::shared();
+    let env = LocalAurora::shared();
+    let mrk = aws
+        .create_replicated_mrk(&unique_name("mrk", "sql-python-audit"))
+        .await
+        .unwrap();
+    let single = aws
+        .kms(PRIMARY_REGION)
+        .await
+        .create_key()
+        .description(unique_name("srk", "sql-python-audit"))
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .unwrap()
+        .to_owned();
+    let encrypt = |key_arn: &str, suite: &str, frame_length: u32, column: &str, id: i64| {
+        json!({
+            "op": "encrypt", "key_arn": key_arn, "suite": suite, "frame_length": frame_length,
+            "encryption_context": context(column, id), "plaintext": STANDARD.encode(b"123-45-6789"),
+        })
+    };
+    let written = python_ciphertexts(
+        aws,
+        vec![
+            encrypt(&mrk.primary_arn, "0578", 4096, "ssn", 1),
+            encrypt(&mrk.primary_arn, "0478", 0, "scan", 1),
+            encrypt(&single, "0578", 4096, "ssn", 3),
+            encrypt(&mrk.primary_arn, "0578", 4096, "ssn", 4),
+            encrypt(&mrk.primary_arn, "0578", 4096, "ssn", 5),
+            encrypt(&mrk.primary_arn, "0478", 4096, "ssn", 6),
+        ],
+    );
+    let [clean_ssn, clean_scan, single_region, mut tampered, five, six] = <[Vec<u8>; 6]>::try_from(written).unwrap();
+    // One bit of the final frame's ciphertext (after its end marker, sequence number, IV and length).
+    let header = Header::parse(&tampered).unwrap();
+    tampered[header.len + 24 + 2] ^= 0x08;
+
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    let rows: Vec<(i64, Option<String>, Option<Vec<u8>>)> = vec![
+        (1, Some(b64(clean_ssn)), Some(clean_scan)),
+        (2, Some("123-45-6789".into()), None),
+        (3, Some(b64(single_region)), None),
+        (4, Some(b64(tampered)), None),
+        // Rows 5 and 6 hold each other's ciphertexts: both decrypt, bound to the other row.
+        (5, Some(b64(six)), None),
+        (6, Some(b64(five)), None),
+    ];
+    for (id, ssn, scan) in &rows {
+        primary
+            .execute(&format!("INSERT INTO {name} VALUES ($1, $2, $3)"), &[id, ssn, scan])
+            .await
+            .unwrap();
+    }
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+
+    let config = sql_config(env, &name, &local_aws(aws, REPLICA_REGION), &kms_mrk(&mrk.primary_arn));
+    let passfile = env.passfile().to_str().unwrap().to_owned();
+    let run = crate::cli::ddbguard_with_env(
+        &[
+            "sql",
+            "audit",
+            "--table",
+            &name,
+            "--compare-primary",
+            "--recheck-seconds",
+            "0.2",
+        ],
+        "",
+        &[("DDBGUARD_CONFIG_TOML", &config), ("PGPASSFILE", &passfile)],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    let report = run.json();
+    let verdicts: BTreeMap<(String, String), String> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                (
+                    f["key"]["id"].as_str().unwrap().to_owned(),
+                    f["column"].as_str().unwrap().to_owned(),
+                ),
+                f["verdict"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: BTreeMap<(String, String), String> = [
+        ("2", "plaintext"),
+        ("3", "key_not_mrk"),
+        ("4", "integrity_failed"),
+        ("5", "integrity_failed"),
+        ("6", "integrity_failed"),
+    ]
+    .into_iter()
+    .map(|(id, verdict)| ((id.to_owned(), "ssn".to_owned()), verdict.to_owned()))
+    .collect();
+    assert_eq!(verdicts, expected, "{report}");
+    assert_eq!(report["by_verdict"]["ok"], 2, "row 1's ssn and scan: {report}");
+    assert_eq!(report["rows"], 6, "{report}");
+    assert_eq!(report["compare_primary"]["missing_on_secondary"], 0, "{report}");
+}
+
+#[tokio::test]
+async fn values_the_binary_backfills_under_the_mrk_decrypt_in_the_python_sdk_with_the_replica() {
+    const ROWS: i64 = 20;
+    let aws = LocalAws::shared();
+    let env = LocalAurora::shared();
+    let mrk = aws
+        .create_replicated_mrk(&unique_name("mrk", "sql-python-backfill"))
+        .await
+        .unwrap();
+    let replica_arn = mrk.replica_arn.clone().unwrap();
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    // Row ROWS has no scan: NULL stays NULL.
+    primary
+        .execute(
+            &format!(
+                "INSERT INTO {name} SELECT g, 'ssn-' || g, CASE WHEN g < $1 THEN convert_to('scan-' || g, 'UTF8') END \
+                 FROM generate_series(1, $1::bigint) g"
+            ),
+            &[&ROWS],
+        )
+        .await
+        .unwrap();
+
+    let config = sql_config(env, &name, &local_aws(aws, PRIMARY_REGION), &kms_mrk(&mrk.primary_arn));
+    let passfile = env.passfile().to_str().unwrap().to_owned();
+    let job = unique("job");
+    let run = crate::cli::ddbguard_with_env(
+        &["sql", "backfill", "--table", &name, "--job", &job],
+        "",
+        &[("DDBGUARD_CONFIG_TOML", &config), ("PGPASSFILE", &passfile)],
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.json()["failed"], 0, "{run:#?}");
+
+    // Read on the standby, decrypted by the official SDK with the ap-southeast-2 replica key.
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+    let replica = env.connect(env.replica()).await.unwrap();
+    let rows = replica
+        .query(&format!("SELECT id, ssn, scan FROM {name} ORDER BY id"), &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), ROWS as usize);
+    let mut ops = Vec::new();
+    let mut expected = Vec::new();
+    for row in rows {
+        let id: i64 = row.get(0);
+        let ssn: String = row.get(1);
+        assert_ne!(ssn, format!("ssn-{id}"), "row {id} is still plaintext");
+        let values = [
+            ("ssn", Some(Stored::Text(ssn)), format!("ssn-{id}")),
+            (
+                "scan",
+                row.get::<_, Option<Vec<u8>>>(2).map(Stored::Bytes),
+                format!("scan-{id}"),
+            ),
+        ];
+        for (column, stored, plaintext) in values {
+            let Some(stored) = stored else {
+                assert_eq!((id, column), (ROWS, "scan"), "only row {ROWS}'s scan is NULL");
+                continue;
+            };
+            let message = stored.message_bytes().unwrap();
+            ops.push(json!({ "op": "decrypt", "key_arn": replica_arn, "ciphertext": STANDARD.encode(&message) }));
+            expected.push((id, column, plaintext));
+        }
+    }
+    let results = crate::esdk_interop::python(aws, ops).unwrap();
+    assert_eq!(results.len(), expected.len());
+    assert_eq!(expected.len(), 2 * ROWS as usize - 1);
+    for (r, (id, column, plaintext)) in results.iter().zip(&expected) {
+        assert_eq!(r["ok"], true, "python decrypt of row {id} {column}: {r}");
+        let decrypted = STANDARD.decode(r["plaintext"].as_str().unwrap()).unwrap();
+        assert_eq!(decrypted, plaintext.as_bytes(), "row {id} {column}");
+        assert_eq!(r["suite"], "0578", "the official SDKs' default suite: {r}");
+        let bound: EncryptionContext = serde_json::from_value(r["encryption_context"].clone()).unwrap();
+        for (k, v) in context(column, *id) {
+            assert_eq!(bound.get(&k), Some(&v), "row {id} {column}: {r}");
+        }
+    }
 }
