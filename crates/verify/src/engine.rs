@@ -77,6 +77,12 @@ impl Verifier {
         })
     }
 
+    /// Judges legacy items (when the policy has a [`crate::LegacyPolicy`]) with keys from `provider`.
+    pub fn with_legacy_provider(mut self, provider: Arc<dyn ddbguard_ddbec::MaterialsProvider>) -> Self {
+        self.judge = self.judge.with_legacy_provider(provider);
+        self
+    }
+
     /// Overrides the `table` label (e.g. the physical table name when it differs from the logical one).
     pub fn with_table_label(mut self, table: impl Into<String>) -> Self {
         self.table = table.into();
