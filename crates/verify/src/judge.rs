@@ -414,6 +414,23 @@ mod legacy_tests {
         );
         let j = judge.judge(&legacy_item(), Depth::Structural).await;
         assert_eq!((j.verdict, j.format), (Verdict::OkStructural, ItemFormat::Ddbec));
+        // A full verification hands back the plaintext, without the reserved attributes.
+        let (j, plaintext) = judge.judge_and_decrypt(&legacy_item(), Depth::Full).await;
+        assert_eq!(j.verdict, Verdict::Ok);
+        let plaintext = plaintext.expect("plaintext of a passing legacy item");
+        assert_eq!(
+            plaintext.item().get("email"),
+            Some(&AttributeValue::S("a@example.com".into()))
+        );
+        assert!(!plaintext.item().contains_key(SIGNATURE));
+        assert!(matches!(plaintext, Plaintext::Ddbec(_)));
+        assert!(
+            judge
+                .judge_and_decrypt(&legacy_item(), Depth::Structural)
+                .await
+                .1
+                .is_none()
+        );
     }
 
     #[tokio::test]
