@@ -779,6 +779,7 @@ async fn judge<L, R>(shared: &Shared<L, R>, item: &Item) -> RecordOutcome {
         // A scanned item has no stream event.
         event_id: String::new(),
         message: judgement.message,
+        format: judgement.format,
     }
 }
 

@@ -95,9 +95,12 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     if let Some(rate) = args.sample_rate {
         policy.sample_rate = rate;
     }
-    let verifier = Verifier::new(policy, keyring, region.clone())
+    let mut verifier = Verifier::new(policy, keyring, region.clone())
         .with_context(|| format!("{}: table {:?}: unusable policy", config.origin, table.name))?
         .with_table_label(table.name.clone());
+    if let Some(provider) = keyring::legacy_provider(table, Some(&aws))? {
+        verifier = verifier.with_legacy_provider(provider);
+    }
     let audit_config = AuditConfig {
         segments: args.segments,
         concurrency: args.concurrency,

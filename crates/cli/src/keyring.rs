@@ -7,16 +7,20 @@ use std::time::Duration;
 use anyhow::Context as _;
 use ddbguard_dbe::Keyring;
 use ddbguard_ddb::SdkDynamo;
+use ddbguard_ddbec::MaterialsProvider;
 use ddbguard_keys::keystore::{CachingBranchKeySource, DynamoKeyStore};
 use ddbguard_keys::kms::{
-    GovernedKms, KeyCache, KmsApi, KmsCounters, MrkDiscoveryKeyring, MrkKeyring, RateLimiter, RetryPolicy, SdkKms,
+    DirectKmsProvider, GovernedKms, KeyCache, KmsApi, KmsCounters, MrkDiscoveryKeyring, MrkKeyring, RateLimiter,
+    RetryPolicy, SdkKms,
 };
 use ddbguard_keys::{HierarchyKeyring, RawAesKeyring};
-use ddbguard_verify::VerifyPolicy;
+use ddbguard_verify::{LegacyPolicy, VerifyPolicy};
 
 use ddbguard_verify::service::{RegionClients, SdkStreams};
 
-use crate::config::{AwsSettings, Config, ConfigError, HierarchySettings, KeyringSettings, TableSettings};
+use crate::config::{
+    AwsSettings, Config, ConfigError, HierarchySettings, KeyringSettings, LegacyProviderSettings, TableSettings,
+};
 
 /// Unwrapped intermediate keys kept per process (each 32 bytes plus bookkeeping), and for how long.
 const KEY_CACHE_ENTRIES: usize = 10_000;
@@ -197,7 +201,35 @@ pub fn verify_policy(table: &TableSettings, sample_rate: f64) -> anyhow::Result<
     if let KeyringSettings::KmsMrk { key_arn } = &table.keyring {
         policy = policy.with_key(key_arn.clone());
     }
+    policy.legacy = table.legacy.as_ref().map(|legacy| LegacyPolicy {
+        actions: legacy.actions.clone(),
+        // The legacy clients sign under the physical table name they are given.
+        table_name: table.name.clone(),
+    });
     Ok(policy)
+}
+
+/// The materials provider for the table's legacy items, when its `[tables.legacy]` allows them; pass it to the
+/// judge beside [`verify_policy`]'s policy (one without the other leaves legacy items `legacy_format`).
+pub fn legacy_provider(
+    table: &TableSettings,
+    aws: Option<&AwsContext>,
+) -> anyhow::Result<Option<Arc<dyn MaterialsProvider>>> {
+    let Some(legacy) = &table.legacy else {
+        return Ok(None);
+    };
+    Ok(Some(match &legacy.provider {
+        LegacyProviderSettings::AwsKms { key_arn } => {
+            let aws = aws.context("the legacy aws-kms provider needs the AWS clients of the local region")?;
+            Arc::new(DirectKmsProvider::new(
+                &key_arn.to_string(),
+                aws.local_kms()?,
+                Some(aws.cache.clone()),
+            )?)
+        }
+        LegacyProviderSettings::Wrapped(provider) => Arc::new(provider.clone()),
+        LegacyProviderSettings::Static(provider) => Arc::new(provider.clone()),
+    }))
 }
 
 #[cfg(test)]
@@ -236,5 +268,25 @@ mod tests {
         let config = Config::parse(Path::new("v.toml"), &table(&kms)).unwrap();
         let policy = verify_policy(&config.tables[0], 0.5).unwrap();
         assert_eq!(policy.key_arn.map(|k| k.to_string()).as_deref(), Some(MRK));
+    }
+
+    #[test]
+    fn a_legacy_section_gives_the_policy_and_the_provider() {
+        let kms = format!("kind = \"kms-mrk\"\nkey_arn = \"{MRK}\"");
+        let config = Config::parse(Path::new("v.toml"), &table(&kms)).unwrap();
+        assert!(verify_policy(&config.tables[0], 1.0).unwrap().legacy.is_none());
+        assert!(legacy_provider(&config.tables[0], None).unwrap().is_none());
+
+        let config = Config::parse(
+            Path::new("v.toml"),
+            &table(&format!("{kms}\n[tables.legacy]\nallowed = true")),
+        )
+        .unwrap();
+        let legacy = verify_policy(&config.tables[0], 1.0).unwrap().legacy.unwrap();
+        assert_eq!(legacy.table_name, "Orders");
+        assert_eq!(legacy.actions.action("pk"), ddbguard_ddbec::LegacyAction::SignOnly);
+        // The direct KMS provider needs the local region's KMS client.
+        let e = legacy_provider(&config.tables[0], None).unwrap_err();
+        assert!(e.to_string().contains("AWS clients"), "{e}");
     }
 }

@@ -251,19 +251,34 @@ async fn run_item(args: ItemArgs) -> anyhow::Result<ExitCode> {
     let config = args.config.load()?;
     let table = config.table(&args.table)?;
     let input = open_input(args.input.as_deref())?;
-    let keyring: Option<Arc<dyn ddbguard_dbe::Keyring>> = match args.op {
-        item::ItemOp::Inspect => None,
+    let decrypt = args.op == item::ItemOp::Decrypt;
+    let (keyring, legacy): (Option<Arc<dyn ddbguard_dbe::Keyring>>, _) = match args.op {
+        item::ItemOp::Inspect => (None, None),
         _ => {
-            let aws = if table.keyring.needs_aws() {
+            // Only decrypt reads legacy items with keys (inspect needs none, encrypt never writes them).
+            let legacy_kms = decrypt
+                && table
+                    .legacy
+                    .as_ref()
+                    .is_some_and(|l| matches!(l.provider, config::LegacyProviderSettings::AwsKms { .. }));
+            let aws = if table.keyring.needs_aws() || legacy_kms {
                 Some(keyring::AwsContext::new(&keyring::aws_settings(&config).await?).await)
             } else {
                 None
             };
-            Some(Arc::from(keyring::build(&table.keyring, aws.as_ref())?))
+            let legacy = if decrypt {
+                keyring::legacy_provider(table, aws.as_ref())?
+            } else {
+                None
+            };
+            (Some(Arc::from(keyring::build(&table.keyring, aws.as_ref())?)), legacy)
         }
     };
-    let processor = item::ItemProcessor::new(args.op, table, keyring)
+    let mut processor = item::ItemProcessor::new(args.op, table, keyring)
         .with_context(|| format!("{}: table {:?}", config.origin, table.name))?;
+    if let Some(provider) = legacy {
+        processor = processor.with_legacy_provider(provider);
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let all_ok = processor

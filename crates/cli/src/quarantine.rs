@@ -185,9 +185,12 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             };
             let keyring: Arc<dyn Keyring> = Arc::from(keyring::build(&table.keyring, Some(&aws))?);
             let policy = keyring::verify_policy(table, 1.0)?;
-            let verifier = Verifier::new(policy, keyring, region.clone())
+            let mut verifier = Verifier::new(policy, keyring, region.clone())
                 .with_context(|| format!("{}: table {:?}: unusable policy", config.origin, table.name))?
                 .with_table_label(table.name.clone());
+            if let Some(provider) = keyring::legacy_provider(table, Some(&aws))? {
+                verifier = verifier.with_legacy_provider(provider);
+            }
             verifiers.insert(entry.table.clone(), verifier);
         }
         let Some(verifier) = verifiers.get(&entry.table) else {

@@ -130,9 +130,12 @@ pub async fn run(args: VerifyArgs, emf: bool) -> anyhow::Result<ExitCode> {
     let aws = AwsContext::new(&aws_settings).await;
     let keyring: Arc<dyn Keyring> = Arc::from(keyring::build(&table.keyring, Some(&aws))?);
     let policy = keyring::verify_policy(table, config.verify.sample_rate)?;
-    let verifier = Verifier::new(policy, keyring, region.clone())
+    let mut verifier = Verifier::new(policy, keyring, region.clone())
         .with_context(|| format!("{}: table {:?}: unusable policy", config.origin, table.name))?
         .with_table_label(table.name.clone());
+    if let Some(provider) = keyring::legacy_provider(table, Some(&aws))? {
+        verifier = verifier.with_legacy_provider(provider);
+    }
     let service = ServiceConfig {
         table: table.name.clone(),
         region,

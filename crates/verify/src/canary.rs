@@ -461,7 +461,7 @@ impl Canaries {
         };
         observation.verdict = judgement.verdict;
         observation.reason = judgement.reason;
-        let payload = plaintext.and_then(|p| match p.0.item.get(&self.payload_attribute) {
+        let payload = plaintext.and_then(|p| match p.item().get(&self.payload_attribute) {
             Some(AttributeValue::S(s)) => serde_json::from_str::<Payload>(s).ok(),
             _ => None,
         });

@@ -23,7 +23,7 @@ use ddbguard_stream::{EventName, StreamRecord};
 use serde_json::Value;
 
 use crate::convert::{attribute_from_stream, image_to_item};
-use crate::judge::{Depth, Judge, Judgement};
+use crate::judge::{Depth, ItemFormat, Judge, Judgement};
 use crate::policy::{PolicyError, VerifyPolicy};
 
 /// The `origin_region` metric label when a record's origin is not known (REMOVE, raw or hierarchical keys).
@@ -45,6 +45,9 @@ pub struct RecordOutcome {
     pub event_id: String,
     /// Human-readable detail: names attributes, EDKs and ARNs, never values.
     pub message: String,
+    /// The item's format, the `format` label (not serialized: the JSON lists of records keep their fields).
+    #[serde(skip)]
+    pub format: ItemFormat,
 }
 
 impl RecordOutcome {
@@ -75,6 +78,12 @@ impl Verifier {
             judge: Judge::new(policy, keyring)?,
             region: region.into(),
         })
+    }
+
+    /// Judges legacy items (when the policy has a [`crate::LegacyPolicy`]) with keys from `provider`.
+    pub fn with_legacy_provider(mut self, provider: Arc<dyn ddbguard_ddbec::MaterialsProvider>) -> Self {
+        self.judge = self.judge.with_legacy_provider(provider);
+        self
     }
 
     /// Overrides the `table` label (e.g. the physical table name when it differs from the logical one).
@@ -116,8 +125,8 @@ impl Verifier {
         outcome
     }
 
-    /// Counts an outcome in `ddbguard_records_total{table,region,origin_region,verdict}` and, for a failing
-    /// verdict, emits a `warn` event with target `alert` naming table, keys, verdict and reason.
+    /// Counts an outcome in `ddbguard_records_total{table,region,origin_region,verdict,format}` and, for a
+    /// failing verdict, emits a `warn` event with target `alert` naming table, keys, verdict, reason and format.
     pub fn report(&self, outcome: &RecordOutcome) {
         let origin = outcome.origin_region.as_deref().unwrap_or(UNKNOWN_ORIGIN);
         metrics::counter!(
@@ -126,6 +135,7 @@ impl Verifier {
             "region" => self.region.clone(),
             "origin_region" => origin.to_owned(),
             "verdict" => outcome.verdict.as_str(),
+            "format" => outcome.format.as_str(),
         )
         .increment(1);
         if !outcome.is_pass() {
@@ -138,6 +148,7 @@ impl Verifier {
                 keys = %outcome.keys,
                 verdict = outcome.verdict.as_str(),
                 reason = outcome.reason.as_str(),
+                format = outcome.format.as_str(),
                 event_id = %outcome.event_id,
                 detail = %outcome.message,
                 "record failed verification"
@@ -155,6 +166,7 @@ impl Verifier {
             keys: self.keys_json(record),
             event_id: record.event_id.clone(),
             message: judgement.message,
+            format: judgement.format,
         }
     }
 

@@ -30,7 +30,7 @@ use ddbguard_dbe::{
     DbeError, DecryptedItem, EncryptedDataKey, FOOTER_ATTRIBUTE, HEADER_ATTRIBUTE, Item, Keyring,
     LEGACY_MATERIAL_DESCRIPTION, PolicyMismatch, Reason, Verdict, check_structure, decrypt_item,
 };
-use ddbguard_ddbec::{DdbecError, MaterialsProvider, TableContext, is_legacy_item};
+use ddbguard_ddbec::{DdbecError, DecryptedLegacyItem, MaterialsProvider, TableContext, is_legacy_item};
 use ddbguard_keys::arn::KmsArn;
 
 use crate::policy::{LegacyPolicy, PolicyError, VerifyPolicy};
@@ -125,12 +125,28 @@ impl From<PolicyMismatch> for Judgement {
     }
 }
 
-/// The plaintext of an item whose judgement passed with [`Depth::Full`]. Its `Debug` never shows values.
-pub struct Plaintext(pub DecryptedItem);
+/// The plaintext of an item whose judgement passed with [`Depth::Full`], in either format. Its `Debug` never
+/// shows values.
+pub enum Plaintext {
+    /// A DB-ESDK item, with its header.
+    DbEsdk(DecryptedItem),
+    /// A legacy DynamoDB Encryption Client item, with its material description.
+    Ddbec(DecryptedLegacyItem),
+}
+
+impl Plaintext {
+    /// The plaintext item, without the format's reserved attributes.
+    pub fn item(&self) -> &Item {
+        match self {
+            Plaintext::DbEsdk(d) => &d.item,
+            Plaintext::Ddbec(d) => &d.item,
+        }
+    }
+}
 
 impl std::fmt::Debug for Plaintext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Plaintext({} attributes, <redacted>)", self.0.item.len())
+        write!(f, "Plaintext({} attributes, <redacted>)", self.item().len())
     }
 }
 
@@ -181,14 +197,13 @@ impl Judge {
             && is_legacy_item(item)
             && let (Some(policy), Some(provider)) = (&self.policy.legacy, &self.legacy_provider)
         {
-            let mut judgement =
+            let (mut judgement, plaintext) =
                 match Self::check_legacy(policy, provider.as_ref(), &self.policy.table.config, item, depth).await {
-                    Ok((verdict, reason)) => Judgement::new(verdict, reason, String::new()),
-                    Err(e) => e.into(),
+                    Ok((verdict, reason, plaintext)) => (Judgement::new(verdict, reason, String::new()), plaintext),
+                    Err(e) => (e.into(), None),
                 };
             judgement.format = ItemFormat::Ddbec;
-            // The legacy plaintext has no DB-ESDK header to carry: callers get the verdict only.
-            return (judgement, None);
+            return (judgement, plaintext.map(Plaintext::Ddbec));
         }
         let mut origin = None;
         let (mut judgement, plaintext) = match self.check(item, depth, &mut origin).await {
@@ -208,10 +223,10 @@ impl Judge {
         config: &ddbguard_dbe::TableConfig,
         item: &Item,
         depth: Depth,
-    ) -> Result<(Verdict, Reason), DdbecError> {
+    ) -> Result<(Verdict, Reason, Option<DecryptedLegacyItem>), DdbecError> {
         ddbguard_ddbec::check_structure(item, &policy.actions)?;
         if depth == Depth::Structural {
-            return Ok((Verdict::OkStructural, Reason::NotSampled));
+            return Ok((Verdict::OkStructural, Reason::NotSampled, None));
         }
         let table = TableContext {
             table_name: &policy.table_name,
@@ -221,8 +236,7 @@ impl Judge {
         let decrypted = ddbguard_ddbec::decrypt_item(table, item, &policy.actions, provider).await;
         // As for DB-ESDK items: a full verification never awaits anything pending once keys are cached.
         tokio::task::consume_budget().await;
-        decrypted?;
-        Ok((Verdict::Ok, Reason::Verified))
+        Ok((Verdict::Ok, Reason::Verified, Some(decrypted?)))
     }
 
     async fn check(
@@ -267,7 +281,7 @@ impl Judge {
         tokio::task::consume_budget().await;
         let decrypted = decrypted?;
         policy.check_decrypted(&decrypted)?;
-        Ok((Verdict::Ok, Reason::Verified, Some(Plaintext(decrypted))))
+        Ok((Verdict::Ok, Reason::Verified, Some(Plaintext::DbEsdk(decrypted))))
     }
 
     /// Every `aws-kms` EDK must MRK-match the configured key, and there must be one.
@@ -400,6 +414,23 @@ mod legacy_tests {
         );
         let j = judge.judge(&legacy_item(), Depth::Structural).await;
         assert_eq!((j.verdict, j.format), (Verdict::OkStructural, ItemFormat::Ddbec));
+        // A full verification hands back the plaintext, without the reserved attributes.
+        let (j, plaintext) = judge.judge_and_decrypt(&legacy_item(), Depth::Full).await;
+        assert_eq!(j.verdict, Verdict::Ok);
+        let plaintext = plaintext.expect("plaintext of a passing legacy item");
+        assert_eq!(
+            plaintext.item().get("email"),
+            Some(&AttributeValue::S("a@example.com".into()))
+        );
+        assert!(!plaintext.item().contains_key(SIGNATURE));
+        assert!(matches!(plaintext, Plaintext::Ddbec(_)));
+        assert!(
+            judge
+                .judge_and_decrypt(&legacy_item(), Depth::Structural)
+                .await
+                .1
+                .is_none()
+        );
     }
 
     #[tokio::test]

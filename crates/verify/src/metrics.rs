@@ -49,7 +49,7 @@ pub const ALL: &[Metric] = &[
         name: "ddbguard_records_total",
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Records verified, by table, region, origin_region (region of the record's key ARN) and verdict.",
+        help: "Records verified, by table, region, origin_region (region of the record's key ARN), verdict and format.",
     },
     Metric {
         name: "ddbguard_stream_gaps_total",

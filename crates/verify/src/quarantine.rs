@@ -621,6 +621,7 @@ mod tests {
             keys: json!({"pk": {"S": "p1"}}),
             event_id: event_id.into(),
             message: "kms:Decrypt denied".into(),
+            format: crate::ItemFormat::DbEsdk,
         }
     }
 

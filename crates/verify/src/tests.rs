@@ -817,6 +817,7 @@ fn metrics_and_alerts_name_table_keys_verdict_and_reason_but_no_values() {
             ("region", "eu-west-1"),
             ("origin_region", "unknown"),
             ("verdict", verdict),
+            ("format", "dbesdk"),
         ]
     };
     assert_eq!(counters.get("ddbguard_records_total", &labels("ok")), 1);
@@ -835,6 +836,7 @@ fn metrics_and_alerts_name_table_keys_verdict_and_reason_but_no_values() {
         assert_eq!(alert["fields"]["table"], "orders");
         assert_eq!(alert["fields"]["keys"], r#"{"pk":{"S":"p1"},"sk":{"N":"1"}}"#);
         assert!(alert["fields"]["reason"].is_string());
+        assert_eq!(alert["fields"]["format"], "dbesdk");
     }
     assert_eq!(alerts[0]["fields"]["verdict"], "integrity_failed");
     assert_eq!(alerts[1]["fields"]["verdict"], "plaintext");
@@ -857,4 +859,46 @@ fn metrics_doc_lists_every_verdict_and_reason() {
             "docs/METRICS.md lacks reason {label}"
         );
     }
+}
+
+/// A legacy item's outcome carries `format = ddbec` into the records metric (two label values only).
+#[test]
+fn legacy_records_are_counted_with_format_ddbec() {
+    use ddbguard_ddbec::{
+        AttributeActions, ContentKey, LegacyAction, MaterialDescription, SecretBytes, StaticProvider, VerificationKey,
+    };
+
+    let actions = AttributeActions::new(LegacyAction::EncryptAndSign).with_key_attributes(["pk", "sk"]);
+    let plain = Item::from([
+        ("pk".to_owned(), AttributeValue::S("p1".into())),
+        ("sk".to_owned(), AttributeValue::S("s1".into())),
+        ("secret".to_owned(), AttributeValue::S(SECRET.into())),
+    ]);
+    let (aes, mac) = ([3u8; 32], [4u8; 32]);
+    let item = ddbguard_ddbec::fake::seal_item("orders", &plain, &actions, &aes, &mac, &MaterialDescription::default())
+        .unwrap();
+    let mut policy = VerifyPolicy::new(config());
+    policy.legacy = Some(crate::LegacyPolicy {
+        actions,
+        table_name: "orders".into(),
+    });
+    let provider = StaticProvider::new(
+        Some(ContentKey::new(SecretBytes::from_slice(&aes)).unwrap()),
+        VerificationKey::hmac(SecretBytes::from_slice(&mac)).unwrap(),
+    );
+    let v = verifier_with(policy, raw_keyring()).with_legacy_provider(Arc::new(provider));
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let counters = capture::Counters::default();
+    let (good, dbesdk) = metrics::with_local_recorder(&counters, || {
+        rt.block_on(async {
+            let encrypted = encrypted("p2").await;
+            (v.verify(&insert(&item)).await, v.verify(&insert(&encrypted)).await)
+        })
+    });
+    assert_eq!((good.verdict, good.format), (Verdict::Ok, crate::ItemFormat::Ddbec));
+    assert_eq!(dbesdk.format, crate::ItemFormat::DbEsdk);
+    let count = |format| counters.get("ddbguard_records_total", &[("verdict", "ok"), ("format", format)]);
+    assert_eq!((count("ddbec"), count("dbesdk")), (1, 1));
+    // The format stays out of the serialized outcome, whose fields are an output format.
+    assert!(serde_json::to_value(&good).unwrap().get("format").is_none());
 }

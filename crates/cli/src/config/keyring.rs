@@ -109,7 +109,7 @@ impl KeyFiles {
         KeyFiles(files)
     }
 
-    fn get(&self, path: &Path) -> Result<&str, String> {
+    pub(super) fn get(&self, path: &Path) -> Result<&str, String> {
         match self.0.get(path) {
             Some(Ok(text)) => Ok(text.as_str()),
             Some(Err(e)) => Err(e.clone()),

@@ -18,6 +18,7 @@ pub mod aws;
 pub mod backfill;
 pub mod expand;
 pub mod keyring;
+pub mod legacy;
 pub mod migration;
 pub mod sql;
 pub mod tables;
@@ -33,6 +34,7 @@ pub use self::aws::{AwsSection, AwsSettings, DEFAULT_KMS_REQUESTS_PER_SECOND};
 pub use self::backfill::{BackfillSettings, Rate};
 pub use self::expand::ExpandError;
 pub use self::keyring::{HierarchySettings, KeyFiles, KeyringSettings};
+pub use self::legacy::{LegacyProviderSettings, LegacySettings};
 pub use self::sql::{SqlSettings, SqlTableSettings};
 pub use self::tables::TableSettings;
 pub use self::verify::{DEFAULT_LEASE_TABLE, VerifySettings, default_worker_id};
@@ -206,7 +208,7 @@ impl Config {
         let key_files: Vec<PathBuf> = raw
             .tables
             .iter()
-            .filter_map(|t| t.key_file(base))
+            .flat_map(|t| t.key_files(base))
             .chain(raw.sql_tables.iter().filter_map(|t| t.key_file(base)))
             .collect();
         let key_files = KeyFiles::read(key_files.iter().map(PathBuf::as_path));

@@ -7,6 +7,7 @@ use ddbguard_dbe::{AlgorithmSuite, CryptoAction, TableConfig};
 use serde::Deserialize;
 
 use super::keyring::{KeyFiles, KeyringSettings, RawKeyring};
+use super::legacy::{LegacySettings, RawLegacy};
 use super::{ConfigError, ConfigSource, Location};
 
 /// One `[[tables]]` entry as written.
@@ -33,6 +34,8 @@ pub struct RawTable {
     /// `ddbguard backfill`: the application's optimistic-locking version attribute (a number).
     pub version_attribute: Option<String>,
     pub keyring: RawKeyring,
+    /// Whether (and how) legacy DynamoDB Encryption Client items are judged.
+    pub legacy: Option<RawLegacy>,
 }
 
 /// A table's validated settings: the DB-ESDK table configuration and its keyring.
@@ -52,12 +55,15 @@ pub struct TableSettings {
     /// `ddbguard backfill`: the application's version attribute; the write-back then compares only it instead of
     /// every attribute.
     pub version_attribute: Option<String>,
+    /// Legacy DynamoDB Encryption Client items are judged with these settings; `None`: they are `legacy_format`.
+    pub legacy: Option<LegacySettings>,
 }
 
 impl RawTable {
-    /// The key file this entry's keyring reads, if any.
-    pub(super) fn key_file(&self, base: &Path) -> Option<PathBuf> {
-        self.keyring.key_file_path(base)
+    /// The key files this entry reads: its keyring's and its legacy provider's.
+    pub(super) fn key_files(&self, base: &Path) -> Vec<PathBuf> {
+        let legacy = self.legacy.iter().flat_map(|l| l.key_files(base));
+        self.keyring.key_file_path(base).into_iter().chain(legacy).collect()
     }
 }
 
@@ -155,6 +161,11 @@ impl TableSettings {
                 ));
             }
         }
+        let legacy = match &raw.legacy {
+            None => None,
+            Some(section) => LegacySettings::from_raw(section, &dbe, &keyring, base, key_files)
+                .map_err(|(field, message)| invalid(&format!("legacy.{field}"), message))?,
+        };
         Ok(TableSettings {
             name: raw.name,
             dbe,
@@ -163,6 +174,7 @@ impl TableSettings {
             require_suite,
             home_region: raw.home_region,
             version_attribute: raw.version_attribute,
+            legacy,
         })
     }
 }

@@ -580,3 +580,163 @@ fn sql_config_errors_name_the_field() {
     let e = err(&format!("[[sql_tables]]{no_section}"));
     assert!(e.contains("[sql]"), "{e}");
 }
+
+fn kms_mrk_with(legacy: &str) -> String {
+    table(
+        "",
+        &format!("kind = \"kms-mrk\"\nkey_arn = \"{MRK}\"\n[tables.legacy]\n{legacy}"),
+    )
+}
+
+#[test]
+fn legacy_section_defaults_to_the_keyring_key_and_the_table_actions() {
+    use ddbguard_ddbec::LegacyAction;
+
+    let config = Config::parse(Path::new("x.toml"), &kms_mrk_with("allowed = true")).unwrap();
+    let legacy = config.tables[0].legacy.as_ref().unwrap();
+    assert!(matches!(&legacy.provider, LegacyProviderSettings::AwsKms { key_arn } if key_arn.to_string() == MRK));
+    assert_eq!(legacy.actions.action("ssn"), LegacyAction::EncryptAndSign);
+    assert_eq!(legacy.actions.action("pk"), LegacyAction::SignOnly);
+    assert_eq!(legacy.actions.action("unlisted"), LegacyAction::DoNothing);
+
+    // Without the section, or with `allowed = false`, legacy items stay `legacy_format`.
+    let config = Config::parse(Path::new("x.toml"), &table("", &raw_aes())).unwrap();
+    assert!(config.tables[0].legacy.is_none());
+    let config = Config::parse(Path::new("x.toml"), &kms_mrk_with("allowed = false")).unwrap();
+    assert!(config.tables[0].legacy.is_none());
+}
+
+#[test]
+fn legacy_key_and_actions_are_overridable() {
+    use ddbguard_ddbec::LegacyAction;
+
+    let other = MRK.replace("mrk-1234", "mrk-9999");
+    let text = kms_mrk_with(&format!(
+        "allowed = true\nkey_arn = \"{other}\"\ndefault_action = \"ENCRYPT_AND_SIGN\"\n\
+         [tables.legacy.attribute_actions]\nzip = \"SIGN_ONLY\"\nsk = \"ENCRYPT_AND_SIGN\""
+    ));
+    let config = Config::parse(Path::new("x.toml"), &text).unwrap();
+    let legacy = config.tables[0].legacy.as_ref().unwrap();
+    assert!(matches!(&legacy.provider, LegacyProviderSettings::AwsKms { key_arn } if key_arn.to_string() == other));
+    assert_eq!(legacy.actions.action("zip"), LegacyAction::SignOnly);
+    assert_eq!(legacy.actions.action("ssn"), LegacyAction::EncryptAndSign);
+    // Key attributes are never encrypted by the legacy clients, whatever is listed.
+    assert_eq!(legacy.actions.action("sk"), LegacyAction::SignOnly);
+    assert_eq!(
+        legacy.actions.action("pk"),
+        LegacyAction::EncryptAndSign.min(LegacyAction::SignOnly)
+    );
+}
+
+#[test]
+fn legacy_errors_name_table_and_field() {
+    let cases = [
+        (
+            "allowed = true\nprovider = \"metastore\"",
+            "legacy.provider",
+            "metastore",
+        ),
+        (
+            "allowed = true\ndefault_action = \"ENCRYPT\"",
+            "legacy.default_action",
+            "ENCRYPT",
+        ),
+        (
+            "allowed = true\n[tables.legacy.attribute_actions]\nzip = \"SIGN_AND_INCLUDE_IN_ENCRYPTION_CONTEXT\"",
+            "legacy.attribute_actions.zip",
+            "SIGN_ONLY",
+        ),
+        ("allowed = true\nkey_arn = \"alias/orders\"", "legacy.key_arn", "alias"),
+        (
+            "allowed = true\nprovider = \"wrapped\"",
+            "legacy.wrapping_key_file",
+            "required",
+        ),
+        (
+            "allowed = true\nsigning_key_file = \"s.b64\"",
+            "legacy.signing_key_file",
+            "aws-kms",
+        ),
+        (
+            "allowed = true\nprovider = \"static\"\nkey_arn = \"x\"",
+            "legacy.key_arn",
+            "static",
+        ),
+        ("allowed = yes", "allowed", ""),
+    ];
+    for (section, field, detail) in cases {
+        let e = err(&kms_mrk_with(section));
+        assert!(
+            e.contains("ddbguard.toml") && e.contains(field) && e.contains(detail),
+            "{section}: {e}"
+        );
+        if field.starts_with("legacy.") {
+            assert!(e.contains("\"Customers\""), "{e}");
+        }
+    }
+    // A keyring without a KMS key leaves nothing to default to.
+    let e = err(&table("", &format!("{}\n[tables.legacy]\nallowed = true", raw_aes())));
+    assert!(
+        e.contains("\"Customers\"") && e.contains("legacy.key_arn") && e.contains("names no KMS key"),
+        "{e}"
+    );
+}
+
+#[test]
+fn legacy_key_files_are_read_by_load() {
+    let dir = std::env::temp_dir().join(format!("ddbguard-legacy-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("enc.b64"), format!("{KEY}\n")).unwrap();
+    std::fs::write(dir.join("sign.b64"), format!("{KEY}\n")).unwrap();
+    let write = |name: &str, legacy: &str| {
+        let text = table("", &format!("{}\n[tables.legacy]\nallowed = true\n{legacy}", raw_aes()));
+        std::fs::write(dir.join(name), text).unwrap();
+        Config::load(Some(&dir.join(name)), &no_env)
+    };
+    let config = write(
+        "s.toml",
+        "provider = \"static\"\nencryption_key_file = \"enc.b64\"\nsigning_key_file = \"sign.b64\"",
+    )
+    .unwrap();
+    let legacy = config.tables[0].legacy.as_ref().unwrap();
+    assert!(matches!(legacy.provider, LegacyProviderSettings::Static(_)));
+    // Key material never reaches Debug output.
+    assert!(!format!("{config:?}").contains(KEY), "{config:?}");
+    let config = write(
+        "w.toml",
+        "provider = \"wrapped\"\nwrapping_key_file = \"enc.b64\"\nsigning_key_file = \"sign.b64\"",
+    )
+    .unwrap();
+    assert!(matches!(
+        config.tables[0].legacy.as_ref().unwrap().provider,
+        LegacyProviderSettings::Wrapped(_)
+    ));
+
+    // A static provider must have a content key when the actions encrypt; a missing file names itself.
+    let e = write("n.toml", "provider = \"static\"\nsigning_key_file = \"sign.b64\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("legacy.encryption_key_file") && e.contains("encrypt"), "{e}");
+    let e = write(
+        "g.toml",
+        "provider = \"wrapped\"\nwrapping_key_file = \"gone.b64\"\nsigning_key_file = \"sign.b64\"",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("\"Customers\"") && e.contains("legacy.wrapping_key_file") && e.contains("gone.b64"),
+        "{e}"
+    );
+    std::fs::write(dir.join("bad.b64"), "not base64!").unwrap();
+    let e = write(
+        "b.toml",
+        "provider = \"wrapped\"\nwrapping_key_file = \"enc.b64\"\nsigning_key_file = \"bad.b64\"",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("legacy.signing_key_file") && e.contains("base64") && !e.contains("not base64!"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

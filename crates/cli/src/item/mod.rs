@@ -17,6 +17,9 @@
 //! is not a verdict: it is an `input_error` (`not_json`, `not_utf8`, `too_large`, `not_an_item`) and has no
 //! `verdict` or `reason`. Exit code 0 when every document succeeded, 1 when any failed.
 //!
+//! Legacy DynamoDB Encryption Client items are decrypted (and described by `inspect`) on a table with
+//! `[tables.legacy]`; `encrypt` never writes that format.
+//!
 //! Errors never contain plaintext of a protected attribute or key material: messages come from the typed
 //! errors of `ddbguard-dbe` and the judge, which name attributes and offsets, never values.
 
@@ -27,6 +30,7 @@ use std::sync::Arc;
 
 use ddbguard_dbe::json::{item_from_ddb_json, item_to_ddb_json};
 use ddbguard_dbe::{DbeError, Header, Item, Keyring, Reason, Verdict};
+use ddbguard_ddbec::{MaterialsProvider, is_legacy_item};
 use ddbguard_verify::{Depth, Judge, Judgement};
 use serde_json::{Value, json};
 
@@ -122,6 +126,13 @@ impl<'a> ItemProcessor<'a> {
         })
     }
 
+    /// Lets `decrypt` judge and decrypt the table's legacy items with keys from `provider` (from
+    /// [`crate::keyring::legacy_provider`]); without it they are `legacy_format`, as in `ddbguard verify`.
+    pub fn with_legacy_provider(mut self, provider: Arc<dyn MaterialsProvider>) -> Self {
+        self.judge = self.judge.map(|judge| judge.with_legacy_provider(provider));
+        self
+    }
+
     /// The result of one input document: the output item (or header description), or why it failed.
     pub async fn process(&self, document: Value) -> Result<Value, ItemFailure> {
         let value = item_of(document, &self.table.dbe.partition_key);
@@ -133,9 +144,17 @@ impl<'a> ItemProcessor<'a> {
         })?;
         match (self.op, &self.judge, &self.keyring) {
             (ItemOp::Decrypt, Some(judge), _) => match judge.judge_and_decrypt(&item, Depth::Full).await {
-                (judgement, Some(plaintext)) if judgement.is_pass() => Ok(item_to_ddb_json(&plaintext.0.item)),
+                (judgement, Some(plaintext)) if judgement.is_pass() => Ok(item_to_ddb_json(plaintext.item())),
                 (judgement, _) => Err(judgement.into()),
             },
+            // The legacy format is read, never written: a legacy item must be decrypted first.
+            (ItemOp::Encrypt, _, _) if is_legacy_item(&item) => Err(ItemFailure::Verdict {
+                verdict: Verdict::LegacyFormat,
+                reason: Reason::LegacyFormat,
+                message: "a legacy DynamoDB Encryption Client item: decrypt it first; item encrypt writes only the \
+                          DB-ESDK format"
+                    .into(),
+            }),
             (ItemOp::Encrypt, _, Some(keyring)) => {
                 let encrypted = ddbguard_dbe::encrypt_item(&self.table.dbe, keyring.as_ref(), &item).await?;
                 Ok(item_to_ddb_json(&encrypted))
@@ -204,6 +223,13 @@ fn write_line(out: &mut dyn Write, line: usize, result: Result<Value, ItemFailur
 
 /// Describes an item's header without any key.
 fn inspect(table: &TableSettings, item: &Item) -> Result<Value, ItemFailure> {
+    if table.legacy.is_some()
+        && !item.contains_key(ddbguard_dbe::HEADER_ATTRIBUTE)
+        && !item.contains_key(ddbguard_dbe::FOOTER_ATTRIBUTE)
+        && is_legacy_item(item)
+    {
+        return inspect_legacy(item);
+    }
     let header = Header::from_item(item)?;
     let signed = ddbguard_dbe::signed_attribute_names(&table.dbe, item);
     let signed_attributes: Vec<Value> = if signed.len() == header.legend.len() {
@@ -256,6 +282,40 @@ fn inspect(table: &TableSettings, item: &Item) -> Result<Value, ItemFailure> {
         ));
     }
     Ok(out)
+}
+
+/// Describes a legacy item's material description without any key: every entry, except that the wrapped (or
+/// KMS-encrypted) content key is shown by its length only.
+fn inspect_legacy(item: &Item) -> Result<Value, ItemFailure> {
+    let legacy_error = |e: ddbguard_ddbec::DdbecError| ItemFailure::Verdict {
+        verdict: e.verdict(),
+        reason: e.reason(),
+        message: e.to_string(),
+    };
+    let binary = |name: &str| match item.get(name) {
+        Some(ddbguard_dbe::AttributeValue::B(bytes)) => Some(bytes.as_slice()),
+        _ => None,
+    };
+    let description = binary(ddbguard_ddbec::MATERIAL_DESCRIPTION)
+        .ok_or(ddbguard_ddbec::DdbecError::MissingMaterialDescription)
+        .and_then(ddbguard_ddbec::MaterialDescription::parse)
+        .map_err(legacy_error)?;
+    let entries: serde_json::Map<String, Value> = description
+        .entries()
+        .map(|(name, value)| {
+            let shown = if name == ddbguard_ddbec::keys::WRAPPED_KEY {
+                json!(format!("<{} base64 characters>", value.len()))
+            } else {
+                json!(value)
+            };
+            (name.to_owned(), shown)
+        })
+        .collect();
+    Ok(json!({
+        "format": "ddbec",
+        "material_description": entries,
+        "signature_len": binary(ddbguard_ddbec::SIGNATURE).map(<[u8]>::len),
+    }))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -633,5 +693,151 @@ mod tests {
         );
         let (ok, out) = run_on(ItemOp::Inspect, &reader, "").await;
         assert!(ok && out.is_empty());
+    }
+
+    /// The legacy client's official vectors: the Python client's static-provider item `hashKey = 5,
+    /// rangeKey = 7` (every attribute but `version` encrypted), with the vectors' own static keys.
+    mod legacy {
+        use super::*;
+
+        const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ddbec/tests/data/ddbec/encrypted_item");
+
+        fn vector_item() -> Value {
+            let path = format!("{VECTORS}/ciphertext/python/static-aes-hmac-1.json");
+            let all: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            all["TableName"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["hashKey"]["N"] == "5" && i["rangeKey"]["N"] == "7")
+                .unwrap()
+                .clone()
+        }
+
+        /// A config for the vectors' table, its key files written beside it; `legacy` is the section's body.
+        fn vector_config(dir: &std::path::Path, legacy: Option<&str>) -> Config {
+            let keys: Value =
+                serde_json::from_str(&std::fs::read_to_string(format!("{VECTORS}/keys.json")).unwrap()).unwrap();
+            std::fs::create_dir_all(dir).unwrap();
+            for (file, key) in [("aes.b64", "aesKey"), ("hmac.b64", "hmacKey")] {
+                std::fs::write(dir.join(file), keys[key]["material"].as_str().unwrap()).unwrap();
+            }
+            let legacy = legacy.map(|l| format!("[tables.legacy]\n{l}\n")).unwrap_or_default();
+            let text = format!(
+                "[[tables]]\nname = \"TableName\"\npartition_key = \"hashKey\"\nsort_key = \"rangeKey\"\n\
+                 [tables.attribute_actions]\nhashKey = \"SIGN_ONLY\"\nrangeKey = \"SIGN_ONLY\"\n\
+                 [tables.keyring]\n{}\n{legacy}",
+                raw_keyring_settings()
+            );
+            std::fs::write(dir.join("t.toml"), text).unwrap();
+            Config::load(Some(&dir.join("t.toml")), &|_: &str| None).unwrap()
+        }
+
+        const STATIC: &str = "allowed = true\nprovider = \"static\"\nencryption_key_file = \"aes.b64\"\n\
+                              signing_key_file = \"hmac.b64\"\ndefault_action = \"ENCRYPT_AND_SIGN\"\n\
+                              [tables.legacy.attribute_actions]\nversion = \"SIGN_ONLY\"";
+
+        async fn run(op: ItemOp, config: &Config, item: &Value) -> Result<Value, ItemFailure> {
+            let table = &config.tables[0];
+            let keyring = (op != ItemOp::Inspect).then(|| keyring(KEY_BYTE));
+            let mut processor = ItemProcessor::new(op, table, keyring).unwrap();
+            if let Some(provider) = crate::keyring::legacy_provider(table, None).unwrap() {
+                processor = processor.with_legacy_provider(provider);
+            }
+            processor.process(item.clone()).await
+        }
+
+        fn dir(name: &str) -> std::path::PathBuf {
+            std::env::temp_dir().join(format!("ddbguard-item-legacy-{name}-{}", std::process::id()))
+        }
+
+        #[tokio::test]
+        async fn decrypt_prints_a_legacy_vector_item_in_plaintext() {
+            let d = dir("decrypt");
+            let config = vector_config(&d, Some(STATIC));
+            let out = run(ItemOp::Decrypt, &config, &vector_item()).await.unwrap();
+            assert_eq!(out["stringValue"], json!({"S": "Hello world!"}));
+            assert_eq!(out["byteArrayValue"], json!({"B": "AAECAwQF"}));
+            assert_eq!(out["hashKey"], json!({"N": "5"}));
+            assert!(out.get(ddbguard_ddbec::MATERIAL_DESCRIPTION).is_none(), "{out}");
+            assert!(out.get(ddbguard_ddbec::SIGNATURE).is_none(), "{out}");
+
+            // One flipped bit of an encrypted attribute fails the signature; nothing is printed.
+            let mut tampered = vector_item();
+            let b64 = tampered["stringValue"]["B"].as_str().unwrap().to_owned();
+            let mut bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+            bytes[20] ^= 1;
+            tampered["stringValue"]["B"] = json!(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                bytes
+            ));
+            let e = run(ItemOp::Decrypt, &config, &tampered).await.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ItemFailure::Verdict {
+                        verdict: Verdict::IntegrityFailed,
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            std::fs::remove_dir_all(&d).unwrap();
+        }
+
+        #[tokio::test]
+        async fn without_the_section_a_legacy_item_is_legacy_format() {
+            let d = dir("none");
+            let config = vector_config(&d, None);
+            for op in [ItemOp::Decrypt, ItemOp::Inspect] {
+                let e = run(op, &config, &vector_item()).await.unwrap_err();
+                assert!(
+                    matches!(
+                        e,
+                        ItemFailure::Verdict {
+                            verdict: Verdict::LegacyFormat,
+                            ..
+                        }
+                    ),
+                    "{op:?}: {e:?}"
+                );
+            }
+            std::fs::remove_dir_all(&d).unwrap();
+        }
+
+        #[tokio::test]
+        async fn inspect_shows_the_material_description_and_encrypt_refuses_legacy_items() {
+            let d = dir("inspect");
+            let config = vector_config(&d, Some(STATIC));
+            let out = run(ItemOp::Inspect, &config, &vector_item()).await.unwrap();
+            assert_eq!(out["format"], "ddbec");
+            assert_eq!(
+                out["material_description"],
+                json!({"amzn-ddb-map-signingAlg": "HmacSHA256", "amzn-ddb-map-sym-mode": "/CBC/PKCS5Padding"})
+            );
+            // A wrapped content key is shown by its length only.
+            let path = format!("{VECTORS}/ciphertext/python/wrapped-aes-hmac-1.json");
+            let wrapped: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            let out = run(ItemOp::Inspect, &config, &wrapped["TableName"][0]).await.unwrap();
+            let shown = out["material_description"]["amzn-ddb-env-key"].as_str().unwrap();
+            assert!(
+                shown.starts_with('<') && shown.ends_with(" base64 characters>"),
+                "{out}"
+            );
+            assert_eq!(out["material_description"]["amzn-ddb-wrap-alg"], "AESWrap", "{out}");
+            assert_eq!(out["signature_len"], 32);
+            let e = run(ItemOp::Encrypt, &config, &vector_item()).await.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ItemFailure::Verdict {
+                        verdict: Verdict::LegacyFormat,
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            std::fs::remove_dir_all(&d).unwrap();
+        }
     }
 }
