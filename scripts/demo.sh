@@ -55,7 +55,8 @@ if scripts/local-aws status >/dev/null 2>&1; then
   echo "already running; reusing it"
 else
   started=true
-  scripts/local-aws up
+  # The demo is DynamoDB only: no PostgreSQL stand-in (so a machine without PostgreSQL runs it too).
+  DDBGUARD_LOCAL_PG=0 scripts/local-aws up
 fi
 aws() { .venv/bin/python scripts/demo/demo_aws.py --endpoint "$endpoint" "$@"; }
 expect_failure() {
