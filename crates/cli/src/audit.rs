@@ -131,9 +131,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     }
     let report = report.with_context(|| format!("{}: table {:?}", config.origin, table.name))?;
 
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &report).context("cannot write output")?;
-    std::io::Write::write_all(&mut out, b"\n").context("cannot write output")?;
+    crate::print_json(&report)?;
     Ok(if report.passed {
         ExitCode::SUCCESS
     } else {

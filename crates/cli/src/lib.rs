@@ -152,6 +152,13 @@ pub struct ItemArgs {
     pub input: Option<PathBuf>,
 }
 
+/// Writes `doc` as pretty JSON and a newline on stdout: the report of every command that prints one.
+pub(crate) fn print_json(doc: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, doc).context("cannot write output")?;
+    out.write_all(b"\n").context("cannot write output")
+}
+
 /// Exit code of a command that failed after it started ([`AfterStartup`]).
 pub const EXIT_AFTER_STARTUP: u8 = 4;
 

@@ -86,12 +86,6 @@ pub async fn run(command: QuarantineCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print(doc: &serde_json::Value) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, doc).context("cannot write output")?;
-    std::io::Write::write_all(&mut out, b"\n").context("cannot write output")
-}
-
 /// Every readable entry of the quarantine table; unreadable ones are logged and left out.
 async fn entries(aws: &AwsContext, region: &str, table: &str) -> anyhow::Result<Vec<QuarantineEntry>> {
     let all = quarantine::scan(&aws.dynamo(region), table).await?;
@@ -132,7 +126,7 @@ async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     let since = args.since.map(|d| now.saturating_sub(d.as_secs()));
     let all = entries(&aws, &settings.region, &config.verify.quarantine_table).await?;
     let selected = select(all, args.verdict.as_deref(), since, args.open);
-    print(&serde_json::Value::Array(
+    crate::print_json(&serde_json::Value::Array(
         selected.iter().map(|e| e.to_json(false)).collect(),
     ))?;
     Ok(ExitCode::SUCCESS)
@@ -145,7 +139,7 @@ async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let table = &config.verify.quarantine_table;
     match quarantine::get(&aws.dynamo(&settings.region), table, &args.id).await? {
         Some(entry) => {
-            print(&entry.to_json(true))?;
+            crate::print_json(&entry.to_json(true))?;
             Ok(ExitCode::SUCCESS)
         }
         None => {
@@ -214,7 +208,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             "resolved": entry.status == EntryStatus::Resolved,
         }));
     }
-    print(&json!({
+    crate::print_json(&json!({
         "quarantine_table": quarantine_table,
         "region": region,
         "replayed": resolved + failing,

@@ -276,9 +276,7 @@ async fn run_audit(args: SqlAuditArgs) -> anyhow::Result<ExitCode> {
         server.abort();
     }
     let report = report?;
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &report).context("cannot write output")?;
-    std::io::Write::write_all(&mut out, b"\n").context("cannot write output")?;
+    crate::print_json(&report)?;
     Ok(if report.passed {
         ExitCode::SUCCESS
     } else {
@@ -332,9 +330,7 @@ async fn run_backfill(args: SqlBackfillArgs) -> anyhow::Result<ExitCode> {
     if let Some(object) = value.as_object_mut() {
         object.insert("exit_code".into(), report.exit_code().into());
     }
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &value).context("cannot write output")?;
-    std::io::Write::write_all(&mut out, b"\n").context("cannot write output")?;
+    crate::print_json(&value)?;
     Ok(ExitCode::from(report.exit_code()))
 }
 
@@ -392,8 +388,6 @@ async fn run_verify(args: SqlVerifyArgs) -> anyhow::Result<ExitCode> {
         server.abort();
     }
     let report = report?;
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &report).context("cannot write output")?;
-    std::io::Write::write_all(&mut out, b"\n").context("cannot write output")?;
+    crate::print_json(&report)?;
     Ok(ExitCode::SUCCESS)
 }

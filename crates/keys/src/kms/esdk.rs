@@ -10,7 +10,7 @@ use ddbguard_dbe::{EncryptionContext, KeyringError, KeyringFuture};
 use ddbguard_esdk::{AlgorithmSuite, DataKey, DecryptedDataKey, EncryptedDataKey, GeneratedDataKey, Keyring};
 use zeroize::Zeroizing;
 
-use super::keyring::{EdkRef, IKM_LEN, KmsKeyringError, MrkDiscoveryKeyring, MrkKeyring};
+use super::keyring::{EdkRef, IKM_LEN, Ikm, KmsKeyringError, MrkDiscoveryKeyring, MrkKeyring};
 
 fn edk_refs(edks: &[EncryptedDataKey]) -> Vec<EdkRef<'_>> {
     edks.iter()
@@ -39,6 +39,14 @@ fn data_key(key: Zeroizing<[u8; IKM_LEN]>) -> DataKey {
     DataKey::from_slice(&key[..])
 }
 
+/// The data key a KMS keyring unwrapped, as the message format takes it.
+fn decrypted(k: Ikm) -> Result<DecryptedDataKey, KeyringError> {
+    Ok(DecryptedDataKey {
+        key: data_key(k.key),
+        edk_index: k.edk_index,
+    })
+}
+
 impl Keyring for MrkKeyring {
     fn decrypt_data_key<'a>(
         &'a self,
@@ -48,11 +56,7 @@ impl Keyring for MrkKeyring {
     ) -> KeyringFuture<'a, DecryptedDataKey> {
         Box::pin(async move {
             check_suite(suite)?;
-            let k = self.unwrap_ikm(&edk_refs(edks), ec).await?;
-            Ok(DecryptedDataKey {
-                key: data_key(k.key),
-                edk_index: k.edk_index,
-            })
+            decrypted(self.unwrap_ikm(&edk_refs(edks), ec).await?)
         })
     }
 
@@ -85,11 +89,7 @@ impl Keyring for MrkDiscoveryKeyring {
     ) -> KeyringFuture<'a, DecryptedDataKey> {
         Box::pin(async move {
             check_suite(suite)?;
-            let k = self.unwrap_ikm(&edk_refs(edks), ec).await?;
-            Ok(DecryptedDataKey {
-                key: data_key(k.key),
-                edk_index: k.edk_index,
-            })
+            decrypted(self.unwrap_ikm(&edk_refs(edks), ec).await?)
         })
     }
 
