@@ -23,8 +23,10 @@
 //! - 2: configuration or startup error (unknown table, no stream on the table, lease table, quarantine table or
 //!   metrics port unusable, …): nothing was verified.
 //! - 4: a failure after startup ([`crate::AfterStartup`]): the metrics endpoint stopped while the verifier ran
-//!   (the reader is stopped cleanly first), or the `--until-caught-up` summary could not be written. What was
-//!   verified is checkpointed; a restart resumes there.
+//!   (the reader is stopped cleanly first), the `--until-caught-up` summary could not be written, or the shutdown
+//!   overran its deadline and aborted shard tasks before their checkpoints (their records are read again by the
+//!   next owner: nothing is lost, but the stop was not clean and the orchestrator should know). What was verified
+//!   is checkpointed; a restart resumes there.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -195,13 +197,24 @@ pub async fn run(args: VerifyArgs, emf: bool) -> anyhow::Result<ExitCode> {
         }
     })?;
 
-    if !args.until_caught_up {
-        return Ok(ExitCode::SUCCESS);
+    if args.until_caught_up {
+        write_summary(&report.to_json())
+            .context("cannot write the summary")
+            .context(crate::AfterStartup)?;
     }
-    write_summary(&report.to_json())
-        .context("cannot write the summary")
-        .context(crate::AfterStartup)?;
-    Ok(if report.passed() {
+    exit_code(&report, args.until_caught_up)
+        .map_err(|e| anyhow::anyhow!("{}: table {:?}: {e}", config.origin, table.name).context(crate::AfterStartup))
+}
+
+/// The exit code of a run that stopped: `Err` when the stop itself was not clean (exit 4).
+fn exit_code(report: &service::VerifyReport, until_caught_up: bool) -> Result<ExitCode, &'static str> {
+    if report.run.shutdown_timed_out {
+        return Err(
+            "the shutdown overran its deadline and aborted shard tasks before their checkpoints; their \
+                    records will be read again by the next owner",
+        );
+    }
+    Ok(if !until_caught_up || report.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -248,6 +261,28 @@ mod tests {
     use std::path::Path;
 
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    /// A clean stop exits 0 (1 when `--until-caught-up` did not pass); a stop that aborted shard tasks exits 4
+    /// whatever the verdicts.
+    #[test]
+    fn a_shutdown_that_overran_its_deadline_is_not_a_clean_exit() {
+        let mut report = service::VerifyReport {
+            stream_arn: "arn:aws:dynamodb:us-east-1:111122223333:table/T/stream/x".into(),
+            summary: Default::default(),
+            run: Default::default(),
+        };
+        assert_eq!(exit_code(&report, false), Ok(ExitCode::SUCCESS));
+        // Not caught up: the until-caught-up run did not read everything.
+        assert_eq!(exit_code(&report, true), Ok(ExitCode::from(1)));
+        report.run.caught_up = true;
+        assert_eq!(exit_code(&report, true), Ok(ExitCode::SUCCESS));
+        report.run.shutdown_timed_out = true;
+        for until_caught_up in [false, true] {
+            let e = exit_code(&report, until_caught_up).unwrap_err();
+            assert!(e.contains("overran its deadline"), "{e}");
+        }
+        assert_eq!(report.to_json()["shutdown_timed_out"], true);
+    }
 
     /// Latency series get the shared buckets (summable across tasks); other histograms stay summaries.
     #[test]

@@ -162,6 +162,7 @@ impl VerifyReport {
             map.insert("stream_arn".into(), self.stream_arn.clone().into());
             map.insert("failures".into(), self.summary.failures().into());
             map.insert("caught_up".into(), self.run.caught_up.into());
+            map.insert("shutdown_timed_out".into(), self.run.shutdown_timed_out.into());
             map.insert("passed".into(), self.passed().into());
         }
         doc
