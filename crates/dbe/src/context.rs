@@ -59,6 +59,10 @@ pub fn canonical_path(table: &str, name: &str) -> Vec<u8> {
 }
 
 /// Serializes an encryption context: `u16 count || (u16 len, key, u16 len, value)*` in key order.
+///
+/// An empty context serializes as `0x0000`, as the header's stored context must (0x6700 items store none). The
+/// material providers' form of an empty context is the empty string instead; it never applies here, because
+/// the full context of an item (the AAD of every keyring) always holds the table and partition key names.
 pub fn serialize_context(ec: &EncryptionContext) -> Result<Vec<u8>, DbeError> {
     let mut out = Vec::with_capacity(2 + ec.iter().map(|(k, v)| 4 + k.len() + v.len()).sum::<usize>());
     put_u16(&mut out, ec.len(), "encryption context entry count")?;
