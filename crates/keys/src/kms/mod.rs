@@ -2,7 +2,8 @@
 //!
 //! Module map:
 //! - [`api`]: the narrow [`KmsApi`] trait (Decrypt, GenerateDataKey, GenerateDataKeyWithoutPlaintext, ReEncrypt,
-//!   DescribeKey) and [`SdkKms`], its `aws-sdk-kms` implementation;
+//!   DescribeKey);
+//! - `sdk` (feature `aws`, on by default): `SdkKms`, the trait's `aws-sdk-kms` implementation;
 //! - [`error`]: [`KmsError`] and its classification (`key_unavailable/<reason>`, `integrity_failed`,
 //!   `throttled`, …);
 //! - [`governor`]: [`GovernedKms`], which rate-limits ([`RateLimiter`], one per process), retries throttles with
@@ -26,10 +27,14 @@ mod esdk;
 pub mod fake;
 pub mod governor;
 pub mod keyring;
+#[cfg(feature = "aws")]
+pub mod sdk;
 
-pub use api::{DataKey, EncryptionContext, KeyDescription, KmsApi, KmsFuture, ReEncryptRequest, SdkKms, WrappedKey};
+pub use api::{DataKey, EncryptionContext, KeyDescription, KmsApi, KmsFuture, ReEncryptRequest, WrappedKey};
 pub use cache::KeyCache;
 pub use ddbec::DirectKmsProvider;
 pub use error::{KmsError, KmsErrorKind, Operation, UnavailableReason};
 pub use governor::{GovernedKms, KmsCounters, RateLimiter, RetryPolicy};
 pub use keyring::{DiscoveryFilter, EdkRef, GeneratedIkm, Ikm, KmsKeyringError, MrkDiscoveryKeyring, MrkKeyring};
+#[cfg(feature = "aws")]
+pub use sdk::SdkKms;
