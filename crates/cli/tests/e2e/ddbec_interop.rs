@@ -3,7 +3,7 @@
 //! binary in ap-southeast-2 with the local replica of the MRK: items under the MRK are `ok`, an item under a
 //! single-Region key is `key_not_mrk`, an item with one flipped bit in an encrypted attribute is
 //! `integrity_failed`, and with the replica disabled every item is `key_unavailable`. `ddbguard item decrypt` prints
-//! a Python-written item's plaintext. The client's KMS requests (key, region, encryption context) are asserted as
+//! a Python-written item's plaintext, and a long-running verifier labels the records `format="ddbec"`. The client's KMS requests (key, region, encryption context) are asserted as
 //! docs/LEGACY.md describes them.
 
 use std::collections::HashMap;
@@ -15,6 +15,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeyType};
 use ddbguard_e2e::{LocalAws, Mrk, PRIMARY_REGION, REPLICA_REGION, unique_name, wait_for_item};
 use serde_json::{Value, json};
 
+use crate::canary::{Verifier, wait_until};
 use crate::cli::{Run, TempDir, ddbguard, ddbguard_into};
 use crate::esdk_interop::python_script;
 use crate::verify::sdk_item;
@@ -351,6 +352,24 @@ async fn items_the_python_client_writes_in_us_east_1_are_judged_in_ap_southeast_
         let ssn = format!("123-45-{n:04}");
         assert!(!run.stdout.contains(&ssn) && !run.stderr.contains(&ssn), "{run:#?}");
     }
+
+    // A long-running verifier from the same stream counts them in `ddbguard_records_total` with format="ddbec".
+    let leases = unique_name("leases", "ddbec");
+    let long_running = s.dir.write(
+        "long-running.toml",
+        &format!(
+            "{}\n[verify]\nlease_table = \"{leases}\"\nquarantine = false\n",
+            config(env, &s.table, &s.mrk)
+        ),
+    );
+    let verifier = Verifier::start(&long_running, &s.table, s.dir.write("verify.log", ""));
+    let count = |verdict| verifier.value("ddbguard_records_total", &[("format", "ddbec"), ("verdict", verdict)]);
+    wait_until("5 legacy records counted", Duration::from_secs(30), || {
+        count("ok") == Some(3.0) && count("key_not_mrk") == Some(1.0) && count("integrity_failed") == Some(1.0)
+    });
+    assert_eq!(verifier.value("ddbguard_records_total", &[("format", "dbesdk")]), None);
+    let (_, code, log) = verifier.stop();
+    assert_eq!(code, Some(0), "{log}");
 
     // `item decrypt` in ap-southeast-2 prints the original plaintext of a Python-written item as stored there.
     let input = item_json(&stored[1]);
