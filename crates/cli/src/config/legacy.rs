@@ -300,7 +300,8 @@ fn read_rsa_key(
             "is a PKCS#1 RSA private key; convert it to PKCS#8 (openssl pkcs8 -topk8 -nocrypt)",
         )),
         (RsaKeyKind::Private, "ENCRYPTED PRIVATE KEY") => Err(fail(
-            "is an encrypted PKCS#8 key; store it unencrypted (openssl pkcs8 -topk8 -nocrypt), readable only by ddbguard",
+            "is an encrypted PKCS#8 key; store it unencrypted (openssl pkcs8 -topk8 -nocrypt), readable only by \
+             ddbguard",
         )),
         (RsaKeyKind::Private, other) => Err(fail(&format!("is a PEM {other:?}, not a PKCS#8 \"PRIVATE KEY\""))),
         (RsaKeyKind::Public, other) => Err(fail(&format!(

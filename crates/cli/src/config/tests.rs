@@ -768,6 +768,8 @@ impl RsaKeyDir {
         std::fs::write(dir.join("unwrap.der"), &private).unwrap();
         std::fs::write(dir.join("unwrap.pem"), pem("PRIVATE KEY", &private)).unwrap();
         std::fs::write(dir.join("unwrap-pkcs1.pem"), pem("RSA PRIVATE KEY", &private)).unwrap();
+        std::fs::write(dir.join("unwrap-encrypted.pem"), pem("ENCRYPTED PRIVATE KEY", &private)).unwrap();
+        std::fs::write(dir.join("empty.der"), b"\n").unwrap();
         std::fs::write(dir.join("verify.der"), &public).unwrap();
         std::fs::write(dir.join("verify.pem"), pem("PUBLIC KEY", &public)).unwrap();
         std::fs::write(dir.join("garbage.der"), [0x30, 0x03, 0x02, 0x01, 0x05]).unwrap();
@@ -847,9 +849,21 @@ fn legacy_rsa_key_errors_name_table_field_and_file() {
     let dir = RsaKeyDir::new("errors");
     let cases = [
         (
-            "provider = \"wrapped\"\nrsa_unwrapping_key_file = \"unwrap-pkcs1.pem\"\nsigning_key_file = \"sign.b64\"",
+            "provider = \"wrapped\"\nrsa_unwrapping_key_file = \"unwrap-pkcs1.pem\"\n\
+             signing_key_file = \"sign.b64\"",
             "legacy.rsa_unwrapping_key_file",
             "unwrap-pkcs1.pem: is a PKCS#1 RSA private key",
+        ),
+        (
+            "provider = \"wrapped\"\nrsa_unwrapping_key_file = \"unwrap-encrypted.pem\"\n\
+             signing_key_file = \"sign.b64\"",
+            "legacy.rsa_unwrapping_key_file",
+            "unwrap-encrypted.pem: is an encrypted PKCS#8 key",
+        ),
+        (
+            "provider = \"wrapped\"\nwrapping_key_file = \"enc.b64\"\nrsa_verification_key_file = \"empty.der\"",
+            "legacy.rsa_verification_key_file",
+            "empty.der: is empty",
         ),
         (
             "provider = \"wrapped\"\nrsa_unwrapping_key_file = \"verify.pem\"\nsigning_key_file = \"sign.b64\"",

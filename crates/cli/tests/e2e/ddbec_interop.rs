@@ -2,9 +2,9 @@
 //! `scripts/local-aws.d/ddbec_interop.py`) with its direct KMS provider in us-east-1, judged by the `ddbguard`
 //! binary in ap-southeast-2 with the local replica of the MRK: items under the MRK are `ok`, an item under a
 //! single-Region key is `key_not_mrk`, an item with one flipped bit in an encrypted attribute is
-//! `integrity_failed`, and with the replica disabled every item is `key_unavailable`. `ddbguard item decrypt` prints
-//! a Python-written item's plaintext, and a long-running verifier labels the records `format="ddbec"`. The client's KMS requests (key, region, encryption context) are asserted as
-//! docs/LEGACY.md describes them.
+//! `integrity_failed`, and with the replica disabled every item is `key_unavailable`. `ddbguard item decrypt`
+//! prints a Python-written item's plaintext, and a long-running verifier labels the records `format="ddbec"`.
+//! The client's KMS requests (key, region, encryption context) are asserted as docs/LEGACY.md describes them.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -22,7 +22,10 @@ use crate::verify::sdk_item;
 
 /// The Python client's attribute actions: everything not listed is encrypted (its default).
 fn actions() -> Value {
-    json!({"default": "ENCRYPT_AND_SIGN", "attributes": {"zip": "SIGN_ONLY", "flags": "SIGN_ONLY", "note": "DO_NOTHING"}})
+    json!({
+        "default": "ENCRYPT_AND_SIGN",
+        "attributes": {"zip": "SIGN_ONLY", "flags": "SIGN_ONLY", "note": "DO_NOTHING"},
+    })
 }
 
 /// The same actions in ddbguard's config (the key attributes are signed by the client whatever it is told).
@@ -38,8 +41,8 @@ flags = "SIGN_ONLY"
 note = "DO_NOTHING"
 "#;
 
-/// A plaintext item with every attribute type: S, N, B, SS, NS, BS, L, M, BOOL and NULL (set members in byte order, as the clients
-/// sort them, numbers normalized, so a decrypted item compares equal).
+/// A plaintext item with every attribute type: S, N, B, SS, NS, BS, L, M, BOOL and NULL (set members in byte
+/// order, as the clients sort them, and numbers normalized, so a decrypted item compares equal).
 fn plain(pk: &str, n: usize) -> Value {
     json!({
         "pk": {"S": pk},
