@@ -772,6 +772,12 @@ impl RsaKeyDir {
         std::fs::write(dir.join("empty.der"), b"\n").unwrap();
         std::fs::write(dir.join("verify.der"), &public).unwrap();
         std::fs::write(dir.join("verify.pem"), pem("PUBLIC KEY", &public)).unwrap();
+        // The same key as PKCS#1 (`openssl rsa -RSAPublicKey_out`): the BIT STRING inside the RSA-2048
+        // SubjectPublicKeyInfo, after its fixed 24-byte prefix.
+        let (prefix, pkcs1) = public.split_at(24);
+        assert_eq!(prefix[..4], [0x30, 0x82, 0x01, 0x22]);
+        assert_eq!(prefix[19..], [0x03, 0x82, 0x01, 0x0f, 0x00]);
+        std::fs::write(dir.join("verify-pkcs1.pem"), pem("RSA PUBLIC KEY", pkcs1)).unwrap();
         std::fs::write(dir.join("garbage.der"), [0x30, 0x03, 0x02, 0x01, 0x05]).unwrap();
         std::fs::write(dir.join("enc.b64"), format!("{KEY}\n")).unwrap();
         std::fs::write(dir.join("sign.b64"), format!("{KEY}\n")).unwrap();
@@ -801,7 +807,11 @@ impl Drop for RsaKeyDir {
 #[test]
 fn legacy_rsa_keys_are_read_from_pem_or_der() {
     let dir = RsaKeyDir::new("formats");
-    for (unwrap, verify) in [("unwrap.pem", "verify.pem"), ("unwrap.der", "verify.der")] {
+    for (unwrap, verify) in [
+        ("unwrap.pem", "verify.pem"),
+        ("unwrap.der", "verify.der"),
+        ("unwrap.pem", "verify-pkcs1.pem"),
+    ] {
         let config = dir
             .load(
                 "w.toml",
@@ -938,7 +948,7 @@ async fn a_config_built_rsa_provider_verifies_and_decrypts_a_vendored_vector_ite
         .load(
             "w.toml",
             "provider = \"wrapped\"\nrsa_unwrapping_key_file = \"unwrap.pem\"\n\
-             rsa_verification_key_file = \"verify.pem\"\ndefault_action = \"ENCRYPT_AND_SIGN\"\n\
+             rsa_verification_key_file = \"verify-pkcs1.pem\"\ndefault_action = \"ENCRYPT_AND_SIGN\"\n\
              [tables.legacy.attribute_actions]\nversion = \"SIGN_ONLY\"",
         )
         .unwrap();
@@ -947,7 +957,7 @@ async fn a_config_built_rsa_provider_verifies_and_decrypts_a_vendored_vector_ite
         panic!("{:?}", legacy.provider)
     };
     // The vectors' item {hashKey: 5, rangeKey: 7}: the "encrypt" actions (everything but `version` encrypted)
-    // over the v0 attributes.
+    // over the v0 attributes; its signature checked with the PKCS#1 form of the public key.
     let items: serde_json::Value = serde_json::from_str(VECTOR_RSA_ITEMS).unwrap();
     let stored = items["TableName"]
         .as_array()
