@@ -163,8 +163,9 @@ impl VerificationKey {
     /// An RSA public key in DER (SubjectPublicKeyInfo, as the clients' test keys, or PKCS#1), checked now.
     pub fn rsa_public_der(der: &[u8]) -> Result<VerificationKey, DdbecError> {
         // aws-lc-rs parses the key lazily on verify: a garbage key and a bad signature look alike there, so
-        // parse it now through the encryption-key parser, which takes the same DER forms.
-        aws_lc_rs::rsa::PublicEncryptingKey::from_der(der).map_err(|_| DdbecError::InvalidKey {
+        // parse it now with the parser verification uses (PKCS#1, then SubjectPublicKeyInfo; the encryption-key
+        // parser takes SubjectPublicKeyInfo only).
+        aws_lc_rs::rsa::PublicKey::from_der(der).map_err(|_| DdbecError::InvalidKey {
             what: "not an RSA public key in DER",
         })?;
         Ok(VerificationKey::Rsa(der.to_vec()))
@@ -375,5 +376,31 @@ mod tests {
         assert_eq!(key.verify(b"datA", tag.as_ref()), Err(DdbecError::SignatureInvalid));
         assert!(VerificationKey::hmac(SecretBytes::from_slice(b"")).is_err());
         assert!(VerificationKey::rsa_public_der(b"not a key").is_err());
+    }
+
+    #[test]
+    fn rsa_verification_keys_are_taken_as_pkcs1_or_subject_public_key_info() {
+        use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+        use aws_lc_rs::signature::KeyPair as _;
+
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let mut sig = vec![0u8; pair.public_modulus_len()];
+        pair.sign(
+            &signature::RSA_PKCS1_SHA256,
+            &aws_lc_rs::rand::SystemRandom::new(),
+            b"data",
+            &mut sig,
+        )
+        .unwrap();
+        let pkcs1 = pair.public_key().as_ref().to_vec();
+        let spki: PublicKeyX509Der<'_> = pair.public_key().as_der().unwrap();
+        assert_ne!(pkcs1, spki.as_ref());
+        for der in [&pkcs1[..], spki.as_ref()] {
+            let key = VerificationKey::rsa_public_der(der).unwrap();
+            assert!(key.verify(b"data", &sig).is_ok());
+            assert_eq!(key.verify(b"datA", &sig), Err(DdbecError::SignatureInvalid));
+        }
+        // A truncated key is refused when it is configured, not when an item is verified.
+        assert!(VerificationKey::rsa_public_der(&pkcs1[..pkcs1.len() - 1]).is_err());
     }
 }

@@ -83,10 +83,11 @@ impl fmt::Debug for KeyringSettings {
     }
 }
 
-/// The contents of the `key_file`s of `raw-aes` keyrings, read by the load function before validation (which
-/// does no I/O). A read error is kept, to be reported with the table and field that name the file.
+/// The contents of the key files (`raw-aes` keyrings' `key_file`s, the `[tables.legacy]` keys), read by the load
+/// function before validation (which does no I/O). A read error is kept, to be reported with the table and field
+/// that name the file.
 #[derive(Default)]
-pub struct KeyFiles(BTreeMap<PathBuf, Result<Zeroizing<String>, String>>);
+pub struct KeyFiles(BTreeMap<PathBuf, Result<Zeroizing<Vec<u8>>, String>>);
 
 impl fmt::Debug for KeyFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -95,23 +96,29 @@ impl fmt::Debug for KeyFiles {
 }
 
 impl KeyFiles {
-    /// Reads every file in `paths` (each once).
+    /// Reads every file in `paths` (each once), as bytes: most key files are base64 text, a DER key is not.
     pub fn read<'p>(paths: impl IntoIterator<Item = &'p Path>) -> KeyFiles {
         let mut files = BTreeMap::new();
         for path in paths {
             if !files.contains_key(path) {
-                let text = std::fs::read_to_string(path)
+                let bytes = std::fs::read(path)
                     .map(Zeroizing::new)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()));
-                files.insert(path.to_owned(), text);
+                files.insert(path.to_owned(), bytes);
             }
         }
         KeyFiles(files)
     }
 
+    /// A file read as text (a base64 key).
     pub(super) fn get(&self, path: &Path) -> Result<&str, String> {
+        std::str::from_utf8(self.get_bytes(path)?).map_err(|_| format!("{}: is not text", path.display()))
+    }
+
+    /// A file read as bytes (a DER or PEM key).
+    pub(super) fn get_bytes(&self, path: &Path) -> Result<&[u8], String> {
         match self.0.get(path) {
-            Some(Ok(text)) => Ok(text.as_str()),
+            Some(Ok(bytes)) => Ok(bytes.as_slice()),
             Some(Err(e)) => Err(e.clone()),
             None => Err(format!(
                 "{} was not read (key files are read by Config::load)",

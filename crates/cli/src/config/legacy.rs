@@ -32,10 +32,16 @@ pub struct RawLegacy {
     pub key_arn: Option<String>,
     /// `wrapped`: the AES key-wrap key, base64 in a file.
     pub wrapping_key_file: Option<PathBuf>,
+    /// `wrapped`, instead of `wrapping_key_file`: the RSA private key that unwraps content keys (RSA-OAEP), PKCS#8
+    /// in PEM (`PRIVATE KEY`) or DER.
+    pub rsa_unwrapping_key_file: Option<PathBuf>,
     /// `static`: the AES content key, base64 in a file (optional: a signing-only table has none).
     pub encryption_key_file: Option<PathBuf>,
     /// `wrapped` and `static`: the HMAC signing key, base64 in a file.
     pub signing_key_file: Option<PathBuf>,
+    /// `wrapped` and `static`, instead of `signing_key_file`: the RSA public key that verifies SHA256withRSA
+    /// signatures, in PEM (`PUBLIC KEY` or `RSA PUBLIC KEY`) or DER (SubjectPublicKeyInfo or PKCS#1).
+    pub rsa_verification_key_file: Option<PathBuf>,
     /// What the legacy client did to each attribute (default: the table's `attribute_actions`).
     pub attribute_actions: Option<BTreeMap<String, String>>,
     /// The action of attributes not listed (default: `DO_NOTHING`, as the table's configuration treats them).
@@ -50,7 +56,8 @@ pub enum LegacyProviderSettings {
         /// A key ARN (never an alias).
         key_arn: KmsArn,
     },
-    /// A content key wrapped into each item's material description, and an HMAC signing key.
+    /// A content key wrapped into each item's material description (AESWrap or RSA-OAEP), and an HMAC or RSA
+    /// verification key.
     Wrapped(WrappedProvider),
     /// Keys given as they are (tests, forensics with escrowed keys).
     Static(StaticProvider),
@@ -81,8 +88,10 @@ impl RawLegacy {
     pub(super) fn key_files(&self, base: &Path) -> impl Iterator<Item = PathBuf> {
         [
             &self.wrapping_key_file,
+            &self.rsa_unwrapping_key_file,
             &self.encryption_key_file,
             &self.signing_key_file,
+            &self.rsa_verification_key_file,
         ]
         .into_iter()
         .flatten()
@@ -124,8 +133,10 @@ impl LegacySettings {
         let provider = match raw.provider.as_deref().unwrap_or("aws-kms") {
             "aws-kms" => {
                 refuse(&raw.wrapping_key_file, "wrapping_key_file", "aws-kms")?;
+                refuse(&raw.rsa_unwrapping_key_file, "rsa_unwrapping_key_file", "aws-kms")?;
                 refuse(&raw.encryption_key_file, "encryption_key_file", "aws-kms")?;
                 refuse(&raw.signing_key_file, "signing_key_file", "aws-kms")?;
+                refuse(&raw.rsa_verification_key_file, "rsa_verification_key_file", "aws-kms")?;
                 let key_arn = match (&raw.key_arn, keyring.kms_key()) {
                     (Some(arn), _) => KmsArn::parse_key(arn).map_err(|e| ("key_arn".to_owned(), e.to_string()))?,
                     (None, Some(arn)) => arn.clone(),
@@ -141,20 +152,39 @@ impl LegacySettings {
             "wrapped" => {
                 refuse(&raw.key_arn, "key_arn", "wrapped")?;
                 refuse(&raw.encryption_key_file, "encryption_key_file", "wrapped")?;
-                let wrapping = read_key(raw.wrapping_key_file.as_deref(), "wrapping_key_file", base, key_files)?
-                    .ok_or_else(|| {
-                        (
-                            "wrapping_key_file".to_owned(),
-                            "is required for provider \"wrapped\"".into(),
-                        )
-                    })?;
-                let unwrapping =
-                    UnwrappingKey::aes(wrapping).map_err(|e| ("wrapping_key_file".to_owned(), e.to_string()))?;
+                let unwrapping = match (&raw.wrapping_key_file, &raw.rsa_unwrapping_key_file) {
+                    (Some(file), None) => {
+                        let key = read_key(Some(file), "wrapping_key_file", base, key_files)?
+                            .ok_or_else(|| ("wrapping_key_file".to_owned(), "is required".to_owned()))?;
+                        UnwrappingKey::aes(key).map_err(|e| ("wrapping_key_file".to_owned(), e.to_string()))?
+                    }
+                    (None, Some(file)) => {
+                        let field = "rsa_unwrapping_key_file";
+                        let path = resolve(base, file);
+                        let der = read_rsa_key(&path, field, RsaKeyKind::Private, key_files)?;
+                        UnwrappingKey::rsa_pkcs8_der(&der)
+                            .map_err(|e| (field.to_owned(), format!("{}: {e}", path.display())))?
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err((
+                            "wrapping_key_file".into(),
+                            "set either wrapping_key_file (AESWrap) or rsa_unwrapping_key_file (RSA-OAEP), not both"
+                                .into(),
+                        ));
+                    }
+                    (None, None) => {
+                        return Err((
+                            "wrapping_key_file".into(),
+                            "is required for provider \"wrapped\" (or rsa_unwrapping_key_file for an RSA key)".into(),
+                        ));
+                    }
+                };
                 LegacyProviderSettings::Wrapped(WrappedProvider::new(unwrapping, signing_key(raw, base, key_files)?))
             }
             "static" => {
                 refuse(&raw.key_arn, "key_arn", "static")?;
                 refuse(&raw.wrapping_key_file, "wrapping_key_file", "static")?;
+                refuse(&raw.rsa_unwrapping_key_file, "rsa_unwrapping_key_file", "static")?;
                 let content = read_key(
                     raw.encryption_key_file.as_deref(),
                     "encryption_key_file",
@@ -211,10 +241,73 @@ fn refuse<T>(value: &Option<T>, field: &str, provider: &str) -> Result<(), (Stri
     }
 }
 
+/// The verification key: an HMAC key (`signing_key_file`) or an RSA public key (`rsa_verification_key_file`).
 fn signing_key(raw: &RawLegacy, base: &Path, key_files: &KeyFiles) -> Result<VerificationKey, (String, String)> {
-    let key = read_key(raw.signing_key_file.as_deref(), "signing_key_file", base, key_files)?
-        .ok_or_else(|| ("signing_key_file".to_owned(), "is required for this provider".into()))?;
-    VerificationKey::hmac(key).map_err(|e| ("signing_key_file".to_owned(), e.to_string()))
+    match (&raw.signing_key_file, &raw.rsa_verification_key_file) {
+        (Some(file), None) => {
+            let key = read_key(Some(file), "signing_key_file", base, key_files)?
+                .ok_or_else(|| ("signing_key_file".to_owned(), "is required".to_owned()))?;
+            VerificationKey::hmac(key).map_err(|e| ("signing_key_file".to_owned(), e.to_string()))
+        }
+        (None, Some(file)) => {
+            let field = "rsa_verification_key_file";
+            let path = resolve(base, file);
+            let der = read_rsa_key(&path, field, RsaKeyKind::Public, key_files)?;
+            VerificationKey::rsa_public_der(&der).map_err(|e| (field.to_owned(), format!("{}: {e}", path.display())))
+        }
+        (Some(_), Some(_)) => Err((
+            "signing_key_file".into(),
+            "set either signing_key_file (HmacSHA256) or rsa_verification_key_file (SHA256withRSA), not both".into(),
+        )),
+        (None, None) => Err((
+            "signing_key_file".into(),
+            "is required for this provider (or rsa_verification_key_file for an RSA key)".into(),
+        )),
+    }
+}
+
+/// Which half of an RSA key pair a file must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RsaKeyKind {
+    /// PKCS#8 (`PRIVATE KEY`).
+    Private,
+    /// SubjectPublicKeyInfo (`PUBLIC KEY`) or PKCS#1 (`RSA PUBLIC KEY`).
+    Public,
+}
+
+/// The DER of an RSA key file: PEM (recognised by its `-----BEGIN` line, the label checked) or DER as it is.
+/// Errors name the file and what is wrong with it, never its contents.
+fn read_rsa_key(
+    path: &Path,
+    field: &str,
+    kind: RsaKeyKind,
+    key_files: &KeyFiles,
+) -> Result<Zeroizing<Vec<u8>>, (String, String)> {
+    let fail = |m: &str| (field.to_owned(), format!("{}: {m}", path.display()));
+    let bytes = key_files.get_bytes(path).map_err(|m| (field.to_owned(), m))?;
+    let text = bytes.trim_ascii();
+    if !text.starts_with(b"-----BEGIN ") {
+        if text.is_empty() {
+            return Err(fail("is empty"));
+        }
+        return Ok(Zeroizing::new(bytes.to_vec()));
+    }
+    let (label, der) = pem_rfc7468::decode_vec(text).map_err(|_| fail("is not a well-formed PEM document"))?;
+    let der = Zeroizing::new(der);
+    match (kind, label) {
+        (RsaKeyKind::Private, "PRIVATE KEY") | (RsaKeyKind::Public, "PUBLIC KEY" | "RSA PUBLIC KEY") => Ok(der),
+        (RsaKeyKind::Private, "RSA PRIVATE KEY") => Err(fail(
+            "is a PKCS#1 RSA private key; convert it to PKCS#8 (openssl pkcs8 -topk8 -nocrypt)",
+        )),
+        (RsaKeyKind::Private, "ENCRYPTED PRIVATE KEY") => Err(fail(
+            "is an encrypted PKCS#8 key; store it unencrypted (openssl pkcs8 -topk8 -nocrypt), readable only by \
+             ddbguard",
+        )),
+        (RsaKeyKind::Private, other) => Err(fail(&format!("is a PEM {other:?}, not a PKCS#8 \"PRIVATE KEY\""))),
+        (RsaKeyKind::Public, other) => Err(fail(&format!(
+            "is a PEM {other:?}, not a \"PUBLIC KEY\" or \"RSA PUBLIC KEY\""
+        ))),
+    }
 }
 
 fn resolve(base: &Path, file: &Path) -> PathBuf {

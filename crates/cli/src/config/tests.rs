@@ -740,3 +740,253 @@ fn legacy_key_files_are_read_by_load() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The legacy client's official vectors (vendored in crates/ddbec): their keys and one RSA-wrapped item file.
+const VECTOR_KEYS: &str = include_str!("../../../ddbec/tests/data/ddbec/encrypted_item/keys.json");
+const VECTOR_RSA_ITEMS: &str =
+    include_str!("../../../ddbec/tests/data/ddbec/encrypted_item/ciphertext/python/wrapped-rsa-rsa-1.json");
+
+/// A vector key's DER bytes.
+fn vector_key(name: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let keys: serde_json::Value = serde_json::from_str(VECTOR_KEYS).unwrap();
+    base64::engine::general_purpose::STANDARD
+        .decode(keys[name]["material"].as_str().unwrap())
+        .unwrap()
+}
+
+/// A directory with the vectors' RSA keys in PEM and DER, removed on drop.
+struct RsaKeyDir(std::path::PathBuf);
+
+impl RsaKeyDir {
+    fn new(test: &str) -> RsaKeyDir {
+        let dir = std::env::temp_dir().join(format!("ddbguard-legacy-rsa-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = |label, der: &[u8]| pem_rfc7468::encode_string(label, pem_rfc7468::LineEnding::LF, der).unwrap();
+        let private = vector_key("rsaEncPriv");
+        let public = vector_key("rsaSignPub");
+        std::fs::write(dir.join("unwrap.der"), &private).unwrap();
+        std::fs::write(dir.join("unwrap.pem"), pem("PRIVATE KEY", &private)).unwrap();
+        std::fs::write(dir.join("unwrap-pkcs1.pem"), pem("RSA PRIVATE KEY", &private)).unwrap();
+        std::fs::write(dir.join("unwrap-encrypted.pem"), pem("ENCRYPTED PRIVATE KEY", &private)).unwrap();
+        std::fs::write(dir.join("empty.der"), b"\n").unwrap();
+        std::fs::write(dir.join("verify.der"), &public).unwrap();
+        std::fs::write(dir.join("verify.pem"), pem("PUBLIC KEY", &public)).unwrap();
+        // The same key as PKCS#1 (`openssl rsa -RSAPublicKey_out`): the BIT STRING inside the RSA-2048
+        // SubjectPublicKeyInfo, after its fixed 24-byte prefix.
+        let (prefix, pkcs1) = public.split_at(24);
+        assert_eq!(prefix[..4], [0x30, 0x82, 0x01, 0x22]);
+        assert_eq!(prefix[19..], [0x03, 0x82, 0x01, 0x0f, 0x00]);
+        std::fs::write(dir.join("verify-pkcs1.pem"), pem("RSA PUBLIC KEY", pkcs1)).unwrap();
+        std::fs::write(dir.join("garbage.der"), [0x30, 0x03, 0x02, 0x01, 0x05]).unwrap();
+        std::fs::write(dir.join("enc.b64"), format!("{KEY}\n")).unwrap();
+        std::fs::write(dir.join("sign.b64"), format!("{KEY}\n")).unwrap();
+        RsaKeyDir(dir)
+    }
+
+    /// Loads a config of table `TableName` (the vectors' table: `hashKey`, `rangeKey`, both signed) with this
+    /// `[tables.legacy]` body.
+    fn load(&self, name: &str, legacy: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "[[tables]]\nname = \"TableName\"\npartition_key = \"hashKey\"\nsort_key = \"rangeKey\"\n\
+             [tables.attribute_actions]\nhashKey = \"SIGN_ONLY\"\nrangeKey = \"SIGN_ONLY\"\n\
+             [tables.keyring]\n{}\n[tables.legacy]\nallowed = true\n{legacy}",
+            raw_aes()
+        );
+        std::fs::write(self.0.join(name), text).unwrap();
+        Config::load(Some(&self.0.join(name)), &no_env)
+    }
+}
+
+impl Drop for RsaKeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn legacy_rsa_keys_are_read_from_pem_or_der() {
+    let dir = RsaKeyDir::new("formats");
+    for (unwrap, verify) in [
+        ("unwrap.pem", "verify.pem"),
+        ("unwrap.der", "verify.der"),
+        ("unwrap.pem", "verify-pkcs1.pem"),
+    ] {
+        let config = dir
+            .load(
+                "w.toml",
+                &format!(
+                    "provider = \"wrapped\"\nrsa_unwrapping_key_file = \"{unwrap}\"\n\
+                     rsa_verification_key_file = \"{verify}\""
+                ),
+            )
+            .unwrap();
+        let legacy = config.tables[0].legacy.as_ref().unwrap();
+        assert!(matches!(legacy.provider, LegacyProviderSettings::Wrapped(_)));
+        // Key material never reaches Debug output.
+        let debug = format!("{config:?}");
+        let keys: serde_json::Value = serde_json::from_str(VECTOR_KEYS).unwrap();
+        for name in ["rsaEncPriv", "rsaSignPub"] {
+            let b64 = keys[name]["material"].as_str().unwrap();
+            assert!(!debug.contains(&b64[40..80]), "{debug}");
+        }
+    }
+    // AESWrap with an RSA verification key, and the static provider with one.
+    let config = dir
+        .load(
+            "a.toml",
+            "provider = \"wrapped\"\nwrapping_key_file = \"enc.b64\"\nrsa_verification_key_file = \"verify.pem\"",
+        )
+        .unwrap();
+    assert!(matches!(
+        config.tables[0].legacy.as_ref().unwrap().provider,
+        LegacyProviderSettings::Wrapped(_)
+    ));
+    let config = dir
+        .load(
+            "s.toml",
+            "provider = \"static\"\nencryption_key_file = \"enc.b64\"\nrsa_verification_key_file = \"verify.der\"",
+        )
+        .unwrap();
+    assert!(matches!(
+        config.tables[0].legacy.as_ref().unwrap().provider,
+        LegacyProviderSettings::Static(_)
+    ));
+}
+
+#[test]
+fn legacy_rsa_key_errors_name_table_field_and_file() {
+    let dir = RsaKeyDir::new("errors");
+    let cases = [
+        (
+            "provider = \"wrapped\"\nrsa_unwrapping_key_file = \"unwrap-pkcs1.pem\"\n\
+             signing_key_file = \"sign.b64\"",
+            "legacy.rsa_unwrapping_key_file",
+            "unwrap-pkcs1.pem: is a PKCS#1 RSA private key",
+        ),
+        (
+            "provider = \"wrapped\"\nrsa_unwrapping_key_file = \"unwrap-encrypted.pem\"\n\
+             signing_key_file = \"sign.b64\"",
+            "legacy.rsa_unwrapping_key_file",
+            "unwrap-encrypted.pem: is an encrypted PKCS#8 key",
+        ),
+        (
+            "provider = \"wrapped\"\nwrapping_key_file = \"enc.b64\"\nrsa_verification_key_file = \"empty.der\"",
+            "legacy.rsa_verification_key_file",
+            "empty.der: is empty",
+        ),
+        (
+            "provider = \"wrapped\"\nrsa_unwrapping_key_file = \"verify.pem\"\nsigning_key_file = \"sign.b64\"",
+            "legacy.rsa_unwrapping_key_file",
+            "verify.pem: is a PEM \"PUBLIC KEY\"",
+        ),
+        (
+            "provider = \"wrapped\"\nrsa_unwrapping_key_file = \"verify.der\"\nsigning_key_file = \"sign.b64\"",
+            "legacy.rsa_unwrapping_key_file",
+            "verify.der: invalid key: not an RSA private key",
+        ),
+        (
+            "provider = \"wrapped\"\nwrapping_key_file = \"enc.b64\"\nrsa_verification_key_file = \"unwrap.der\"",
+            "legacy.rsa_verification_key_file",
+            "unwrap.der: invalid key: not an RSA public key",
+        ),
+        (
+            "provider = \"static\"\nencryption_key_file = \"enc.b64\"\nrsa_verification_key_file = \"garbage.der\"",
+            "legacy.rsa_verification_key_file",
+            "garbage.der",
+        ),
+        (
+            "provider = \"wrapped\"\nwrapping_key_file = \"enc.b64\"\nrsa_unwrapping_key_file = \"unwrap.pem\"\n\
+             signing_key_file = \"sign.b64\"",
+            "legacy.wrapping_key_file",
+            "not both",
+        ),
+        (
+            "provider = \"static\"\nencryption_key_file = \"enc.b64\"\nsigning_key_file = \"sign.b64\"\n\
+             rsa_verification_key_file = \"verify.pem\"",
+            "legacy.signing_key_file",
+            "not both",
+        ),
+        (
+            "provider = \"static\"\nencryption_key_file = \"enc.b64\"\nrsa_unwrapping_key_file = \"unwrap.pem\"\n\
+             signing_key_file = \"sign.b64\"",
+            "legacy.rsa_unwrapping_key_file",
+            "static",
+        ),
+        (
+            "rsa_verification_key_file = \"verify.pem\"",
+            "legacy.rsa_verification_key_file",
+            "aws-kms",
+        ),
+        (
+            "provider = \"wrapped\"\nrsa_unwrapping_key_file = \"gone.pem\"\nsigning_key_file = \"sign.b64\"",
+            "legacy.rsa_unwrapping_key_file",
+            "gone.pem",
+        ),
+    ];
+    let keys: serde_json::Value = serde_json::from_str(VECTOR_KEYS).unwrap();
+    for (legacy, field, detail) in cases {
+        let e = dir.load("e.toml", legacy).unwrap_err().to_string();
+        assert!(
+            e.contains("\"TableName\"") && e.contains(field) && e.contains(detail),
+            "{legacy}: {e}"
+        );
+        for name in ["rsaEncPriv", "rsaSignPub"] {
+            assert!(!e.contains(&keys[name]["material"].as_str().unwrap()[40..80]), "{e}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_config_built_rsa_provider_verifies_and_decrypts_a_vendored_vector_item() {
+    use ddbguard_dbe::json::item_from_ddb_json;
+    use ddbguard_dbe::{AttributeValue, Verdict};
+    use ddbguard_ddbec::{MaterialsProvider, TableContext, decrypt_item};
+
+    let dir = RsaKeyDir::new("vector");
+    let config = dir
+        .load(
+            "w.toml",
+            "provider = \"wrapped\"\nrsa_unwrapping_key_file = \"unwrap.pem\"\n\
+             rsa_verification_key_file = \"verify-pkcs1.pem\"\ndefault_action = \"ENCRYPT_AND_SIGN\"\n\
+             [tables.legacy.attribute_actions]\nversion = \"SIGN_ONLY\"",
+        )
+        .unwrap();
+    let legacy = config.tables[0].legacy.as_ref().unwrap();
+    let LegacyProviderSettings::Wrapped(provider) = &legacy.provider else {
+        panic!("{:?}", legacy.provider)
+    };
+    // The vectors' item {hashKey: 5, rangeKey: 7}: the "encrypt" actions (everything but `version` encrypted)
+    // over the v0 attributes; its signature checked with the PKCS#1 form of the public key.
+    let items: serde_json::Value = serde_json::from_str(VECTOR_RSA_ITEMS).unwrap();
+    let stored = items["TableName"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| item_from_ddb_json(i).unwrap())
+        .find(|i| i["hashKey"] == AttributeValue::N("5".into()) && i["rangeKey"] == AttributeValue::N("7".into()))
+        .unwrap();
+    let table = TableContext {
+        table_name: "TableName",
+        partition_key: Some("hashKey"),
+        sort_key: Some("rangeKey"),
+    };
+    let provider: &dyn MaterialsProvider = provider;
+    let plain = decrypt_item(table, &stored, &legacy.actions, provider).await.unwrap();
+    assert_eq!(plain.item["stringValue"], AttributeValue::S("Hello world!".into()));
+    assert_eq!(plain.item["intValue"], AttributeValue::N("123".into()));
+    assert_eq!(plain.item["byteArrayValue"], AttributeValue::B(vec![0, 1, 2, 3, 4, 5]));
+    assert_eq!(plain.item.len(), 8, "{:?}", plain.item.keys());
+
+    // One flipped bit of the RSA signature: integrity_failed.
+    let mut tampered = stored.clone();
+    let Some(AttributeValue::B(signature)) = tampered.get_mut(ddbguard_ddbec::SIGNATURE) else {
+        panic!("signature")
+    };
+    assert_eq!(signature.len(), 256, "an RSA-2048 signature");
+    signature[100] ^= 0x01;
+    let e = decrypt_item(table, &tampered, &legacy.actions, provider)
+        .await
+        .unwrap_err();
+    assert_eq!(e.verdict(), Verdict::IntegrityFailed, "{e}");
+}

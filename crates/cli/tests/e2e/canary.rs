@@ -45,14 +45,14 @@ key_arn = "{key_arn}"
 }
 
 /// A long-running verifier: the child process, its metrics address and its log file.
-struct Verifier {
+pub(crate) struct Verifier {
     child: Child,
     addr: SocketAddr,
     log: String,
 }
 
 impl Verifier {
-    fn start(config: &str, table: &str, log: String) -> Verifier {
+    pub(crate) fn start(config: &str, table: &str, log: String) -> Verifier {
         // A free port: bound, read and released (the verifier binds it a moment later).
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -88,12 +88,12 @@ impl Verifier {
     }
 
     /// The value of the first series of `name` whose labels include every `label="value"` of `labels`.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         series_value(&self.metrics(), name, labels)
     }
 
     /// SIGTERM, then the time until exit and the exit code.
-    fn stop(mut self) -> (Duration, Option<i32>, String) {
+    pub(crate) fn stop(mut self) -> (Duration, Option<i32>, String) {
         let start = Instant::now();
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -130,7 +130,7 @@ fn series_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
 }
 
 /// Polls `check` every 200 ms until it holds or `timeout` passes; the time it took.
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     loop {
         if check() {

@@ -39,8 +39,15 @@ fn context() -> EncryptionContext {
     .into()
 }
 
-/// Runs the Python SDK on a batch of operations; installs its pinned venv first if the stamp is stale.
+/// Runs the Python SDK on a batch of operations.
 pub(crate) fn python(env: &LocalAws, ops: Vec<Value>) -> Result<Vec<Value>> {
+    let answer = python_script("esdk_interop.py", &json!({ "endpoint": env.endpoint(), "ops": ops }))?;
+    Ok(answer["results"].as_array().context("results")?.clone())
+}
+
+/// Runs `scripts/local-aws.d/<script>` in the local environment's venv with `request` on stdin and returns the JSON
+/// document it prints; installs the pinned venv first if its stamp is stale.
+pub(crate) fn python_script(script: &str, request: &Value) -> Result<Value> {
     static INSTALL: Once = Once::new();
     let repo = repo_root();
     INSTALL.call_once(|| {
@@ -53,14 +60,13 @@ pub(crate) fn python(env: &LocalAws, ops: Vec<Value>) -> Result<Vec<Value>> {
             "scripts/local-aws install: {status:?}"
         );
     });
-    let request = json!({ "endpoint": env.endpoint(), "ops": ops });
     let mut child = Command::new(repo.join(".venv/bin/python"))
-        .arg(repo.join("scripts/local-aws.d/esdk_interop.py"))
+        .arg(repo.join("scripts/local-aws.d").join(script))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("starting esdk_interop.py")?;
+        .with_context(|| format!("starting {script}"))?;
     child
         .stdin
         .take()
@@ -68,14 +74,9 @@ pub(crate) fn python(env: &LocalAws, ops: Vec<Value>) -> Result<Vec<Value>> {
         .write_all(request.to_string().as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!(
-            "esdk_interop.py: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{script}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     }
-    let answer: Value = serde_json::from_slice(&out.stdout).context("esdk_interop.py answer")?;
-    Ok(answer["results"].as_array().context("results")?.clone())
+    serde_json::from_slice(&out.stdout).with_context(|| format!("{script} answer"))
 }
 
 async fn keyring(env: &LocalAws, mrk: &Mrk, region: &str) -> Arc<MrkKeyring> {

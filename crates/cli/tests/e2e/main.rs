@@ -8,6 +8,7 @@ mod audit;
 mod backfill;
 mod canary;
 mod cli;
+mod ddbec_interop;
 mod esdk_interop;
 mod global_tables;
 mod hierarchy;

@@ -29,6 +29,21 @@ fn to_sdk(value: &Value) -> AttributeValue {
         "S" => AttributeValue::S(text()),
         "N" => AttributeValue::N(text()),
         "B" => AttributeValue::B(aws_smithy_types::base64::decode(text()).expect("base64").into()),
+        "SS" | "NS" | "BS" => {
+            let members = inner.as_array().unwrap_or_else(|| panic!("{kind}: {inner}"));
+            let texts = members
+                .iter()
+                .map(|m| m.as_str().unwrap_or_else(|| panic!("{kind}: {m}")).to_owned());
+            match kind.as_str() {
+                "SS" => AttributeValue::Ss(texts.collect()),
+                "NS" => AttributeValue::Ns(texts.collect()),
+                _ => AttributeValue::Bs(
+                    texts
+                        .map(|t| aws_smithy_types::base64::decode(t).expect("base64").into())
+                        .collect(),
+                ),
+            }
+        }
         "BOOL" => AttributeValue::Bool(inner.as_bool().expect("BOOL")),
         "NULL" => AttributeValue::Null(true),
         "L" => AttributeValue::L(inner.as_array().expect("L").iter().map(to_sdk).collect()),
