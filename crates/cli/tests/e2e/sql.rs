@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ddbguard_dbe::Verdict;
-use ddbguard_e2e::aurora::LocalAurora;
+use ddbguard_e2e::aurora::{self, AppWriter, LocalAurora};
 use ddbguard_e2e::{LocalAws, PRIMARY_REGION, REPLICA_REGION, unique_name};
 use ddbguard_esdk::fake::FakeKeyring;
 use ddbguard_esdk::{DecryptOptions, EncryptOptions, Header};
-use ddbguard_sql::cipher::{EncryptionContext, FakeCipher, Stored};
+use ddbguard_keys::kms::{MrkKeyring, SdkKms};
+use ddbguard_sql::cipher::{EncryptionContext, FakeCipher, Stored, looks_like_message};
 use ddbguard_sql::table::ContextTemplate;
 use ddbguard_sql::{
     AuditConfig, BackfillConfig, BoundTable, Encoding, EsdkCipher, ProtectedColumn, SqlTable, ValueCipher,
@@ -65,14 +66,7 @@ fn patients(name: &str) -> SqlTable {
 }
 
 fn context(column: &str, id: i64) -> EncryptionContext {
-    [
-        ("table", "patients".to_owned()),
-        ("column", column.to_owned()),
-        ("id", id.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    aurora::patients_context(column, id)
 }
 
 fn b64(message: Vec<u8>) -> String {
@@ -83,12 +77,7 @@ fn b64(message: Vec<u8>) -> String {
 }
 
 async fn create_table(client: &tokio_postgres::Client, name: &str) {
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {name} (id bigint PRIMARY KEY, ssn text, scan bytea)"
-        ))
-        .await
-        .unwrap();
+    aurora::create_patients(client, name).await.unwrap();
 }
 
 #[tokio::test]
@@ -286,13 +275,7 @@ async fn backfill_encrypts_5000_rows_under_a_concurrent_writer_and_resumes_after
     let primary = env.connect(env.primary()).await.unwrap();
     let name = unique("patients");
     create_table(&primary, &name).await;
-    primary
-        .execute(
-            &format!("INSERT INTO {name} SELECT g, 'ssn-' || g, convert_to('scan-' || g, 'UTF8') FROM generate_series(1, $1::bigint) g"),
-            &[&ROWS],
-        )
-        .await
-        .unwrap();
+    aurora::insert_plaintext(&primary, &name, ROWS, true).await.unwrap();
     let table = patients(&name);
     let bound = BoundTable::bind(&primary, &table).await.unwrap();
     let cipher = Arc::new(esdk_cipher());
@@ -305,29 +288,7 @@ async fn backfill_encrypts_5000_rows_under_a_concurrent_writer_and_resumes_after
     };
 
     // The application keeps writing new plaintext SSNs to random rows the whole time.
-    let writer_client = env.connect(env.primary()).await.unwrap();
-    let writer_table = name.clone();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer_stop = stop.clone();
-    let writer = tokio::spawn(async move {
-        let mut last: BTreeMap<i64, String> = BTreeMap::new();
-        let mut n = 0u64;
-        while !writer_stop.load(std::sync::atomic::Ordering::SeqCst) {
-            n += 1;
-            let id = (n * 7919 % ROWS as u64) as i64 + 1;
-            let value = format!("app-{n}");
-            writer_client
-                .execute(
-                    &format!("UPDATE {writer_table} SET ssn = $1 WHERE id = $2"),
-                    &[&value, &id],
-                )
-                .await
-                .unwrap();
-            last.insert(id, value);
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        last
-    });
+    let writer = AppWriter::spawn(env.connect(env.primary()).await.unwrap(), &name, ROWS, None);
 
     // First run: killed after a while (the task and its connection dropped mid-page).
     let started = Instant::now();
@@ -351,22 +312,11 @@ async fn backfill_encrypts_5000_rows_under_a_concurrent_writer_and_resumes_after
         })
     };
     // Killed once a few pages are checkpointed, in the middle of the next.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let saved = primary
-            .query_opt(
-                "SELECT rows_scanned FROM ddbguard_backfill_checkpoints WHERE job = $1",
-                &[&config.job],
-            )
-            .await;
-        if let Ok(Some(row)) = saved
-            && row.get::<_, i64>(0) >= 600
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no checkpoint after two minutes");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    aurora::wait_for_checkpoint(&primary, &config.job, 600, Duration::from_secs(120), || {
+        !first.is_finished()
+    })
+    .await
+    .unwrap();
     first.abort();
     assert!(
         first.await.unwrap_err().is_cancelled(),
@@ -384,8 +334,7 @@ async fn backfill_encrypts_5000_rows_under_a_concurrent_writer_and_resumes_after
     )
     .await
     .unwrap();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let last_written = writer.await.unwrap();
+    let last_written = writer.stop().await.unwrap().last;
     eprintln!(
         "sql backfill: {} rows, resumed run {:?} in {:.1}s (both runs {:.1}s), {} application writes",
         ROWS,
@@ -467,39 +416,7 @@ const RAW_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 fn binary_config(env: &LocalAurora, table: &str, region: &str) -> String {
     let keyring =
         format!("kind = \"raw-aes\"\nkey_namespace = \"ops\"\nkey_name = \"aurora\"\nkey_base64 = \"{RAW_KEY}\"");
-    sql_config(env, table, &format!("region = \"{region}\""), &keyring)
-}
-
-/// The binary's configuration of `table` (`ssn` base64, `scan` bytea, bound to `{table: patients, column, id}`),
-/// with `aws` as the body of the `[aws]` section and `keyring` as the body of the table's keyring.
-fn sql_config(env: &LocalAurora, table: &str, aws: &str, keyring: &str) -> String {
-    format!(
-        r#"
-[aws]
-{aws}
-
-[sql]
-primary = "{primary}"
-home_region = "us-east-1"
-[sql.replicas]
-"ap-southeast-2" = "{replica}"
-
-[[sql_tables]]
-name = "{table}"
-primary_key = ["id"]
-[sql_tables.columns]
-ssn = {{ encoding = "base64" }}
-scan = {{ encoding = "bytea" }}
-[sql_tables.encryption_context]
-table = "patients"
-column = "{{column}}"
-id = "{{row.id}}"
-[sql_tables.keyring]
-{keyring}
-"#,
-        primary = env.primary(),
-        replica = env.replica(),
-    )
+    aurora::patients_config(env, table, &format!("region = \"{region}\""), &keyring)
 }
 
 #[tokio::test]
@@ -509,13 +426,7 @@ async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
     let primary = env.connect(env.primary()).await.unwrap();
     let name = unique("patients");
     create_table(&primary, &name).await;
-    primary
-        .execute(
-            &format!("INSERT INTO {name} SELECT g, 'ssn-' || g, NULL FROM generate_series(1, $1::bigint) g"),
-            &[&ROWS],
-        )
-        .await
-        .unwrap();
+    aurora::insert_plaintext(&primary, &name, ROWS, false).await.unwrap();
     let passfile = env.passfile().to_str().unwrap().to_owned();
     let home = binary_config(env, &name, "us-east-1");
     let job = unique("job");
@@ -542,26 +453,11 @@ async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let saved = primary
-            .query_opt(
-                "SELECT rows_scanned FROM ddbguard_backfill_checkpoints WHERE job = $1",
-                &[&job],
-            )
-            .await;
-        if let Ok(Some(row)) = saved
-            && row.get::<_, i64>(0) >= 300
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no checkpoint after two minutes");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the backfill ended before it was killed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    aurora::wait_for_checkpoint(&primary, &job, 300, Duration::from_secs(120), || {
+        child.try_wait().is_ok_and(|s| s.is_none())
+    })
+    .await
+    .unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -707,7 +603,7 @@ async fn the_binary_audits_rows_the_python_sdk_wrote_with_the_ap_southeast_2_rep
     }
     env.wait_replayed(Duration::from_secs(30)).await.unwrap();
 
-    let config = sql_config(env, &name, &local_aws(aws, REPLICA_REGION), &kms_mrk(&mrk.primary_arn));
+    let config = aurora::patients_config(env, &name, &local_aws(aws, REPLICA_REGION), &kms_mrk(&mrk.primary_arn));
     let passfile = env.passfile().to_str().unwrap().to_owned();
     let run = crate::cli::ddbguard_with_env(
         &[
@@ -779,7 +675,7 @@ async fn values_the_binary_backfills_under_the_mrk_decrypt_in_the_python_sdk_wit
         .await
         .unwrap();
 
-    let config = sql_config(env, &name, &local_aws(aws, PRIMARY_REGION), &kms_mrk(&mrk.primary_arn));
+    let config = aurora::patients_config(env, &name, &local_aws(aws, PRIMARY_REGION), &kms_mrk(&mrk.primary_arn));
     let passfile = env.passfile().to_str().unwrap().to_owned();
     let job = unique("job");
     let run = crate::cli::ddbguard_with_env(
@@ -835,4 +731,145 @@ async fn values_the_binary_backfills_under_the_mrk_decrypt_in_the_python_sdk_wit
             assert_eq!(bound.get(&k), Some(&v), "row {id} {column}: {r}");
         }
     }
+}
+
+/// The backfill's "done when": 5,000 plaintext rows encrypted by the binary with the MRK keyring through the local
+/// KMS while the application writes all along (new plaintext values, and values it encrypted itself), killed with
+/// SIGKILL once its checkpoint advanced and restarted from it; afterwards every row is a message that the official
+/// Python SDK decrypts with the ap-southeast-2 replica to the value the application wrote last.
+#[tokio::test]
+async fn the_binary_backfills_5000_rows_under_the_mrk_through_a_writer_and_a_sigkill_for_the_python_sdk() {
+    const ROWS: i64 = 5_000;
+    let aws = LocalAws::shared();
+    let env = LocalAurora::shared();
+    let mrk = aws
+        .create_replicated_mrk(&unique_name("mrk", "sql-backfill-5000"))
+        .await
+        .unwrap();
+    let replica_arn = mrk.replica_arn.clone().unwrap();
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    aurora::insert_plaintext(&primary, &name, ROWS, false).await.unwrap();
+
+    // The application: new plaintext SSNs, and every fifth one encrypted by itself under the MRK in us-east-1.
+    let app_kms = SdkKms::new(aws.kms(PRIMARY_REGION).await, PRIMARY_REGION);
+    let app_keyring = MrkKeyring::new(&mrk.primary_arn, Arc::new(app_kms), None).unwrap();
+    let app_cipher: Arc<dyn ValueCipher> = Arc::new(EsdkCipher::new(
+        Arc::new(app_keyring),
+        DecryptOptions::default(),
+        EncryptOptions::default(),
+        1,
+    ));
+    let writer = AppWriter::spawn(
+        env.connect(env.primary()).await.unwrap(),
+        &name,
+        ROWS,
+        Some((app_cipher, 5)),
+    );
+
+    let config = aurora::patients_config(env, &name, &local_aws(aws, PRIMARY_REGION), &kms_mrk(&mrk.primary_arn));
+    let passfile = env.passfile().to_str().unwrap().to_owned();
+    let job = unique("job");
+    let backfill = |job: &str| {
+        crate::cli::ddbguard_with_env(
+            &["sql", "backfill", "--table", &name, "--job", job, "--page-size", "250"],
+            "",
+            &[("DDBGUARD_CONFIG_TOML", &config), ("PGPASSFILE", &passfile)],
+        )
+    };
+
+    // First run: SIGKILL once 1,500 rows are checkpointed, in the middle of a later page.
+    let started = Instant::now();
+    let mut child = crate::cli::command()
+        .args(["sql", "backfill", "--table", &name, "--job", &job, "--page-size", "250"])
+        .env("DDBGUARD_CONFIG_TOML", &config)
+        .env("PGPASSFILE", &passfile)
+        .env("DDBGUARD_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let restart_point = aurora::wait_for_checkpoint(&primary, &job, 1_500, Duration::from_secs(180), || {
+        child.try_wait().is_ok_and(|s| s.is_none())
+    })
+    .await
+    .unwrap();
+    let first_seconds = started.elapsed().as_secs_f64();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Restarted: resumes from the checkpoint in the database and finishes.
+    let run = backfill(&job);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let resumed = run.json();
+    assert_eq!(resumed["resumed"], true, "{resumed}");
+    assert_eq!(resumed["failed"], 0, "{resumed}");
+    let rescanned = resumed["rows_scanned"].as_u64().unwrap();
+    assert!(rescanned < ROWS as u64, "resumed, not started over: {resumed}");
+    assert!(
+        rescanned >= (ROWS - restart_point) as u64,
+        "from the checkpoint on: {resumed}"
+    );
+    let writes = writer.stop().await.unwrap();
+    assert!(writes.plaintext > 0 && writes.encrypted > 0, "{writes:?}");
+
+    // Plaintext the application wrote behind the scan: a second job encrypts it.
+    let sweep = backfill(&unique("job"));
+    assert_eq!(sweep.code, 0, "{sweep:#?}");
+    let sweep = sweep.json();
+    assert_eq!(sweep["rows_scanned"], ROWS, "{sweep}");
+
+    // On the standby: every row is a message; the official SDK decrypts all of them with the replica key, in one
+    // process, to the application's last value (or the original one), bound to its row.
+    env.wait_replayed(Duration::from_secs(60)).await.unwrap();
+    let replica = env.connect(env.replica()).await.unwrap();
+    let rows = replica
+        .query(&format!("SELECT id, ssn FROM {name} ORDER BY id"), &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), ROWS as usize);
+    let mut ops = Vec::with_capacity(rows.len());
+    let mut expected = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.get(0);
+        let ssn: Option<String> = row.get(1);
+        let message = ssn
+            .and_then(|s| Stored::Text(s).message_bytes().map(|b| b.into_owned()))
+            .filter(|b| looks_like_message(b))
+            .unwrap_or_else(|| panic!("row {id} is not ciphertext"));
+        ops.push(json!({ "op": "decrypt", "key_arn": replica_arn, "ciphertext": STANDARD.encode(&message) }));
+        let want = writes.last.get(&id).cloned().unwrap_or_else(|| format!("ssn-{id}"));
+        expected.push((id, want));
+    }
+    let python_started = Instant::now();
+    let results = crate::esdk_interop::python(aws, ops).unwrap();
+    let python_seconds = python_started.elapsed().as_secs_f64();
+    assert_eq!(results.len(), expected.len());
+    for (r, (id, want)) in results.iter().zip(&expected) {
+        assert_eq!(r["ok"], true, "python decrypt of row {id}: {r}");
+        let decrypted = STANDARD.decode(r["plaintext"].as_str().unwrap()).unwrap();
+        assert_eq!(decrypted, want.as_bytes(), "row {id}: a write was lost");
+        let bound: EncryptionContext = serde_json::from_value(r["encryption_context"].clone()).unwrap();
+        for (k, v) in context("ssn", *id) {
+            assert_eq!(bound.get(&k), Some(&v), "row {id}: {r}");
+        }
+    }
+    let rate = |report: &Value| report["rows_scanned"].as_f64().unwrap() / report["elapsed_seconds"].as_f64().unwrap();
+    eprintln!(
+        "sql backfill (binary, kms-mrk): {ROWS} rows; killed after {first_seconds:.1}s at checkpoint {restart_point} \
+         ({:.0} rows/s); resumed run {rescanned} rows in {:.1}s ({:.0} rows/s, {} encrypted, {} conflicts); sweep \
+         {:.1}s ({} encrypted); application {} plaintext + {} encrypted writes; python decrypt of {ROWS} rows {python_seconds:.1}s \
+         ({:.0}/s)",
+        restart_point as f64 / first_seconds,
+        resumed["elapsed_seconds"].as_f64().unwrap(),
+        rate(&resumed),
+        resumed["encrypted"],
+        resumed["conflicts"],
+        sweep["elapsed_seconds"].as_f64().unwrap(),
+        sweep["encrypted"],
+        writes.plaintext,
+        writes.encrypted,
+        ROWS as f64 / python_seconds,
+    );
 }
