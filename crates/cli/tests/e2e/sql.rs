@@ -685,6 +685,18 @@ async fn values_the_binary_backfills_under_the_mrk_decrypt_in_the_python_sdk_wit
     );
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(run.json()["failed"], 0, "{run:#?}");
+    // Not a terminal: progress as the DynamoDB backfill's JSON lines, the last one at the end of the run.
+    let progress: Vec<Value> = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "backfill_progress")
+        .collect();
+    let last = progress.last().unwrap_or_else(|| panic!("no progress line: {run:#?}"));
+    assert_eq!(last["job"], job.as_str(), "{last}");
+    assert_eq!(last["progress"]["system"], "aurora", "{last}");
+    assert_eq!(last["progress"]["rows_scanned"], ROWS, "{last}");
+    assert_eq!(last["progress"]["encrypted"], 2 * ROWS - 1, "{last}");
 
     // Read on the standby, decrypted by the official SDK with the ap-southeast-2 replica key.
     env.wait_replayed(Duration::from_secs(30)).await.unwrap();
