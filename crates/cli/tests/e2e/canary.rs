@@ -45,7 +45,7 @@ key_arn = "{key_arn}"
 }
 
 /// A long-running verifier: the child process, its metrics address and its log file.
-struct Verifier {
+pub(crate) struct Verifier {
     child: Child,
     addr: SocketAddr,
     log: String,
@@ -53,20 +53,27 @@ struct Verifier {
 
 impl Verifier {
     fn start(config: &str, table: &str, log: String) -> Verifier {
+        Verifier::spawn(&["verify", "--config", config, "--table", table], &[], log)
+    }
+
+    /// Starts `ddbguard ARGS --metrics-addr <a free port>` with `env` and its log (level info) in `log`.
+    pub(crate) fn spawn(args: &[&str], env: &[(&str, &str)], log: String) -> Verifier {
         // A free port: bound, read and released (the verifier binds it a moment later).
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
         let stderr = std::fs::File::create(&log).expect("log file");
         let child = crate::cli::command()
-            .args(["verify", "--config", config, "--table", table, "--metrics-addr"])
+            .args(args)
+            .arg("--metrics-addr")
             .arg(addr.to_string())
+            .envs(env.iter().copied())
             .env("DDBGUARD_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .expect("spawning ddbguard verify");
+            .expect("spawning ddbguard");
         Verifier { child, addr, log }
     }
 
@@ -88,12 +95,12 @@ impl Verifier {
     }
 
     /// The value of the first series of `name` whose labels include every `label="value"` of `labels`.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         series_value(&self.metrics(), name, labels)
     }
 
     /// SIGTERM, then the time until exit and the exit code.
-    fn stop(mut self) -> (Duration, Option<i32>, String) {
+    pub(crate) fn stop(mut self) -> (Duration, Option<i32>, String) {
         let start = Instant::now();
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -121,7 +128,7 @@ impl Drop for Verifier {
     }
 }
 
-fn series_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn series_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
@@ -130,7 +137,7 @@ fn series_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
 }
 
 /// Polls `check` every 200 ms until it holds or `timeout` passes; the time it took.
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     loop {
         if check() {

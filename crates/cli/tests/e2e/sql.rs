@@ -885,3 +885,148 @@ async fn the_binary_backfills_5000_rows_under_the_mrk_through_a_writer_and_a_sig
         ROWS as f64 / python_seconds,
     );
 }
+
+/// `ddbguard sql verify`, the long-running form, on the standby: rows written on the primary (clean, plaintext,
+/// tampered) are counted on its /metrics by verdict; with replay paused the home region's canary goes missing
+/// (`ddbguard_canary_missing{system="aurora"}` 1, one `canary_missing` alert, not one per poll) and comes back
+/// after resume; SIGTERM stops it at once with exit 0.
+#[tokio::test]
+async fn the_binary_verifies_the_standby_counts_verdicts_and_watches_the_canary() {
+    use crate::canary::{Verifier, wait_until};
+    let env = LocalAurora::shared();
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    // The application advances `seq` on every write: the verifier's cursor.
+    primary
+        .batch_execute(&format!("ALTER TABLE {name} ADD COLUMN seq bigserial"))
+        .await
+        .unwrap();
+    let with_cursor = |config: String| {
+        config.replace(
+            "primary_key = [\"id\"]",
+            "primary_key = [\"id\"]\ncursor_column = \"seq\"",
+        )
+    };
+    let passfile = env.passfile().to_str().unwrap().to_owned();
+    let dir = crate::cli::TempDir::new("sql-verify");
+    let home_config = with_cursor(binary_config(env, &name, "us-east-1"));
+    let replica_config = with_cursor(binary_config(env, &name, "ap-southeast-2"));
+    let verify = |config: &str, log: &str| {
+        let args = [
+            "sql",
+            "verify",
+            "--table",
+            &name,
+            "--poll-seconds",
+            "0.3",
+            "--canary-interval-seconds",
+            "0.5",
+            "--canary-overdue-seconds",
+            "3",
+        ];
+        Verifier::spawn(
+            &args,
+            &[("DDBGUARD_CONFIG_TOML", config), ("PGPASSFILE", &passfile)],
+            dir.write(log, ""),
+        )
+    };
+
+    // The home region's verifier writes the canaries on the primary; the standby's verifier starts once they
+    // arrive there, so that its first look is not a miss.
+    let home = verify(&home_config, "home.log");
+    let replica = env.connect(env.replica()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // An error is the canary table not created yet.
+        let seen = replica.query_one("SELECT count(*) FROM ddbguard_canaries", &[]).await;
+        if seen.is_ok_and(|r| r.get::<_, i64>(0) > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no canary on the standby within a minute");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let south = verify(&replica_config, "south.log");
+    let missing = |v: &Verifier| {
+        v.value(
+            "ddbguard_canary_missing",
+            &[("system", "aurora"), ("origin_region", "us-east-1")],
+        )
+    };
+    wait_until(
+        "the standby's verifier sees the canary",
+        Duration::from_secs(60),
+        || missing(&south) == Some(0.0),
+    );
+
+    // Rows written on the primary by the application: clean, plaintext, tampered.
+    let keyring = ddbguard_keys::RawAesKeyring::new(
+        "ops",
+        "aurora",
+        zeroize::Zeroizing::new(std::array::from_fn(|i| i as u8)),
+    );
+    let app = EsdkCipher::new(
+        Arc::new(keyring),
+        DecryptOptions::default(),
+        EncryptOptions::default(),
+        0,
+    );
+    let clean = app.seal(b"123-45-6789", &context("ssn", 1)).await.unwrap();
+    let mut tampered = app.seal(b"123-45-6789", &context("ssn", 3)).await.unwrap();
+    let header = Header::parse(&tampered).unwrap();
+    tampered[header.len + 24 + 2] ^= 0x08;
+    for (id, ssn) in [(1i64, b64(clean)), (2, "123-45-6789".to_owned()), (3, b64(tampered))] {
+        primary
+            .execute(&format!("INSERT INTO {name} (id, ssn) VALUES ($1, $2)"), &[&id, &ssn])
+            .await
+            .unwrap();
+    }
+    let count = |v: &Verifier, verdict: &str| {
+        v.value(
+            "ddbguard_sql_values_total",
+            &[
+                ("system", "aurora"),
+                ("table", &name),
+                ("region", "ap-southeast-2"),
+                ("column", "ssn"),
+                ("verdict", verdict),
+            ],
+        )
+    };
+    let took = wait_until("the three rows counted on the standby", Duration::from_secs(60), || {
+        ["ok", "plaintext", "integrity_failed"]
+            .iter()
+            .all(|v| count(&south, v) == Some(1.0))
+    });
+    eprintln!("sql verify: three rows judged on the standby {took:?} after the writes");
+
+    // Replay paused: the canary goes missing within the overdue time and comes back after resume.
+    env.set_replay_paused(true).unwrap();
+    let went_missing = std::panic::catch_unwind(|| {
+        let took = wait_until(
+            "the canary missing while replay is paused",
+            Duration::from_secs(30),
+            || missing(&south) == Some(1.0),
+        );
+        // Missing for several polls: still one alert.
+        std::thread::sleep(Duration::from_millis(1_500));
+        took
+    });
+    env.set_replay_paused(false).unwrap();
+    let went_missing = went_missing.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    let came_back = wait_until("the canary back after resume", Duration::from_secs(30), || {
+        missing(&south) == Some(0.0)
+    });
+    eprintln!("sql verify: canary missing {went_missing:?} after the pause, back {came_back:?} after resume");
+
+    let (took, code, log) = south.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    let (home_took, home_code, home_log) = home.stop();
+    assert_eq!(home_code, Some(0), "{home_log}");
+    assert!(home_took < Duration::from_secs(5), "SIGTERM took {home_took:?}");
+    // An alert on each change, not on every poll while missing.
+    assert_eq!(log.matches("canary_missing").count(), 1, "{log}");
+    assert_eq!(log.matches("canary_arrived").count(), 1, "{log}");
+    eprintln!("sql verify: SIGTERM → exit in {took:?} (standby), {home_took:?} (home)");
+}
