@@ -29,6 +29,7 @@ pub struct LocalAurora {
     primary: String,
     replica: String,
     passfile: PathBuf,
+    ca: Option<PathBuf>,
     dir: PathBuf,
     /// The supervising script; it stops the clusters when this process exits.
     _child: Mutex<Child>,
@@ -78,7 +79,8 @@ impl LocalAurora {
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
-        let (mut primary, mut replica, mut passfile) = (None, None, None);
+        let (mut primary, mut replica, mut passfile, mut ca) = (None, None, None, None);
+        // pg_ca, when TLS is on, comes before the last line, pg_passfile.
         while primary.is_none() || replica.is_none() || passfile.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
@@ -94,12 +96,15 @@ impl LocalAurora {
                 replica = Some(v.to_string());
             } else if let Some(v) = line.strip_prefix("pg_passfile=") {
                 passfile = Some(PathBuf::from(v));
+            } else if let Some(v) = line.strip_prefix("pg_ca=") {
+                ca = Some(PathBuf::from(v));
             }
         }
         Ok(LocalAurora {
             primary: primary.unwrap_or_default(),
             replica: replica.unwrap_or_default(),
             passfile: passfile.unwrap_or_default(),
+            ca,
             dir,
             _child: Mutex::new(child),
         })
@@ -118,6 +123,12 @@ impl LocalAurora {
     /// The PostgreSQL password file holding the `app` role's password: pass it as `PGPASSFILE`.
     pub fn passfile(&self) -> &Path {
         &self.passfile
+    }
+
+    /// The CA that signed both clusters' server certificate (for 127.0.0.1), when they run with TLS (pg.sh's
+    /// default): `?sslmode=verify-full&sslrootcert=<this>`.
+    pub fn ca(&self) -> Option<&Path> {
+        self.ca.as_deref()
     }
 
     /// A connection to `url` (the primary or the replica) as the `app` role, its password from the password file.

@@ -413,6 +413,21 @@ async fn backfill_encrypts_5000_rows_under_a_concurrent_writer_and_resumes_after
 /// The raw AES key of the binary's tests (bytes 0..=31), base64.
 const RAW_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
+/// The application's cipher under the binary's raw AES key.
+fn binary_cipher() -> EsdkCipher {
+    let keyring = ddbguard_keys::RawAesKeyring::new(
+        "ops",
+        "aurora",
+        zeroize::Zeroizing::new(std::array::from_fn(|i| i as u8)),
+    );
+    EsdkCipher::new(
+        Arc::new(keyring),
+        DecryptOptions::default(),
+        EncryptOptions::default(),
+        0,
+    )
+}
+
 fn binary_config(env: &LocalAurora, table: &str, region: &str) -> String {
     let keyring =
         format!("kind = \"raw-aes\"\nkey_namespace = \"ops\"\nkey_name = \"aurora\"\nkey_base64 = \"{RAW_KEY}\"");
@@ -960,17 +975,7 @@ async fn the_binary_verifies_the_standby_counts_verdicts_and_watches_the_canary(
     );
 
     // Rows written on the primary by the application: clean, plaintext, tampered.
-    let keyring = ddbguard_keys::RawAesKeyring::new(
-        "ops",
-        "aurora",
-        zeroize::Zeroizing::new(std::array::from_fn(|i| i as u8)),
-    );
-    let app = EsdkCipher::new(
-        Arc::new(keyring),
-        DecryptOptions::default(),
-        EncryptOptions::default(),
-        0,
-    );
+    let app = binary_cipher();
     let clean = app.seal(b"123-45-6789", &context("ssn", 1)).await.unwrap();
     let mut tampered = app.seal(b"123-45-6789", &context("ssn", 3)).await.unwrap();
     let header = Header::parse(&tampered).unwrap();
@@ -1029,4 +1034,73 @@ async fn the_binary_verifies_the_standby_counts_verdicts_and_watches_the_canary(
     assert_eq!(log.matches("canary_missing").count(), 1, "{log}");
     assert_eq!(log.matches("canary_arrived").count(), 1, "{log}");
     eprintln!("sql verify: SIGTERM → exit in {took:?} (standby), {home_took:?} (home)");
+}
+
+/// TLS end to end: the clusters run with ssl = on under pg.sh's throwaway CA; `sql audit` with
+/// `sslmode=verify-full&sslrootcert=<that CA>` on both connection strings succeeds, and with another CA it fails
+/// with exit 2 and an error that names TLS and the certificate.
+#[tokio::test]
+async fn the_binary_audits_over_verified_tls_and_names_tls_when_the_ca_is_wrong() {
+    let env = LocalAurora::shared();
+    let ca = env.ca().expect("pg.sh runs the clusters with TLS by default");
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    let clean = binary_cipher().seal(b"123-45-6789", &context("ssn", 1)).await.unwrap();
+    primary
+        .execute(&format!("INSERT INTO {name} (id, ssn) VALUES (1, $1)"), &[&b64(clean)])
+        .await
+        .unwrap();
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+
+    let passfile = env.passfile().to_str().unwrap().to_owned();
+    let with_ca = |ca: &std::path::Path| {
+        let verified = |url: &str| format!("\"{url}?sslmode=verify-full&sslrootcert={}\"", ca.display());
+        binary_config(env, &name, "ap-southeast-2")
+            .replace(&format!("\"{}\"", env.primary()), &verified(env.primary()))
+            .replace(&format!("\"{}\"", env.replica()), &verified(env.replica()))
+    };
+    let audit = |config: &str| {
+        crate::cli::ddbguard_with_env(
+            &["sql", "audit", "--table", &name, "--compare-primary"],
+            "",
+            &[("DDBGUARD_CONFIG_TOML", config), ("PGPASSFILE", &passfile)],
+        )
+    };
+    let config = with_ca(ca);
+    assert!(config.contains("sslmode=verify-full"), "{config}");
+    let run = audit(&config);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let report = run.json();
+    assert_eq!(report["by_verdict"]["ok"], 1, "{report}");
+    assert_eq!(report["compare_primary"]["missing_on_secondary"], 0, "{report}");
+
+    // Another CA, made here: the server's certificate does not chain to it.
+    let dir = crate::cli::TempDir::new("sql-tls");
+    let other = dir.write("other-ca.crt", "");
+    let key = dir.write("other-ca.key", "");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-days", "1", "-subj", "/CN=another CA", "-keyout", &key, "-out", &other])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "openssl: {made:?}");
+    let run = audit(&with_ca(std::path::Path::new(&other)));
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("TLS"), "the error names TLS: {run:#?}");
+    assert!(
+        run.stderr.to_lowercase().contains("certificate"),
+        "and the certificate: {run:#?}"
+    );
+    assert!(!run.stderr.contains("ddbguard-local"), "no password: {run:#?}");
+    eprintln!("sql audit with another CA: {}", run.stderr.trim());
 }
