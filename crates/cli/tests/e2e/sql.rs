@@ -12,6 +12,11 @@
 //!   single-region key) get the same verdicts from `ddbguard sql audit` on the standby with the ap-southeast-2
 //!   replica, through the local KMS; values `ddbguard sql backfill` encrypts there decrypt in the Python SDK with
 //!   the replica (`scripts/local-aws.d/esdk_interop.py`).
+//! - The binary backfills 5,000 rows under the MRK through the local KMS while the application writes plaintext
+//!   and its own messages, survives a SIGKILL, and the Python SDK decrypts every row to the last value written.
+//! - `ddbguard sql verify` on the standby counts verdicts on /metrics, reports the canary missing while replay is
+//!   paused (one alert) and back after resume, and exits 0 on SIGTERM.
+//! - TLS: `sslmode=verify-full` with the stand-in's CA connects; another CA fails, naming TLS.
 //!
 //! The library tests drive it directly (with the in-memory cipher and keyring); the binary's message-format
 //! keyrings come from `ddbguard-keys`.
