@@ -4,7 +4,7 @@
 # secondary lags and refuses writes like an Aurora secondary.
 #
 #   pg.sh up [DIR]        create the clusters under DIR (default <repo>/.local-aws/pg) when missing, start them,
-#                         print pg_primary=postgresql://… pg_replica=postgresql://… pg_passfile=…
+#                         print pg_primary=postgresql://… pg_replica=postgresql://… pg_passfile=… [pg_ca=…]
 #   pg.sh down [DIR]      stop both clusters (fast shutdown)
 #   pg.sh pause [DIR]     pause WAL replay on the standby (pg_wal_replay_pause): the secondary falls behind
 #   pg.sh resume [DIR]    resume WAL replay (pg_wal_replay_resume)
@@ -15,6 +15,11 @@
 # The application role is `app` (database `app`) with a password kept in DIR/pgpass, a PostgreSQL password file:
 # point PGPASSFILE at it. The connection strings carry no password, as ddbguard's configuration must not.
 # Ports: DDBGUARD_LOCAL_PG_PRIMARY_PORT / DDBGUARD_LOCAL_PG_REPLICA_PORT, free ports when unset.
+#
+# TLS: both clusters run with ssl = on, their certificate (for 127.0.0.1 and localhost) signed by a throwaway CA
+# made with the openssl CLI when the clusters are created; `pg_ca=DIR/tls/ca.crt` is printed, for
+# `?sslmode=verify-full&sslrootcert=…`. Clients that do not ask for TLS still connect (libpq's default `prefer`
+# takes it when offered). DDBGUARD_LOCAL_PG_SSL=0 at creation: no TLS, no pg_ca.
 #
 # PostgreSQL refuses to run as root: as root every server command runs as the `postgres` system user (runuser),
 # which owns DIR; DIR's parents must be traversable by it. As another user the servers run as that user.
@@ -49,6 +54,29 @@ as_pg() {
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+tls_wanted() { [[ "${DDBGUARD_LOCAL_PG_SSL:-1}" != 0 ]]; }
+
+# A CA and a server certificate signed by it (EC P-256: instant), in the primary's data directory, where
+# PostgreSQL looks for server.crt and server.key by default and from where pg_basebackup copies them to the
+# standby. The CA's key stays in DIR/tls; nothing here is a secret worth more than the throwaway clusters.
+make_certs() {
+  local root="$1" data="$1/primary/data" tls="$1/tls"
+  command -v openssl >/dev/null 2>&1 || die "openssl not found: install it, or set DDBGUARD_LOCAL_PG_SSL=0"
+  as_pg mkdir -p "$tls"
+  printf '%s\n' "subjectAltName = IP:127.0.0.1, DNS:localhost" "basicConstraints = critical, CA:FALSE" \
+    "keyUsage = critical, digitalSignature" "extendedKeyUsage = serverAuth" | as_pg tee "$tls/server.ext" >/dev/null
+  {
+    as_pg openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -sha256 -days 30 \
+      -subj "/CN=ddbguard local CA" -keyout "$tls/ca.key" -out "$tls/ca.crt" &&
+      as_pg openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -sha256 -subj "/CN=localhost" \
+        -keyout "$data/server.key" -out "$tls/server.csr" &&
+      as_pg openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+        -sha256 -days 30 -extfile "$tls/server.ext" -out "$data/server.crt"
+  } >"$root/openssl.log" 2>&1 || { cat "$root/openssl.log" >&2; die "cannot make the TLS certificates"; }
+  as_pg chmod 0600 "$data/server.key"
+  echo "ssl = on" | as_pg tee -a "$data/postgresql.conf" >/dev/null
 }
 
 port_of() { cat "$1/port" 2>/dev/null || die "no cluster in $1 (run up first)"; }
@@ -96,6 +124,7 @@ full_page_writes = off
 shared_buffers = 32MB
 log_min_messages = warning
 EOF
+  if tls_wanted; then make_certs "$root"; fi
   as_pg tee "$root/primary/data/pg_hba.conf" >/dev/null <<EOF
 host all         postgres 127.0.0.1/32 trust
 host replication postgres 127.0.0.1/32 trust
@@ -123,6 +152,7 @@ print_urls() {
   local root="$1"
   echo "pg_primary=postgresql://app@127.0.0.1:$(port_of "$root/primary")/app"
   echo "pg_replica=postgresql://app@127.0.0.1:$(port_of "$root/replica")/app"
+  if [[ -f "$root/tls/ca.crt" ]]; then echo "pg_ca=$root/tls/ca.crt"; fi
   echo "pg_passfile=$root/pgpass"
 }
 

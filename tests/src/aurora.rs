@@ -6,13 +6,17 @@
 //! and stops them and deletes the directory when this process exits. Tests therefore never share a database with
 //! another test process.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use ddbguard_sql::cipher::EncryptionContext;
+use ddbguard_sql::{Encoding, Stored, ValueCipher};
 
 use crate::repo_root;
 
@@ -25,6 +29,7 @@ pub struct LocalAurora {
     primary: String,
     replica: String,
     passfile: PathBuf,
+    ca: Option<PathBuf>,
     dir: PathBuf,
     /// The supervising script; it stops the clusters when this process exits.
     _child: Mutex<Child>,
@@ -74,7 +79,8 @@ impl LocalAurora {
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
-        let (mut primary, mut replica, mut passfile) = (None, None, None);
+        let (mut primary, mut replica, mut passfile, mut ca) = (None, None, None, None);
+        // pg_ca, when TLS is on, comes before the last line, pg_passfile.
         while primary.is_none() || replica.is_none() || passfile.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
@@ -90,12 +96,15 @@ impl LocalAurora {
                 replica = Some(v.to_string());
             } else if let Some(v) = line.strip_prefix("pg_passfile=") {
                 passfile = Some(PathBuf::from(v));
+            } else if let Some(v) = line.strip_prefix("pg_ca=") {
+                ca = Some(PathBuf::from(v));
             }
         }
         Ok(LocalAurora {
             primary: primary.unwrap_or_default(),
             replica: replica.unwrap_or_default(),
             passfile: passfile.unwrap_or_default(),
+            ca,
             dir,
             _child: Mutex::new(child),
         })
@@ -114,6 +123,12 @@ impl LocalAurora {
     /// The PostgreSQL password file holding the `app` role's password: pass it as `PGPASSFILE`.
     pub fn passfile(&self) -> &Path {
         &self.passfile
+    }
+
+    /// The CA that signed both clusters' server certificate (for 127.0.0.1), when they run with TLS (pg.sh's
+    /// default): `?sslmode=verify-full&sslrootcert=<this>`.
+    pub fn ca(&self) -> Option<&Path> {
+        self.ca.as_deref()
     }
 
     /// A connection to `url` (the primary or the replica) as the `app` role, its password from the password file.
@@ -165,5 +180,187 @@ impl LocalAurora {
             bail!("pg.sh {verb} failed ({status})");
         }
         Ok(())
+    }
+}
+
+/// Creates the tests' `patients` table on `client`: `id bigint` key, `ssn text` (base64 messages), `scan bytea`.
+pub async fn create_patients(client: &tokio_postgres::Client, name: &str) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {name} (id bigint PRIMARY KEY, ssn text, scan bytea)"
+        ))
+        .await
+        .with_context(|| format!("creating table {name}"))
+}
+
+/// Inserts rows `1..=rows` with the plaintext `ssn-ID`, and `scan-ID` (bytes) when `scan`, else a NULL scan.
+pub async fn insert_plaintext(client: &tokio_postgres::Client, name: &str, rows: i64, scan: bool) -> Result<()> {
+    let scan = if scan {
+        "convert_to('scan-' || g, 'UTF8')"
+    } else {
+        "NULL"
+    };
+    client
+        .execute(
+            &format!("INSERT INTO {name} SELECT g, 'ssn-' || g, {scan} FROM generate_series(1, $1::bigint) g"),
+            &[&rows],
+        )
+        .await
+        .with_context(|| format!("filling table {name}"))?;
+    Ok(())
+}
+
+/// The encryption context the `patients` application binds to a value: `{table: patients, column, id}`.
+pub fn patients_context(column: &str, id: i64) -> EncryptionContext {
+    [
+        ("table", "patients".to_owned()),
+        ("column", column.to_owned()),
+        ("id", id.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// The binary's configuration of `table` (`ssn` base64, `scan` bytea, bound to [`patients_context`]) against
+/// `env`'s clusters, with `aws` as the body of the `[aws]` section and `keyring` as the body of the table's keyring.
+pub fn patients_config(env: &LocalAurora, table: &str, aws: &str, keyring: &str) -> String {
+    format!(
+        r#"
+[aws]
+{aws}
+
+[sql]
+primary = "{primary}"
+home_region = "us-east-1"
+[sql.replicas]
+"ap-southeast-2" = "{replica}"
+
+[[sql_tables]]
+name = "{table}"
+primary_key = ["id"]
+[sql_tables.columns]
+ssn = {{ encoding = "base64" }}
+scan = {{ encoding = "bytea" }}
+[sql_tables.encryption_context]
+table = "patients"
+column = "{{column}}"
+id = "{{row.id}}"
+[sql_tables.keyring]
+{keyring}
+"#,
+        primary = env.primary(),
+        replica = env.replica(),
+    )
+}
+
+/// Waits until backfill `job` has checkpointed at least `rows` rows on `primary`; returns the rows checkpointed.
+/// `alive` is asked on every poll and fails the wait when the backfill ended before.
+pub async fn wait_for_checkpoint(
+    primary: &tokio_postgres::Client,
+    job: &str,
+    rows: i64,
+    timeout: Duration,
+    mut alive: impl FnMut() -> bool,
+) -> Result<i64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let saved = primary
+            .query_opt(
+                &format!(
+                    "SELECT rows_scanned FROM {} WHERE job = $1",
+                    ddbguard_sql::backfill::CHECKPOINT_TABLE
+                ),
+                &[&job],
+            )
+            .await;
+        if let Ok(Some(row)) = saved {
+            let scanned: i64 = row.get(0);
+            if scanned >= rows {
+                return Ok(scanned);
+            }
+        }
+        if !alive() {
+            bail!("backfill {job} ended before it checkpointed {rows} rows");
+        }
+        if Instant::now() > deadline {
+            bail!("backfill {job} did not checkpoint {rows} rows within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What an [`AppWriter`] wrote.
+#[derive(Debug, Default)]
+pub struct AppWrites {
+    /// The last `ssn` plaintext written to each row it touched.
+    pub last: BTreeMap<i64, String>,
+    /// Writes of a plaintext value.
+    pub plaintext: u64,
+    /// Writes of a value the application encrypted itself.
+    pub encrypted: u64,
+}
+
+/// The application of a `patients` table writing new `ssn` values to a pseudo-random subset of rows `1..=rows`
+/// while a test runs: plaintext, or, every `encrypt_every`th write with a cipher, a message it sealed itself
+/// (bound to [`patients_context`]), as an application half-way through its own migration does.
+#[derive(Debug)]
+pub struct AppWriter {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Result<AppWrites>>,
+}
+
+impl AppWriter {
+    /// Starts writing through `client` until [`stop`](Self::stop).
+    pub fn spawn(
+        client: tokio_postgres::Client,
+        table: &str,
+        rows: i64,
+        sealer: Option<(Arc<dyn ValueCipher>, u64)>,
+    ) -> AppWriter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let update = format!("UPDATE {table} SET ssn = $1 WHERE id = $2");
+        let task = tokio::spawn(async move {
+            let mut writes = AppWrites::default();
+            let mut n = 0u64;
+            while !stopped.load(Ordering::SeqCst) {
+                n += 1;
+                // A step prime to `rows` visits rows in a scattered order, some many times.
+                let id = i64::try_from(n * 7919 % rows.unsigned_abs()).unwrap_or(0) + 1;
+                let value = format!("app-{n}");
+                let stored = match &sealer {
+                    Some((cipher, every)) if n.is_multiple_of(*every) => {
+                        let message = cipher
+                            .seal(value.as_bytes(), &patients_context("ssn", id))
+                            .await
+                            .map_err(|e| anyhow!("the application cannot encrypt row {id}: {e}"))?;
+                        writes.encrypted += 1;
+                        match Stored::encode(message, Encoding::Base64) {
+                            Stored::Text(t) => t,
+                            Stored::Bytes(_) => bail!("base64 encoding gave bytes"),
+                        }
+                    }
+                    _ => {
+                        writes.plaintext += 1;
+                        value.clone()
+                    }
+                };
+                client
+                    .execute(&update, &[&stored, &id])
+                    .await
+                    .with_context(|| format!("the application's update of row {id}"))?;
+                writes.last.insert(id, value);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok(writes)
+        });
+        AppWriter { stop, task }
+    }
+
+    /// Stops writing; what was written.
+    pub async fn stop(self) -> Result<AppWrites> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.context("the application writer panicked")?
     }
 }

@@ -1,11 +1,13 @@
 //! Progress of a backfill run on stderr: a progress bar on a terminal, else one JSON line per snapshot (every
-//! [`JSON_INTERVAL`]), so that ECS tasks and CI logs get machine-readable progress.
+//! [`JSON_INTERVAL`]), so that ECS tasks and CI logs get machine-readable progress. The DynamoDB backfill and
+//! `sql backfill` both show theirs here, through [`Snapshot`].
 
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use ddbguard_backfill::{Progress, Report};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
 
 /// Between two JSON progress lines.
 pub const JSON_INTERVAL: Duration = Duration::from_secs(5);
@@ -20,6 +22,59 @@ fn on_terminal() -> bool {
 /// How often the engine should hand over a snapshot.
 pub fn interval() -> Duration {
     if on_terminal() { BAR_INTERVAL } else { JSON_INTERVAL }
+}
+
+/// A progress snapshot of a backfill engine: its JSON form is the `progress` of a JSON line.
+pub trait Snapshot: Serialize {
+    /// Items (rows) read so far: the bar's position.
+    fn position(&self) -> u64;
+    /// The expected total, when the engine has an estimate: the bar's length.
+    fn length(&self) -> Option<u64>;
+    /// One line of counters under the bar.
+    fn summary(&self) -> String;
+}
+
+impl Snapshot for Progress {
+    fn position(&self) -> u64 {
+        self.scanned
+    }
+
+    fn length(&self) -> Option<u64> {
+        self.estimated_items
+    }
+
+    fn summary(&self) -> String {
+        summary(self)
+    }
+}
+
+impl Snapshot for ddbguard_sql::backfill::Progress {
+    fn position(&self) -> u64 {
+        ddbguard_sql::backfill::Progress::position(self)
+    }
+
+    fn length(&self) -> Option<u64> {
+        self.estimated_rows
+    }
+
+    fn summary(&self) -> String {
+        let c = &self.counts;
+        format!(
+            "{:.0} rows/s · encrypted {}, already encrypted {}, NULL {}, conflicts {}, left {}, failed {}{}",
+            self.rows_per_second,
+            c.encrypted,
+            c.already_encrypted,
+            c.nulls,
+            c.conflicts,
+            c.skipped_after_conflicts,
+            c.failed,
+            if c.would_encrypt > 0 {
+                format!(", would encrypt {}", c.would_encrypt)
+            } else {
+                String::new()
+            }
+        )
+    }
 }
 
 /// Shows progress snapshots.
@@ -53,14 +108,14 @@ impl Reporter {
     }
 
     /// Shows one snapshot.
-    pub fn update(&mut self, p: &Progress) {
+    pub fn update(&mut self, p: &impl Snapshot) {
         match &self.bar {
             Some(bar) => {
-                if let Some(n) = p.estimated_items {
-                    bar.set_length(n.max(p.scanned));
+                if let Some(n) = p.length() {
+                    bar.set_length(n.max(p.position()));
                 }
-                bar.set_position(p.scanned);
-                bar.set_message(summary(p));
+                bar.set_position(p.position());
+                bar.set_message(p.summary());
             }
             None => {
                 let line = serde_json::json!({ "event": "backfill_progress", "job": self.job, "progress": p });
@@ -71,9 +126,14 @@ impl Reporter {
 
     /// Clears the bar at the end.
     pub fn finish(&mut self, report: &Report) {
+        self.finish_with(&report.progress);
+    }
+
+    /// Clears the bar at the end, at `last`.
+    pub fn finish_with(&mut self, last: &impl Snapshot) {
         if let Some(bar) = self.bar.take() {
-            bar.set_position(report.progress.scanned);
-            bar.finish_with_message(summary(&report.progress));
+            bar.set_position(last.position());
+            bar.finish_with_message(last.summary());
         }
     }
 }
@@ -122,5 +182,29 @@ mod tests {
         assert!(s.contains("encrypted 7, legacy_format 3"), "{s}");
         assert!(s.contains("1.5 RCU, 7.0 WCU, 7 KMS calls"), "{s}");
         assert!(s.contains("segments 1/8"), "{s}");
+    }
+
+    #[test]
+    fn the_sql_snapshot_counts_earlier_runs_and_names_rows() {
+        let p = ddbguard_sql::backfill::Progress {
+            system: "aurora",
+            elapsed_seconds: 2.0,
+            resumed_at_rows: 1_000,
+            rows_per_second: 150.0,
+            estimated_rows: Some(5_000),
+            eta_seconds: Some(25),
+            counts: ddbguard_sql::backfill::Counts {
+                rows_scanned: 300,
+                encrypted: 290,
+                already_encrypted: 10,
+                conflicts: 2,
+                ..Default::default()
+            },
+        };
+        assert_eq!((Snapshot::position(&p), p.length()), (1_300, Some(5_000)));
+        let s = Snapshot::summary(&p);
+        assert!(s.starts_with("150 rows/s · encrypted 290, already encrypted 10"), "{s}");
+        assert!(s.contains("conflicts 2"), "{s}");
+        assert!(!s.contains("would encrypt"), "not a dry run: {s}");
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! `sql backfill` runs on the primary (`[sql] primary`) and exits as `ddbguard backfill`: 0 finished, 1 values
 //! failed, 2 usage/config/connection, 3 values left after repeated conflicts, 130 interrupted. Progress goes to
-//! stderr as JSON lines; the report to stdout.
+//! stderr as the DynamoDB backfill's (`crate::progress`): a bar on a terminal, else a JSON line every 5 s
+//! (`{"event": "backfill_progress", "job": …, "progress": {"system": "aurora", …}}`); the report to stdout.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -309,12 +310,13 @@ async fn run_backfill(args: SqlBackfillArgs) -> anyhow::Result<ExitCode> {
         kms_requests_per_second: args.kms_requests_per_second,
         max_conflict_retries: args.max_conflict_retries,
         dry_run: args.dry_run,
-        progress_interval: crate::progress::JSON_INTERVAL,
+        progress_interval: crate::progress::interval(),
     };
-    let job = backfill_config.job.clone();
-    let mut progress = move |counts: &ddbguard_sql::backfill::Counts| {
-        let line = serde_json::json!({ "progress": job, "counts": counts });
-        eprintln!("{line}");
+    let mut reporter = crate::progress::Reporter::new(&backfill_config.job, backfill_config.dry_run);
+    let mut last = None;
+    let mut progress = |p: &ddbguard_sql::backfill::Progress| {
+        reporter.update(p);
+        last = Some(p.clone());
     };
     tracing::info!(table = %table.table.name, job = %backfill_config.job, "sql backfill: starting");
     let report = ddbguard_sql::backfill(
@@ -326,6 +328,9 @@ async fn run_backfill(args: SqlBackfillArgs) -> anyhow::Result<ExitCode> {
         crate::signal::shutdown_signal("sql backfill: stopping after this page"),
     )
     .await?;
+    if let Some(last) = &last {
+        reporter.finish_with(last);
+    }
     let mut value = serde_json::to_value(&report).context("cannot encode the report")?;
     if let Some(object) = value.as_object_mut() {
         object.insert("exit_code".into(), report.exit_code().into());

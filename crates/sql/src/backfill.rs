@@ -94,6 +94,55 @@ pub struct Counts {
     pub would_encrypt: u64,
 }
 
+/// A progress snapshot of a run, handed to the caller at most every `progress_interval` and once at the end.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Progress {
+    /// Always `aurora`.
+    pub system: &'static str,
+    /// Seconds since this run started.
+    pub elapsed_seconds: f64,
+    /// Rows scanned by earlier runs of the job, up to the checkpoint this run resumed from.
+    pub resumed_at_rows: u64,
+    /// Rows read per second by this run.
+    pub rows_per_second: f64,
+    /// The table's row count as the planner estimates it (`pg_class.reltuples`), when it has one.
+    pub estimated_rows: Option<u64>,
+    /// Seconds left at the current rate, when the row count is estimated.
+    pub eta_seconds: Option<u64>,
+    /// The counts of this run so far.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+impl Progress {
+    fn new(counts: &Counts, elapsed: Duration, resumed_at_rows: u64, estimated_rows: Option<u64>) -> Progress {
+        let elapsed_seconds = elapsed.as_secs_f64();
+        let rows_per_second = if elapsed_seconds > 0.0 {
+            counts.rows_scanned as f64 / elapsed_seconds
+        } else {
+            0.0
+        };
+        let position = resumed_at_rows + counts.rows_scanned;
+        let eta_seconds = estimated_rows
+            .filter(|_| rows_per_second > 0.0)
+            .map(|total| (total.saturating_sub(position) as f64 / rows_per_second).ceil() as u64);
+        Progress {
+            system: "aurora",
+            elapsed_seconds,
+            resumed_at_rows,
+            rows_per_second,
+            estimated_rows,
+            eta_seconds,
+            counts: counts.clone(),
+        }
+    }
+
+    /// Rows scanned by the job so far, earlier runs included.
+    pub fn position(&self) -> u64 {
+        self.resumed_at_rows + self.counts.rows_scanned
+    }
+}
+
 /// The report of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackfillReport {
@@ -247,6 +296,21 @@ impl Run<'_> {
 struct Checkpoint {
     last_key: Option<Vec<String>>,
     finished: bool,
+    rows_scanned: u64,
+}
+
+/// The planner's row count of the table (`reltuples`; -1 before the first ANALYZE): enough for a progress bar
+/// without a `count(*)` over a large table. `None` when unknown or unreadable (progress then has no total).
+async fn estimate_rows(primary: &Client, bound: &BoundTable) -> Option<u64> {
+    let row = primary
+        .query_opt(
+            "SELECT reltuples::float8 FROM pg_class WHERE oid = to_regclass($1::text)",
+            &[&bound.table.quoted_name()],
+        )
+        .await
+        .ok()??;
+    let estimate: f64 = row.try_get(0).ok()?;
+    (estimate >= 0.0).then_some(estimate as u64)
 }
 
 async fn ensure_checkpoint_table(primary: &Client, table: &str) -> Result<(), SqlError> {
@@ -266,7 +330,7 @@ async fn ensure_checkpoint_table(primary: &Client, table: &str) -> Result<(), Sq
 async fn load_checkpoint(primary: &Client, job: &str, table: &str) -> Result<Option<Checkpoint>, SqlError> {
     let row = primary
         .query_opt(
-            &format!("SELECT table_name, last_key, finished FROM {CHECKPOINT_TABLE} WHERE job = $1"),
+            &format!("SELECT table_name, last_key, finished, rows_scanned FROM {CHECKPOINT_TABLE} WHERE job = $1"),
             &[&job],
         )
         .await
@@ -282,6 +346,7 @@ async fn load_checkpoint(primary: &Client, job: &str, table: &str) -> Result<Opt
     Ok(Some(Checkpoint {
         last_key: row.get(1),
         finished: row.get(2),
+        rows_scanned: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
     }))
 }
 
@@ -309,13 +374,14 @@ async fn save_checkpoint(
 }
 
 /// Runs the backfill of one table on `primary`. `progress` gets a snapshot at most every
-/// `config.progress_interval`; `shutdown` stops the run after the page in progress (checkpoint saved).
+/// `config.progress_interval` and one at the end; `shutdown` stops the run after the page in progress (checkpoint
+/// saved).
 pub async fn backfill(
     primary: &Client,
     bound: &BoundTable,
     cipher: &dyn ValueCipher,
     config: &BackfillConfig,
-    progress: &mut (dyn FnMut(&Counts) + Send),
+    progress: &mut (dyn FnMut(&Progress) + Send),
     shutdown: impl Future<Output = ()>,
 ) -> Result<BackfillReport, SqlError> {
     let started = Instant::now();
@@ -341,6 +407,12 @@ pub async fn backfill(
     if report.already_finished {
         return Ok(report);
     }
+    let resumed_at_rows = checkpoint
+        .as_ref()
+        .filter(|c| c.last_key.is_some())
+        .map_or(0, |c| c.rows_scanned);
+    let estimated_rows = estimate_rows(primary, bound).await;
+    let snapshot = |counts: &Counts| Progress::new(counts, started.elapsed(), resumed_at_rows, estimated_rows);
     let run = Run {
         primary,
         bound,
@@ -411,14 +483,14 @@ pub async fn backfill(
             save_checkpoint(primary, &config.job, &table, last.as_deref(), !full, page.len() as u64).await?;
         }
         if last_progress.elapsed() >= config.progress_interval {
-            progress(&report.counts);
+            progress(&snapshot(&report.counts));
             last_progress = Instant::now();
         }
         if !full {
             break;
         }
     }
-    progress(&report.counts);
+    progress(&snapshot(&report.counts));
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     report.kms_requests = run.kms.charged() as u64;
     report.limited_by = [&run.rows, &run.kms]
@@ -463,6 +535,33 @@ mod tests {
         let failed = Counts { failed: 1, ..left };
         assert_eq!(report(Completion::Finished, failed.clone()).exit_code(), 1);
         assert_eq!(report(Completion::Interrupted, failed).exit_code(), 130);
+    }
+
+    #[test]
+    fn progress_counts_earlier_runs_and_estimates_what_is_left() {
+        let counts = Counts {
+            rows_scanned: 200,
+            ..Counts::default()
+        };
+        let p = Progress::new(&counts, Duration::from_secs(2), 1_000, Some(1_600));
+        assert_eq!(p.position(), 1_200);
+        assert_eq!(p.rows_per_second, 100.0);
+        assert_eq!(p.eta_seconds, Some(4), "400 rows left at 100 rows/s");
+        // No estimate (never analysed) or no rate yet: no ETA, and no division by zero.
+        assert_eq!(
+            Progress::new(&counts, Duration::from_secs(2), 0, None).eta_seconds,
+            None
+        );
+        let idle = Progress::new(&Counts::default(), Duration::ZERO, 0, Some(10));
+        assert_eq!((idle.rows_per_second, idle.eta_seconds), (0.0, None));
+        // A table that grew past its estimate: nothing left, not a negative number.
+        assert_eq!(
+            Progress::new(&counts, Duration::from_secs(1), 0, Some(100)).eta_seconds,
+            Some(0)
+        );
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["system"], "aurora");
+        assert_eq!(json["rows_scanned"], 200, "the counts are flattened: {json}");
     }
 
     #[test]

@@ -116,12 +116,17 @@ pub async fn read(reader: &Client, cipher: &dyn ValueCipher, origin: &str) -> Re
     }))
 }
 
-/// Turns successive observations of one origin into the two canary metrics.
+/// Turns successive observations of one origin into the two canary metrics, and tells when the missing state
+/// changes (so that the verifier alerts on the change, as the DynamoDB verifier's `canary_missing` /
+/// `canary_arrived`, not on every poll).
 #[derive(Debug)]
 pub struct Watch {
     origin: String,
     overdue_after: Duration,
     last_seq: Option<i64>,
+    /// The missing state of the last observation; `None` before the first.
+    missing: Option<bool>,
+    changed: bool,
 }
 
 impl Watch {
@@ -131,7 +136,15 @@ impl Watch {
             origin: origin.to_owned(),
             overdue_after,
             last_seq: None,
+            missing: None,
+            changed: false,
         }
+    }
+
+    /// Whether the last [`observe`](Self::observe) changed the missing state. The first observation is a change
+    /// only when the canary is missing: a verifier that starts healthy has nothing to announce.
+    pub fn changed(&self) -> bool {
+        self.changed
     }
 
     /// Records one observation and returns whether the canary is missing (also set as the gauge).
@@ -149,6 +162,8 @@ impl Watch {
         };
         metrics::gauge!(crate::metrics::CANARY_MISSING, "system" => "aurora", "origin_region" => self.origin.clone())
             .set(if missing { 1.0 } else { 0.0 });
+        self.changed = self.missing.unwrap_or(false) != missing;
+        self.missing = Some(missing);
         missing
     }
 }
@@ -173,5 +188,28 @@ mod tests {
         assert!(w.observe(Some(&seen(1, 10.5, Verdict::Ok))));
         assert!(!w.observe(Some(&seen(2, 0.2, Verdict::Ok))));
         assert!(w.observe(Some(&seen(3, 0.2, Verdict::KeyUnavailable))));
+    }
+
+    #[test]
+    fn only_changes_of_the_missing_state_are_changes() {
+        let mut w = Watch::new("us-east-1", Duration::from_secs(10));
+        // Healthy from the start: nothing to say.
+        w.observe(Some(&seen(1, 0.5, Verdict::Ok)));
+        assert!(!w.changed());
+        w.observe(Some(&seen(2, 0.5, Verdict::Ok)));
+        assert!(!w.changed());
+        // Goes missing once, stays missing without repeating itself, arrives once.
+        w.observe(Some(&seen(2, 11.0, Verdict::Ok)));
+        assert!(w.changed());
+        w.observe(Some(&seen(2, 12.0, Verdict::Ok)));
+        assert!(!w.changed());
+        w.observe(None);
+        assert!(!w.changed());
+        w.observe(Some(&seen(3, 0.1, Verdict::Ok)));
+        assert!(w.changed());
+        // Missing from the very first look is a change.
+        let mut w = Watch::new("us-east-1", Duration::from_secs(10));
+        w.observe(None);
+        assert!(w.changed());
     }
 }

@@ -125,6 +125,23 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// An error and its causes, `error: cause: cause`. tokio-postgres leaves the cause out of its message, and "error
+/// performing TLS handshake" alone does not say that the certificate is not trusted (nor "db error" which
+/// server error it was). Connection-time causes carry no row data.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
 /// Opens a connection and drives it on the runtime; the connection ends when the [`Client`] is dropped.
 ///
 /// `application_name` is set to `ddbguard` so operators see the connections in `pg_stat_activity`.
@@ -161,7 +178,7 @@ pub async fn connect(url: &str, credentials: &Credentials) -> Result<Client, Sql
     })?;
     let (client, connection) = config.connect(connector).await.map_err(|e| SqlError::Connect {
         target: redact(url),
-        message: e.to_string(),
+        message: with_causes(&e),
     })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -174,6 +191,22 @@ pub async fn connect(url: &str, credentials: &Credentials) -> Result<Client, Sql
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connect_errors_say_why() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error performing TLS handshake")]
+        struct Outer(#[source] Middle);
+        #[derive(Debug, thiserror::Error)]
+        #[error("invalid peer certificate: UnknownIssuer")]
+        struct Middle(#[source] std::io::Error);
+        let e = Outer(Middle(std::io::Error::other("invalid peer certificate: UnknownIssuer")));
+        // A cause that repeats the previous message (io::Error wrapping the rustls error) is said once.
+        assert_eq!(
+            with_causes(&e),
+            "error performing TLS handshake: invalid peer certificate: UnknownIssuer"
+        );
+    }
 
     #[test]
     fn passfile_lines_match_like_libpq() {

@@ -92,9 +92,18 @@ pub async fn run(
         }
         let seen = canary::read(reader, cipher, &config.home_region).await?;
         report.canary_missing = watch.observe(seen.as_ref());
-        if report.canary_missing {
-            tracing::warn!(event = "canary_missing", system = "aurora", origin_region = %config.home_region,
-                region = %config.region, observation = ?seen, "sql verify: canary missing");
+        // On the change only, as the DynamoDB verifier: the gauge says it on every poll.
+        if watch.changed() {
+            if report.canary_missing {
+                tracing::warn!(target: "alert", event = "canary_missing", system = "aurora",
+                    origin_region = %config.home_region, region = %config.region, observation = ?seen,
+                    "no fresh canary from {}: replication to {} is stalled or the key is unusable",
+                    config.home_region, config.region);
+            } else {
+                tracing::info!(target: "alert", event = "canary_arrived", system = "aurora",
+                    origin_region = %config.home_region, region = %config.region,
+                    "canaries from {} arrive again", config.home_region);
+            }
         }
         if next_full.is_some_and(|t| now >= t) {
             let pass = crate::audit(reader, None, bound, cipher, &audit_config, std::future::pending()).await?;

@@ -53,20 +53,27 @@ pub(crate) struct Verifier {
 
 impl Verifier {
     pub(crate) fn start(config: &str, table: &str, log: String) -> Verifier {
+        Verifier::spawn(&["verify", "--config", config, "--table", table], &[], log)
+    }
+
+    /// Starts `ddbguard ARGS --metrics-addr <a free port>` with `env` and its log (level info) in `log`.
+    pub(crate) fn spawn(args: &[&str], env: &[(&str, &str)], log: String) -> Verifier {
         // A free port: bound, read and released (the verifier binds it a moment later).
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
         let stderr = std::fs::File::create(&log).expect("log file");
         let child = crate::cli::command()
-            .args(["verify", "--config", config, "--table", table, "--metrics-addr"])
+            .args(args)
+            .arg("--metrics-addr")
             .arg(addr.to_string())
+            .envs(env.iter().copied())
             .env("DDBGUARD_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .expect("spawning ddbguard verify");
+            .expect("spawning ddbguard");
         Verifier { child, addr, log }
     }
 
@@ -121,7 +128,7 @@ impl Drop for Verifier {
     }
 }
 
-fn series_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn series_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))

@@ -12,6 +12,11 @@
 //!   single-region key) get the same verdicts from `ddbguard sql audit` on the standby with the ap-southeast-2
 //!   replica, through the local KMS; values `ddbguard sql backfill` encrypts there decrypt in the Python SDK with
 //!   the replica (`scripts/local-aws.d/esdk_interop.py`).
+//! - The binary backfills 5,000 rows under the MRK through the local KMS while the application writes plaintext
+//!   and its own messages, survives a SIGKILL, and the Python SDK decrypts every row to the last value written.
+//! - `ddbguard sql verify` on the standby counts verdicts on /metrics, reports the canary missing while replay is
+//!   paused (one alert) and back after resume, and exits 0 on SIGTERM.
+//! - TLS: `sslmode=verify-full` with the stand-in's CA connects; another CA fails, naming TLS.
 //!
 //! The library tests drive it directly (with the in-memory cipher and keyring); the binary's message-format
 //! keyrings come from `ddbguard-keys`.
@@ -23,11 +28,12 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ddbguard_dbe::Verdict;
-use ddbguard_e2e::aurora::LocalAurora;
+use ddbguard_e2e::aurora::{self, AppWriter, LocalAurora};
 use ddbguard_e2e::{LocalAws, PRIMARY_REGION, REPLICA_REGION, unique_name};
 use ddbguard_esdk::fake::FakeKeyring;
 use ddbguard_esdk::{DecryptOptions, EncryptOptions, Header};
-use ddbguard_sql::cipher::{EncryptionContext, FakeCipher, Stored};
+use ddbguard_keys::kms::{MrkKeyring, SdkKms};
+use ddbguard_sql::cipher::{EncryptionContext, FakeCipher, Stored, looks_like_message};
 use ddbguard_sql::table::ContextTemplate;
 use ddbguard_sql::{
     AuditConfig, BackfillConfig, BoundTable, Encoding, EsdkCipher, ProtectedColumn, SqlTable, ValueCipher,
@@ -65,14 +71,7 @@ fn patients(name: &str) -> SqlTable {
 }
 
 fn context(column: &str, id: i64) -> EncryptionContext {
-    [
-        ("table", "patients".to_owned()),
-        ("column", column.to_owned()),
-        ("id", id.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    aurora::patients_context(column, id)
 }
 
 fn b64(message: Vec<u8>) -> String {
@@ -83,12 +82,7 @@ fn b64(message: Vec<u8>) -> String {
 }
 
 async fn create_table(client: &tokio_postgres::Client, name: &str) {
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {name} (id bigint PRIMARY KEY, ssn text, scan bytea)"
-        ))
-        .await
-        .unwrap();
+    aurora::create_patients(client, name).await.unwrap();
 }
 
 #[tokio::test]
@@ -286,13 +280,7 @@ async fn backfill_encrypts_5000_rows_under_a_concurrent_writer_and_resumes_after
     let primary = env.connect(env.primary()).await.unwrap();
     let name = unique("patients");
     create_table(&primary, &name).await;
-    primary
-        .execute(
-            &format!("INSERT INTO {name} SELECT g, 'ssn-' || g, convert_to('scan-' || g, 'UTF8') FROM generate_series(1, $1::bigint) g"),
-            &[&ROWS],
-        )
-        .await
-        .unwrap();
+    aurora::insert_plaintext(&primary, &name, ROWS, true).await.unwrap();
     let table = patients(&name);
     let bound = BoundTable::bind(&primary, &table).await.unwrap();
     let cipher = Arc::new(esdk_cipher());
@@ -305,29 +293,7 @@ async fn backfill_encrypts_5000_rows_under_a_concurrent_writer_and_resumes_after
     };
 
     // The application keeps writing new plaintext SSNs to random rows the whole time.
-    let writer_client = env.connect(env.primary()).await.unwrap();
-    let writer_table = name.clone();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer_stop = stop.clone();
-    let writer = tokio::spawn(async move {
-        let mut last: BTreeMap<i64, String> = BTreeMap::new();
-        let mut n = 0u64;
-        while !writer_stop.load(std::sync::atomic::Ordering::SeqCst) {
-            n += 1;
-            let id = (n * 7919 % ROWS as u64) as i64 + 1;
-            let value = format!("app-{n}");
-            writer_client
-                .execute(
-                    &format!("UPDATE {writer_table} SET ssn = $1 WHERE id = $2"),
-                    &[&value, &id],
-                )
-                .await
-                .unwrap();
-            last.insert(id, value);
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        last
-    });
+    let writer = AppWriter::spawn(env.connect(env.primary()).await.unwrap(), &name, ROWS, None);
 
     // First run: killed after a while (the task and its connection dropped mid-page).
     let started = Instant::now();
@@ -351,22 +317,11 @@ async fn backfill_encrypts_5000_rows_under_a_concurrent_writer_and_resumes_after
         })
     };
     // Killed once a few pages are checkpointed, in the middle of the next.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let saved = primary
-            .query_opt(
-                "SELECT rows_scanned FROM ddbguard_backfill_checkpoints WHERE job = $1",
-                &[&config.job],
-            )
-            .await;
-        if let Ok(Some(row)) = saved
-            && row.get::<_, i64>(0) >= 600
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no checkpoint after two minutes");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    aurora::wait_for_checkpoint(&primary, &config.job, 600, Duration::from_secs(120), || {
+        !first.is_finished()
+    })
+    .await
+    .unwrap();
     first.abort();
     assert!(
         first.await.unwrap_err().is_cancelled(),
@@ -384,8 +339,7 @@ async fn backfill_encrypts_5000_rows_under_a_concurrent_writer_and_resumes_after
     )
     .await
     .unwrap();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let last_written = writer.await.unwrap();
+    let last_written = writer.stop().await.unwrap().last;
     eprintln!(
         "sql backfill: {} rows, resumed run {:?} in {:.1}s (both runs {:.1}s), {} application writes",
         ROWS,
@@ -464,42 +418,25 @@ async fn backfill_encrypts_5000_rows_under_a_concurrent_writer_and_resumes_after
 /// The raw AES key of the binary's tests (bytes 0..=31), base64.
 const RAW_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
+/// The application's cipher under the binary's raw AES key.
+fn binary_cipher() -> EsdkCipher {
+    let keyring = ddbguard_keys::RawAesKeyring::new(
+        "ops",
+        "aurora",
+        zeroize::Zeroizing::new(std::array::from_fn(|i| i as u8)),
+    );
+    EsdkCipher::new(
+        Arc::new(keyring),
+        DecryptOptions::default(),
+        EncryptOptions::default(),
+        0,
+    )
+}
+
 fn binary_config(env: &LocalAurora, table: &str, region: &str) -> String {
     let keyring =
         format!("kind = \"raw-aes\"\nkey_namespace = \"ops\"\nkey_name = \"aurora\"\nkey_base64 = \"{RAW_KEY}\"");
-    sql_config(env, table, &format!("region = \"{region}\""), &keyring)
-}
-
-/// The binary's configuration of `table` (`ssn` base64, `scan` bytea, bound to `{table: patients, column, id}`),
-/// with `aws` as the body of the `[aws]` section and `keyring` as the body of the table's keyring.
-fn sql_config(env: &LocalAurora, table: &str, aws: &str, keyring: &str) -> String {
-    format!(
-        r#"
-[aws]
-{aws}
-
-[sql]
-primary = "{primary}"
-home_region = "us-east-1"
-[sql.replicas]
-"ap-southeast-2" = "{replica}"
-
-[[sql_tables]]
-name = "{table}"
-primary_key = ["id"]
-[sql_tables.columns]
-ssn = {{ encoding = "base64" }}
-scan = {{ encoding = "bytea" }}
-[sql_tables.encryption_context]
-table = "patients"
-column = "{{column}}"
-id = "{{row.id}}"
-[sql_tables.keyring]
-{keyring}
-"#,
-        primary = env.primary(),
-        replica = env.replica(),
-    )
+    aurora::patients_config(env, table, &format!("region = \"{region}\""), &keyring)
 }
 
 #[tokio::test]
@@ -509,13 +446,7 @@ async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
     let primary = env.connect(env.primary()).await.unwrap();
     let name = unique("patients");
     create_table(&primary, &name).await;
-    primary
-        .execute(
-            &format!("INSERT INTO {name} SELECT g, 'ssn-' || g, NULL FROM generate_series(1, $1::bigint) g"),
-            &[&ROWS],
-        )
-        .await
-        .unwrap();
+    aurora::insert_plaintext(&primary, &name, ROWS, false).await.unwrap();
     let passfile = env.passfile().to_str().unwrap().to_owned();
     let home = binary_config(env, &name, "us-east-1");
     let job = unique("job");
@@ -542,26 +473,11 @@ async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let saved = primary
-            .query_opt(
-                "SELECT rows_scanned FROM ddbguard_backfill_checkpoints WHERE job = $1",
-                &[&job],
-            )
-            .await;
-        if let Ok(Some(row)) = saved
-            && row.get::<_, i64>(0) >= 300
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no checkpoint after two minutes");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the backfill ended before it was killed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    aurora::wait_for_checkpoint(&primary, &job, 300, Duration::from_secs(120), || {
+        child.try_wait().is_ok_and(|s| s.is_none())
+    })
+    .await
+    .unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -707,7 +623,7 @@ async fn the_binary_audits_rows_the_python_sdk_wrote_with_the_ap_southeast_2_rep
     }
     env.wait_replayed(Duration::from_secs(30)).await.unwrap();
 
-    let config = sql_config(env, &name, &local_aws(aws, REPLICA_REGION), &kms_mrk(&mrk.primary_arn));
+    let config = aurora::patients_config(env, &name, &local_aws(aws, REPLICA_REGION), &kms_mrk(&mrk.primary_arn));
     let passfile = env.passfile().to_str().unwrap().to_owned();
     let run = crate::cli::ddbguard_with_env(
         &[
@@ -779,7 +695,7 @@ async fn values_the_binary_backfills_under_the_mrk_decrypt_in_the_python_sdk_wit
         .await
         .unwrap();
 
-    let config = sql_config(env, &name, &local_aws(aws, PRIMARY_REGION), &kms_mrk(&mrk.primary_arn));
+    let config = aurora::patients_config(env, &name, &local_aws(aws, PRIMARY_REGION), &kms_mrk(&mrk.primary_arn));
     let passfile = env.passfile().to_str().unwrap().to_owned();
     let job = unique("job");
     let run = crate::cli::ddbguard_with_env(
@@ -789,6 +705,18 @@ async fn values_the_binary_backfills_under_the_mrk_decrypt_in_the_python_sdk_wit
     );
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(run.json()["failed"], 0, "{run:#?}");
+    // Not a terminal: progress as the DynamoDB backfill's JSON lines, the last one at the end of the run.
+    let progress: Vec<Value> = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "backfill_progress")
+        .collect();
+    let last = progress.last().unwrap_or_else(|| panic!("no progress line: {run:#?}"));
+    assert_eq!(last["job"], job.as_str(), "{last}");
+    assert_eq!(last["progress"]["system"], "aurora", "{last}");
+    assert_eq!(last["progress"]["rows_scanned"], ROWS, "{last}");
+    assert_eq!(last["progress"]["encrypted"], 2 * ROWS - 1, "{last}");
 
     // Read on the standby, decrypted by the official SDK with the ap-southeast-2 replica key.
     env.wait_replayed(Duration::from_secs(30)).await.unwrap();
@@ -835,4 +763,349 @@ async fn values_the_binary_backfills_under_the_mrk_decrypt_in_the_python_sdk_wit
             assert_eq!(bound.get(&k), Some(&v), "row {id} {column}: {r}");
         }
     }
+}
+
+/// The backfill's "done when": 5,000 plaintext rows encrypted by the binary with the MRK keyring through the local
+/// KMS while the application writes all along (new plaintext values, and values it encrypted itself), killed with
+/// SIGKILL once its checkpoint advanced and restarted from it; afterwards every row is a message that the official
+/// Python SDK decrypts with the ap-southeast-2 replica to the value the application wrote last.
+#[tokio::test]
+async fn the_binary_backfills_5000_rows_under_the_mrk_through_a_writer_and_a_sigkill_for_the_python_sdk() {
+    const ROWS: i64 = 5_000;
+    let aws = LocalAws::shared();
+    let env = LocalAurora::shared();
+    let mrk = aws
+        .create_replicated_mrk(&unique_name("mrk", "sql-backfill-5000"))
+        .await
+        .unwrap();
+    let replica_arn = mrk.replica_arn.clone().unwrap();
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    aurora::insert_plaintext(&primary, &name, ROWS, false).await.unwrap();
+
+    // The application: new plaintext SSNs, and every fifth one encrypted by itself under the MRK in us-east-1.
+    let app_kms = SdkKms::new(aws.kms(PRIMARY_REGION).await, PRIMARY_REGION);
+    let app_keyring = MrkKeyring::new(&mrk.primary_arn, Arc::new(app_kms), None).unwrap();
+    let app_cipher: Arc<dyn ValueCipher> = Arc::new(EsdkCipher::new(
+        Arc::new(app_keyring),
+        DecryptOptions::default(),
+        EncryptOptions::default(),
+        1,
+    ));
+    let writer = AppWriter::spawn(
+        env.connect(env.primary()).await.unwrap(),
+        &name,
+        ROWS,
+        Some((app_cipher, 5)),
+    );
+
+    let config = aurora::patients_config(env, &name, &local_aws(aws, PRIMARY_REGION), &kms_mrk(&mrk.primary_arn));
+    let passfile = env.passfile().to_str().unwrap().to_owned();
+    let job = unique("job");
+    let backfill = |job: &str| {
+        crate::cli::ddbguard_with_env(
+            &["sql", "backfill", "--table", &name, "--job", job, "--page-size", "250"],
+            "",
+            &[("DDBGUARD_CONFIG_TOML", &config), ("PGPASSFILE", &passfile)],
+        )
+    };
+
+    // First run: SIGKILL once 1,500 rows are checkpointed, in the middle of a later page.
+    let started = Instant::now();
+    let mut child = crate::cli::command()
+        .args(["sql", "backfill", "--table", &name, "--job", &job, "--page-size", "250"])
+        .env("DDBGUARD_CONFIG_TOML", &config)
+        .env("PGPASSFILE", &passfile)
+        .env("DDBGUARD_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let restart_point = aurora::wait_for_checkpoint(&primary, &job, 1_500, Duration::from_secs(180), || {
+        child.try_wait().is_ok_and(|s| s.is_none())
+    })
+    .await
+    .unwrap();
+    let first_seconds = started.elapsed().as_secs_f64();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Restarted: resumes from the checkpoint in the database and finishes.
+    let run = backfill(&job);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let resumed = run.json();
+    assert_eq!(resumed["resumed"], true, "{resumed}");
+    assert_eq!(resumed["failed"], 0, "{resumed}");
+    let rescanned = resumed["rows_scanned"].as_u64().unwrap();
+    assert!(rescanned < ROWS as u64, "resumed, not started over: {resumed}");
+    assert!(
+        rescanned >= (ROWS - restart_point) as u64,
+        "from the checkpoint on: {resumed}"
+    );
+    let writes = writer.stop().await.unwrap();
+    assert!(writes.plaintext > 0 && writes.encrypted > 0, "{writes:?}");
+
+    // Plaintext the application wrote behind the scan: a second job encrypts it.
+    let sweep = backfill(&unique("job"));
+    assert_eq!(sweep.code, 0, "{sweep:#?}");
+    let sweep = sweep.json();
+    assert_eq!(sweep["rows_scanned"], ROWS, "{sweep}");
+
+    // On the standby: every row is a message; the official SDK decrypts all of them with the replica key, in one
+    // process, to the application's last value (or the original one), bound to its row.
+    env.wait_replayed(Duration::from_secs(60)).await.unwrap();
+    let replica = env.connect(env.replica()).await.unwrap();
+    let rows = replica
+        .query(&format!("SELECT id, ssn FROM {name} ORDER BY id"), &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), ROWS as usize);
+    let mut ops = Vec::with_capacity(rows.len());
+    let mut expected = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.get(0);
+        let ssn: Option<String> = row.get(1);
+        let message = ssn
+            .and_then(|s| Stored::Text(s).message_bytes().map(|b| b.into_owned()))
+            .filter(|b| looks_like_message(b))
+            .unwrap_or_else(|| panic!("row {id} is not ciphertext"));
+        ops.push(json!({ "op": "decrypt", "key_arn": replica_arn, "ciphertext": STANDARD.encode(&message) }));
+        let want = writes.last.get(&id).cloned().unwrap_or_else(|| format!("ssn-{id}"));
+        expected.push((id, want));
+    }
+    let python_started = Instant::now();
+    let results = crate::esdk_interop::python(aws, ops).unwrap();
+    let python_seconds = python_started.elapsed().as_secs_f64();
+    assert_eq!(results.len(), expected.len());
+    for (r, (id, want)) in results.iter().zip(&expected) {
+        assert_eq!(r["ok"], true, "python decrypt of row {id}: {r}");
+        let decrypted = STANDARD.decode(r["plaintext"].as_str().unwrap()).unwrap();
+        assert_eq!(decrypted, want.as_bytes(), "row {id}: a write was lost");
+        let bound: EncryptionContext = serde_json::from_value(r["encryption_context"].clone()).unwrap();
+        for (k, v) in context("ssn", *id) {
+            assert_eq!(bound.get(&k), Some(&v), "row {id}: {r}");
+        }
+    }
+    let rate = |report: &Value| report["rows_scanned"].as_f64().unwrap() / report["elapsed_seconds"].as_f64().unwrap();
+    eprintln!(
+        "sql backfill (binary, kms-mrk): {ROWS} rows; killed after {first_seconds:.1}s at checkpoint {restart_point} \
+         ({:.0} rows/s); resumed run {rescanned} rows in {:.1}s ({:.0} rows/s, {} encrypted, {} conflicts); sweep \
+         {:.1}s ({} encrypted); application {} plaintext + {} encrypted writes; python decrypt of {ROWS} rows {python_seconds:.1}s \
+         ({:.0}/s)",
+        restart_point as f64 / first_seconds,
+        resumed["elapsed_seconds"].as_f64().unwrap(),
+        rate(&resumed),
+        resumed["encrypted"],
+        resumed["conflicts"],
+        sweep["elapsed_seconds"].as_f64().unwrap(),
+        sweep["encrypted"],
+        writes.plaintext,
+        writes.encrypted,
+        ROWS as f64 / python_seconds,
+    );
+}
+
+/// `ddbguard sql verify`, the long-running form, on the standby: rows written on the primary (clean, plaintext,
+/// tampered) are counted on its /metrics by verdict; with replay paused the home region's canary goes missing
+/// (`ddbguard_canary_missing{system="aurora"}` 1, one `canary_missing` alert, not one per poll) and comes back
+/// after resume; SIGTERM stops it at once with exit 0.
+#[tokio::test]
+async fn the_binary_verifies_the_standby_counts_verdicts_and_watches_the_canary() {
+    use crate::canary::{Verifier, wait_until};
+    let env = LocalAurora::shared();
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    // The application advances `seq` on every write: the verifier's cursor.
+    primary
+        .batch_execute(&format!("ALTER TABLE {name} ADD COLUMN seq bigserial"))
+        .await
+        .unwrap();
+    let with_cursor = |config: String| {
+        config.replace(
+            "primary_key = [\"id\"]",
+            "primary_key = [\"id\"]\ncursor_column = \"seq\"",
+        )
+    };
+    let passfile = env.passfile().to_str().unwrap().to_owned();
+    let dir = crate::cli::TempDir::new("sql-verify");
+    let home_config = with_cursor(binary_config(env, &name, "us-east-1"));
+    let replica_config = with_cursor(binary_config(env, &name, "ap-southeast-2"));
+    let verify = |config: &str, log: &str| {
+        let args = [
+            "sql",
+            "verify",
+            "--table",
+            &name,
+            "--poll-seconds",
+            "0.3",
+            "--canary-interval-seconds",
+            "0.5",
+            "--canary-overdue-seconds",
+            "3",
+        ];
+        Verifier::spawn(
+            &args,
+            &[("DDBGUARD_CONFIG_TOML", config), ("PGPASSFILE", &passfile)],
+            dir.write(log, ""),
+        )
+    };
+
+    // The home region's verifier writes the canaries on the primary; the standby's verifier starts once they
+    // arrive there, so that its first look is not a miss.
+    let home = verify(&home_config, "home.log");
+    let replica = env.connect(env.replica()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // An error is the canary table not created yet.
+        let seen = replica.query_one("SELECT count(*) FROM ddbguard_canaries", &[]).await;
+        if seen.is_ok_and(|r| r.get::<_, i64>(0) > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no canary on the standby within a minute");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let south = verify(&replica_config, "south.log");
+    let missing = |v: &Verifier| {
+        v.value(
+            "ddbguard_canary_missing",
+            &[("system", "aurora"), ("origin_region", "us-east-1")],
+        )
+    };
+    wait_until(
+        "the standby's verifier sees the canary",
+        Duration::from_secs(60),
+        || missing(&south) == Some(0.0),
+    );
+
+    // Rows written on the primary by the application: clean, plaintext, tampered.
+    let app = binary_cipher();
+    let clean = app.seal(b"123-45-6789", &context("ssn", 1)).await.unwrap();
+    let mut tampered = app.seal(b"123-45-6789", &context("ssn", 3)).await.unwrap();
+    let header = Header::parse(&tampered).unwrap();
+    tampered[header.len + 24 + 2] ^= 0x08;
+    for (id, ssn) in [(1i64, b64(clean)), (2, "123-45-6789".to_owned()), (3, b64(tampered))] {
+        primary
+            .execute(&format!("INSERT INTO {name} (id, ssn) VALUES ($1, $2)"), &[&id, &ssn])
+            .await
+            .unwrap();
+    }
+    let count = |v: &Verifier, verdict: &str| {
+        v.value(
+            "ddbguard_sql_values_total",
+            &[
+                ("system", "aurora"),
+                ("table", &name),
+                ("region", "ap-southeast-2"),
+                ("column", "ssn"),
+                ("verdict", verdict),
+            ],
+        )
+    };
+    let took = wait_until("the three rows counted on the standby", Duration::from_secs(60), || {
+        ["ok", "plaintext", "integrity_failed"]
+            .iter()
+            .all(|v| count(&south, v) == Some(1.0))
+    });
+    eprintln!("sql verify: three rows judged on the standby {took:?} after the writes");
+
+    // Replay paused: the canary goes missing within the overdue time and comes back after resume.
+    env.set_replay_paused(true).unwrap();
+    let went_missing = std::panic::catch_unwind(|| {
+        let took = wait_until(
+            "the canary missing while replay is paused",
+            Duration::from_secs(30),
+            || missing(&south) == Some(1.0),
+        );
+        // Missing for several polls: still one alert.
+        std::thread::sleep(Duration::from_millis(1_500));
+        took
+    });
+    env.set_replay_paused(false).unwrap();
+    let went_missing = went_missing.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    let came_back = wait_until("the canary back after resume", Duration::from_secs(30), || {
+        missing(&south) == Some(0.0)
+    });
+    eprintln!("sql verify: canary missing {went_missing:?} after the pause, back {came_back:?} after resume");
+
+    let (took, code, log) = south.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    let (home_took, home_code, home_log) = home.stop();
+    assert_eq!(home_code, Some(0), "{home_log}");
+    assert!(home_took < Duration::from_secs(5), "SIGTERM took {home_took:?}");
+    // An alert on each change, not on every poll while missing.
+    assert_eq!(log.matches("canary_missing").count(), 1, "{log}");
+    assert_eq!(log.matches("canary_arrived").count(), 1, "{log}");
+    eprintln!("sql verify: SIGTERM → exit in {took:?} (standby), {home_took:?} (home)");
+}
+
+/// TLS end to end: the clusters run with ssl = on under pg.sh's throwaway CA; `sql audit` with
+/// `sslmode=verify-full&sslrootcert=<that CA>` on both connection strings succeeds, and with another CA it fails
+/// with exit 2 and an error that names TLS and the certificate.
+#[tokio::test]
+async fn the_binary_audits_over_verified_tls_and_names_tls_when_the_ca_is_wrong() {
+    let env = LocalAurora::shared();
+    let ca = env.ca().expect("pg.sh runs the clusters with TLS by default");
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    let clean = binary_cipher().seal(b"123-45-6789", &context("ssn", 1)).await.unwrap();
+    primary
+        .execute(&format!("INSERT INTO {name} (id, ssn) VALUES (1, $1)"), &[&b64(clean)])
+        .await
+        .unwrap();
+    env.wait_replayed(Duration::from_secs(30)).await.unwrap();
+
+    let passfile = env.passfile().to_str().unwrap().to_owned();
+    let with_ca = |ca: &std::path::Path| {
+        let verified = |url: &str| format!("\"{url}?sslmode=verify-full&sslrootcert={}\"", ca.display());
+        binary_config(env, &name, "ap-southeast-2")
+            .replace(&format!("\"{}\"", env.primary()), &verified(env.primary()))
+            .replace(&format!("\"{}\"", env.replica()), &verified(env.replica()))
+    };
+    let audit = |config: &str| {
+        crate::cli::ddbguard_with_env(
+            &["sql", "audit", "--table", &name, "--compare-primary"],
+            "",
+            &[("DDBGUARD_CONFIG_TOML", config), ("PGPASSFILE", &passfile)],
+        )
+    };
+    let config = with_ca(ca);
+    assert!(config.contains("sslmode=verify-full"), "{config}");
+    let run = audit(&config);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let report = run.json();
+    assert_eq!(report["by_verdict"]["ok"], 1, "{report}");
+    assert_eq!(report["compare_primary"]["missing_on_secondary"], 0, "{report}");
+
+    // Another CA, made here: the server's certificate does not chain to it.
+    let dir = crate::cli::TempDir::new("sql-tls");
+    let other = dir.write("other-ca.crt", "");
+    let key = dir.write("other-ca.key", "");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-days", "1", "-subj", "/CN=another CA", "-keyout", &key, "-out", &other])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "openssl: {made:?}");
+    let run = audit(&with_ca(std::path::Path::new(&other)));
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("TLS"), "the error names TLS: {run:#?}");
+    assert!(
+        run.stderr.to_lowercase().contains("certificate"),
+        "and the certificate: {run:#?}"
+    );
+    assert!(!run.stderr.contains("ddbguard-local"), "no password: {run:#?}");
+    eprintln!("sql audit with another CA: {}", run.stderr.trim());
 }
