@@ -139,16 +139,7 @@ impl AuditReport {
         crate::metrics::value_judged(&bound.table.name, &self.region, column, verdict);
         if !verdict.is_pass() {
             let key = row.key_json(&bound.table);
-            tracing::warn!(
-                event = "sql_finding",
-                system = "aurora",
-                table = %bound.table.name,
-                region = %self.region,
-                column,
-                key = %key,
-                %verdict,
-                "protected value failed verification"
-            );
+            crate::metrics::finding(&bound.table.name, &self.region, column, &key, verdict);
             if self.findings.len() < MAX_LISTED {
                 self.findings.push(Finding {
                     key,

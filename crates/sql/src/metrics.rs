@@ -39,3 +39,20 @@ pub(crate) fn value_judged(table: &str, region: &str, column: &str, verdict: Ver
     )
     .increment(1);
 }
+
+/// The `alert` log event of a value that failed verification (`sql_finding`, WARN, target `alert` like the
+/// DynamoDB verifier's `record_verdict`, so one log filter pages on both systems). It names the row by its
+/// primary key and the column, never the value.
+pub(crate) fn finding(table: &str, region: &str, column: &str, key: &serde_json::Value, verdict: Verdict) {
+    tracing::warn!(
+        target: "alert",
+        event = "sql_finding",
+        system = "aurora",
+        table,
+        region,
+        column,
+        key = %key,
+        verdict = verdict.as_str(),
+        "protected value failed verification"
+    );
+}

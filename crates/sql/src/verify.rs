@@ -119,9 +119,13 @@ pub async fn run(
                     *report.incremental.entry(v).or_default() += 1;
                     crate::metrics::value_judged(&bound.table.name, &config.region, &bound.table.columns[c].name, v);
                     if !v.is_pass() {
-                        tracing::warn!(event = "sql_finding", system = "aurora", table = %bound.table.name,
-                            region = %config.region, column = %bound.table.columns[c].name,
-                            key = %rows[r].key_json(&bound.table), verdict = %v, "protected value failed verification");
+                        crate::metrics::finding(
+                            &bound.table.name,
+                            &config.region,
+                            &bound.table.columns[c].name,
+                            &rows[r].key_json(&bound.table),
+                            v,
+                        );
                     }
                 }
             }
