@@ -307,6 +307,7 @@ impl Job {
             keyring: encrypting,
             kms_calls_per_item: limits.kms_calls_per_item,
             version_attribute: table.version_attribute.clone(),
+            from_legacy: None,
         };
         let mut engine = BackfillConfig::new(
             job,
@@ -444,6 +445,7 @@ mod tests {
                 scanned_bytes: 100,
                 outcomes: outcomes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
                 verdicts: Default::default(),
+                legacy_refused: Default::default(),
                 items_per_second: 10.0,
                 read_units: 1.0,
                 write_units: 10.0,

@@ -175,6 +175,12 @@ impl Judge {
         self
     }
 
+    /// Whether legacy items are judged (a [`LegacyPolicy`] and a materials provider) rather than left
+    /// `legacy_format`.
+    pub fn judges_legacy(&self) -> bool {
+        self.policy.legacy.is_some() && self.legacy_provider.is_some()
+    }
+
     /// The policy.
     pub fn policy(&self) -> &VerifyPolicy {
         &self.policy
