@@ -174,8 +174,8 @@ impl Outcome {
         match self {
             Outcome::Encrypted { .. } | Outcome::WouldEncrypt { .. } => target.kms_calls_per_item,
             Outcome::MigratedLegacy { .. } | Outcome::WouldMigrateLegacy { .. } => target.kms_calls_per_item + legacy,
-            // A refusal that needed no key (a structural fault found in a dry run) is counted as costing one
-            // too: an upper bound, as the budget charged it before the judge looked.
+            // One judgement, even where a structural fault spared the KMS call: the run's budget was charged
+            // before the judge looked, so this is what the budget saw (an upper bound of the calls made).
             Outcome::LegacyRefused { .. } => legacy,
             _ => 0.0,
         }
