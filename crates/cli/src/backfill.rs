@@ -464,10 +464,11 @@ pub fn report_json(report: &Report, limits: &Limits) -> serde_json::Value {
 /// Says so when the KMS budget, not DynamoDB capacity, is what limited the run.
 pub fn limit_note(report: &Report, limits: &Limits) -> Option<String> {
     (report.limited_by == Some("kms")).then(|| {
+        let per_item = limits.kms_calls_per_item + limits.legacy_kms_calls_per_item.unwrap_or(0.0);
         format!(
-            "the KMS budget ({} requests/s, {} per item), not DynamoDB capacity, limited this run: raise \
+            "the KMS budget ({} requests/s, {per_item} per item), not DynamoDB capacity, limited this run: raise \
              --kms-requests-per-second within the account's KMS quota, or use a hierarchy keyring",
-            limits.kms_requests_per_second, limits.kms_calls_per_item
+            limits.kms_requests_per_second
         )
     })
 }
@@ -565,6 +566,20 @@ mod tests {
         assert!(json["limits"].get("legacy_kms_calls_per_item").is_none(), "{json}");
         let r = report(&[("encrypted", 10)], Completion::Finished, Some("write_capacity"));
         assert!(report_json(&r, &LIMITS).get("note").is_none());
+        // Migrating legacy items adds the legacy provider's Decrypt to every item.
+        let legacy = Limits {
+            legacy_kms_calls_per_item: Some(1.0),
+            ..LIMITS
+        };
+        let r = report(&[("migrated_legacy", 10)], Completion::Finished, Some("kms"));
+        let json = report_json(&r, &legacy);
+        assert!(
+            json["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("3 requests/s, 2 per item")),
+            "{json}"
+        );
+        assert_eq!(json["limits"]["legacy_kms_calls_per_item"], 1.0);
     }
 
     #[test]
