@@ -403,6 +403,19 @@ mod legacy_tests {
             .with_legacy_provider(Arc::new(provider))
     }
 
+    #[test]
+    fn legacy_items_are_judged_only_with_both_the_policy_and_a_provider() {
+        assert!(judge(true).judges_legacy());
+        assert!(!judge(false).judges_legacy());
+        // A provider without the table's legacy policy (or the reverse) still leaves them `legacy_format`.
+        let provider = StaticProvider::new(None, VerificationKey::hmac(SecretBytes::from_slice(&MAC)).unwrap());
+        assert!(!judge(false).with_legacy_provider(Arc::new(provider)).judges_legacy());
+        let mut policy = judge(true).policy().clone();
+        policy.legacy = None;
+        let keyring = Arc::new(RawAesKeyring::new("ns", "name", Zeroizing::new([9; 32])));
+        assert!(!Judge::new(policy, keyring).unwrap().judges_legacy());
+    }
+
     #[tokio::test]
     async fn without_a_legacy_section_a_legacy_item_stays_legacy_format() {
         let j = judge(false).judge(&legacy_item(), Depth::Full).await;
