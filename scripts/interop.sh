@@ -10,6 +10,9 @@
 #                               (over the in-memory DynamoDB) decrypt with the official crate;
 #                               `ddbguard item decrypt` (the binary, built first) prints the plaintext
 #                               of an official item and names a flipped bit integrity_failed.
+#                               `ddbguard backfill --from-legacy` (the binary) migrates 2,000 legacy
+#                               DynamoDB Encryption Client items (direct KMS provider, local KMS) under
+#                               a concurrent writer; the official crate decrypts every item.
 #   scripts/interop.sh --bench  decrypt-and-verify and encrypt µs/item, ddbguard vs the official crate,
 #                               3-, 9- and 30-attribute items, both suites, side by side with the
 #                               primitive floor (release build), plus the bench's peak RSS.

@@ -21,6 +21,10 @@
 //! [`cli`]: `ddbguard item decrypt` prints the plaintext of an item the official crate wrote and names a
 //! flipped bit `integrity_failed`.
 //!
+//! [`legacy`]: `ddbguard backfill --from-legacy` (the binary) migrates 2,000 items of the legacy DynamoDB
+//! Encryption Client (direct KMS provider, MRK in us-east-1) under a concurrent writer on the local AWS
+//! environment; the official crate decrypts every item to the original values or the writer's last ones.
+//!
 //! [`hierarchy`]: the same both ways with the official key store and hierarchical keyring, on the local
 //! AWS environment (started by the tests, or `DDBGUARD_TEST_ENDPOINT`).
 
@@ -31,6 +35,8 @@ mod cli;
 mod common;
 #[path = "interop/hierarchy.rs"]
 mod hierarchy;
+#[path = "interop/legacy.rs"]
+mod legacy;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -203,6 +203,7 @@ async fn run_scenario(kind: Kind, suite: AlgorithmSuite, items: usize) -> Row {
         keyring: keys.encrypt.clone(),
         kms_calls_per_item: keys.kms_calls_per_item,
         version_attribute: None,
+        from_legacy: None,
     };
     let db = load_table(items);
     let plain_bytes: u64 = db.items(TABLE).iter().map(|i| item_size(i) as u64).sum();

@@ -4,7 +4,8 @@
 //! several processes split one table and a dead process's segments are taken over after the lease duration. A
 //! segment's position is the `LastEvaluatedKey` of its last fully processed page, written only after every write
 //! of that page was acknowledged: a process killed at any instant resumes at the start of the page it was in,
-//! whose already rewritten items now carry `aws_dbe_head` and are skipped — so no item is encrypted twice.
+//! whose already rewritten items now carry `aws_dbe_head` and are skipped — so no item is encrypted twice. The
+//! same holds for migrated legacy items: the write-back removed their legacy attributes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -175,6 +176,12 @@ pub async fn run<D: DynamoApi + Clone>(
             "concurrency and item concurrency must be at least 1, the page size within 1..=1000".into(),
         ));
     }
+    if target.from_legacy.is_some() && !target.judge.judges_legacy() {
+        return Err(BackfillError::Config(format!(
+            "table {:?}: migrating legacy items needs a judge with the table's legacy policy and materials provider",
+            target.table
+        )));
+    }
     let key_names: Vec<&str> = target.config().key_names().collect();
     let description = describe_keyed(&db, &target.table, &config.region, &key_names)
         .await
@@ -231,12 +238,13 @@ fn report(
     let progress = shared
         .tally
         .snapshot(&shared.budgets, elapsed, segments, estimated_items);
-    let encrypted = progress.count("encrypted");
+    let encrypted = progress.count("encrypted") + progress.count("migrated_legacy");
     let dry_run = shared.config.rewrite.dry_run;
     let budgets = &shared.budgets;
     let estimated_seconds = dry_run.then(|| {
         let would = shared.tally.would_write_bytes() as f64;
-        let wcu = (would / 1024.0).max(progress.count("would_encrypt") as f64);
+        let would_items = progress.count("would_encrypt") + progress.count("would_migrate_legacy");
+        let wcu = (would / 1024.0).max(would_items as f64);
         let per = |units: f64, rate: Option<f64>| rate.map_or(0.0, |r| units / r);
         per(progress.read_units, budgets.read.rate())
             .max(per(wcu, budgets.write.rate()))
@@ -446,7 +454,7 @@ async fn scan_segment<D: DynamoApi + Clone, L: LeaseStore>(
                     if let Outcome::Failed { reason } = &outcome {
                         tracing::warn!(target: "alert", event = "backfill_item_failed", table = %shared.target.table, reason, "an item could not be rewritten");
                     }
-                    shared.tally.outcome(&outcome, &key, shared.target.kms_calls_per_item, bytes);
+                    shared.tally.outcome(&outcome, &key, outcome.kms_calls(&shared.target), bytes);
                 }
             })
             .await;

@@ -31,7 +31,7 @@ pub mod table;
 pub use audit::{AuditConfig, AuditError, AuditReport, Replica, audit};
 pub use engine::{BackfillConfig, BackfillError, ItemFilter, default_segments, run};
 pub use report::{Completion, Progress, Report};
-pub use rewrite::{Outcome, RewriteSettings, Target};
+pub use rewrite::{FromLegacy, Outcome, RewriteSettings, Target};
 
 #[cfg(test)]
 mod tests;

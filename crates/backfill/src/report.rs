@@ -22,6 +22,7 @@ struct Inner {
     outcomes: BTreeMap<&'static str, u64>,
     outcome_bytes: BTreeMap<&'static str, u64>,
     verdicts: BTreeMap<String, u64>,
+    legacy_refused: BTreeMap<String, BTreeMap<String, u64>>,
     samples: BTreeMap<&'static str, Vec<serde_json::Value>>,
     kms_calls: f64,
     would_write_bytes: u64,
@@ -46,8 +47,8 @@ impl Tally {
         t.scanned_bytes += bytes;
     }
 
-    /// One item's outcome; `key` is its primary key (kept as a sample for the report, never a value), `bytes`
-    /// its size as scanned.
+    /// One item's outcome; `key` is its primary key (kept as a sample for the report, never a value),
+    /// `kms_calls` what it cost ([`Outcome::kms_calls`]), `bytes` its size as scanned.
     pub fn outcome(&self, outcome: &Outcome, key: &Item, kms_calls: f64, bytes: u64) {
         let mut t = self.lock();
         let label = outcome.label();
@@ -55,15 +56,23 @@ impl Tally {
         *t.outcome_bytes.entry(label).or_default() += bytes;
         match outcome {
             Outcome::AlreadyEncrypted { verdict, .. } => *t.verdicts.entry(verdict.to_string()).or_default() += 1,
-            Outcome::WouldEncrypt { encrypted_bytes } => t.would_write_bytes += *encrypted_bytes as u64,
+            Outcome::WouldEncrypt { encrypted_bytes } | Outcome::WouldMigrateLegacy { encrypted_bytes } => {
+                t.would_write_bytes += *encrypted_bytes as u64
+            }
+            Outcome::LegacyRefused { verdict, reason } => {
+                *t.legacy_refused
+                    .entry(verdict.to_string())
+                    .or_default()
+                    .entry(reason.to_string())
+                    .or_default() += 1
+            }
             _ => {}
         }
-        if matches!(outcome, Outcome::Encrypted { .. } | Outcome::WouldEncrypt { .. }) {
-            t.kms_calls += kms_calls;
-        }
+        t.kms_calls += kms_calls;
         let interesting = !matches!(
             outcome,
             Outcome::Encrypted { .. }
+                | Outcome::MigratedLegacy { .. }
                 | Outcome::AlreadyEncrypted {
                     verdict: ddbguard_dbe::Verdict::OkStructural,
                     ..
@@ -102,6 +111,7 @@ impl Tally {
             scanned_bytes: t.scanned_bytes,
             outcomes: t.outcomes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             verdicts: t.verdicts.clone(),
+            legacy_refused: t.legacy_refused.clone(),
             items_per_second: rate,
             read_units: budgets.read.charged(),
             write_units: budgets.write.charged(),
@@ -162,17 +172,20 @@ pub struct Progress {
     pub scanned: u64,
     /// Bytes scanned.
     pub scanned_bytes: u64,
-    /// Items by outcome (`encrypted`, `already_encrypted`, `legacy_format`, …).
+    /// Items by outcome (`encrypted`, `migrated_legacy`, `already_encrypted`, `legacy_format`, `legacy_refused`, …).
     pub outcomes: BTreeMap<String, u64>,
     /// Items already in the DB-ESDK format, by structural verdict.
     pub verdicts: BTreeMap<String, u64>,
+    /// Legacy items that did not verify (`legacy_refused`), by verdict and reason; left out when there are none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub legacy_refused: BTreeMap<String, BTreeMap<String, u64>>,
     /// Scan rate.
     pub items_per_second: f64,
     /// Read capacity units consumed (estimated where the endpoint does not report them).
     pub read_units: f64,
     /// Write capacity units consumed (same).
     pub write_units: f64,
-    /// KMS requests made for encryption.
+    /// KMS requests made for encryption and for judging legacy items.
     pub kms_calls: f64,
     /// Segments read to their end (by every process sharing the ledger, as seen by this one).
     pub segments_finished: u32,
@@ -220,7 +233,7 @@ pub struct Report {
     pub bytes_by_outcome: BTreeMap<String, u64>,
     /// Up to ten primary keys per outcome other than `encrypted`.
     pub samples: BTreeMap<String, Vec<serde_json::Value>>,
-    /// Write units per encrypted item (the minimum is 1 per started KB of the encrypted item).
+    /// Write units per encrypted or migrated item (the minimum is 1 per started KB of the encrypted item).
     pub write_units_per_item: Option<f64>,
     /// The budget callers waited for most (`read_capacity`, `write_capacity`, `kms`), if any.
     pub limited_by: Option<&'static str>,
@@ -231,9 +244,14 @@ pub struct Report {
 }
 
 impl Report {
-    /// Items that could not be processed (exit 1).
+    /// Items that could not be processed, legacy items refused included (exit 1).
     pub fn failed(&self) -> u64 {
-        self.progress.count("failed")
+        self.progress.count("failed") + self.legacy_refused()
+    }
+
+    /// Legacy items that did not verify and were left as they were.
+    pub fn legacy_refused(&self) -> u64 {
+        self.progress.count("legacy_refused")
     }
 
     /// Items left plaintext after repeated conflicts with the application (exit 3).

@@ -18,16 +18,27 @@
 //!
 //! A failed condition re-reads the item (strongly consistent): encrypted meanwhile → left alone and counted;
 //! deleted → counted; changed but still plaintext → encrypted again from its new value, up to a retry limit.
+//!
+//! ## Legacy items (`backfill --from-legacy`)
+//! With [`Target::from_legacy`] set, an item of the legacy DynamoDB Encryption Client is a source too: the judge
+//! `verify` uses checks it in full (signature, then decryption with the table's legacy materials provider), and
+//! only an `ok` item's plaintext is encrypted in the DB-ESDK format and written back — the same condition as
+//! above (which then also pins `*amzn-ddb-map-desc*` and `*amzn-ddb-map-sig*`), the update also removing those
+//! two. An item that does not verify is never rewritten (`legacy_refused`, with its verdict). On a conflict the
+//! re-read item is migrated again if it is still legacy, encrypted if the application wrote it in plaintext, and
+//! left alone if it is in the DB-ESDK format. The plaintext lives only between the judge and the encryption.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ddbguard_dbe::{AttributeValue as DbeValue, DbeError, Keyring, Reason, TableConfig, Verdict, encrypt_item};
+use ddbguard_dbe::{
+    AttributeValue as DbeValue, DbeError, Item as DbeItem, Keyring, Reason, TableConfig, Verdict, encrypt_item,
+};
 use ddbguard_ddb::size::{item_size, read_units, write_units};
 use ddbguard_ddb::{AttributeValue, Backoff, Condition, DdbError, DynamoApi, ErrorKind, Item, ReturnValues, Update};
 use ddbguard_verify::convert::{item_to_table_item, table_item_to_item};
-use ddbguard_verify::{Depth, Judge};
+use ddbguard_verify::{Depth, Judge, Plaintext};
 
 use crate::limiter::Budgets;
 
@@ -58,6 +69,18 @@ pub struct Target {
     pub kms_calls_per_item: f64,
     /// The application's optimistic-locking version attribute (a number), if it has one.
     pub version_attribute: Option<String>,
+    /// Migrate legacy DynamoDB Encryption Client items to the DB-ESDK format (`backfill --from-legacy`); `None`:
+    /// they are left alone (`legacy_format`). Requires a judge with a legacy policy and materials provider
+    /// ([`Judge::judges_legacy`]).
+    pub from_legacy: Option<FromLegacy>,
+}
+
+/// Legacy items as a source of the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FromLegacy {
+    /// KMS requests judging one legacy item costs (the direct KMS provider: 1, a `Decrypt` of the item's data
+    /// key; wrapped and static providers: 0).
+    pub kms_calls_per_item: f64,
 }
 
 /// What happened to one scanned item.
@@ -83,6 +106,24 @@ pub enum Outcome {
     },
     /// Written by the legacy DynamoDB Encryption Client: never rewritten by a plaintext backfill.
     Legacy,
+    /// A legacy item that verified and decrypted, written back in the DB-ESDK format (`attempts` > 1 after
+    /// conflicts with the application).
+    MigratedLegacy {
+        /// Write attempts.
+        attempts: u32,
+    },
+    /// A legacy item that would be migrated (dry run; verified in full only where that costs no KMS call).
+    WouldMigrateLegacy {
+        /// Size of the item in the DB-ESDK format, bytes (an estimate when the item was not decrypted).
+        encrypted_bytes: usize,
+    },
+    /// A legacy item that did not verify (tampered, under another key, outside the policy): never rewritten.
+    LegacyRefused {
+        /// The judge's verdict.
+        verdict: Verdict,
+        /// Its reason.
+        reason: Reason,
+    },
     /// The item does not fit the table's policy (unknown attribute, missing key attribute, …): not rewritten.
     PolicyViolation {
         /// The reason code.
@@ -113,6 +154,9 @@ impl Outcome {
             Outcome::WouldEncrypt { .. } => "would_encrypt",
             Outcome::AlreadyEncrypted { .. } => "already_encrypted",
             Outcome::Legacy => "legacy_format",
+            Outcome::MigratedLegacy { .. } => "migrated_legacy",
+            Outcome::WouldMigrateLegacy { .. } => "would_migrate_legacy",
+            Outcome::LegacyRefused { .. } => "legacy_refused",
             Outcome::PolicyViolation { .. } => "policy_violation",
             Outcome::TooWide => "too_wide",
             Outcome::Filtered => "filtered",
@@ -120,6 +164,20 @@ impl Outcome {
             Outcome::DeletedMeanwhile => "deleted_meanwhile",
             Outcome::SkippedConflicts => "skipped_conflicts",
             Outcome::Failed { .. } => "failed",
+        }
+    }
+
+    /// KMS requests the outcome cost under `target`: one encryption for every item written (or that would be),
+    /// plus one legacy judgement for legacy items judged in full.
+    pub fn kms_calls(&self, target: &Target) -> f64 {
+        let legacy = target.from_legacy.map_or(0.0, |l| l.kms_calls_per_item);
+        match self {
+            Outcome::Encrypted { .. } | Outcome::WouldEncrypt { .. } => target.kms_calls_per_item,
+            Outcome::MigratedLegacy { .. } | Outcome::WouldMigrateLegacy { .. } => target.kms_calls_per_item + legacy,
+            // One judgement, even where a structural fault spared the KMS call: the run's budget was charged
+            // before the judge looked, so this is what the budget saw (an upper bound of the calls made).
+            Outcome::LegacyRefused { .. } => legacy,
+            _ => 0.0,
         }
     }
 }
@@ -177,27 +235,43 @@ pub async fn process<D: DynamoApi>(
     let mut current = scanned;
     let mut attempts = 0;
     loop {
-        match format_of(&current) {
+        let legacy = match format_of(&current) {
             Format::Dbesdk if attempts == 0 => return structural(target, &current).await,
             Format::Dbesdk => return Outcome::EncryptedMeanwhile,
+            Format::Legacy if target.from_legacy.is_some() => true,
             Format::Legacy if attempts == 0 => return Outcome::Legacy,
             Format::Legacy => return Outcome::EncryptedMeanwhile,
-            Format::Plaintext => {}
-        }
+            Format::Plaintext => false,
+        };
         if target.version_attribute.is_none() && current.len() > MAX_COMPARED_ATTRIBUTES {
             return Outcome::TooWide;
         }
-        let encrypted = match encrypt(target, budgets, settings, &current).await {
-            Ok(e) => e,
+        let plain = if legacy {
+            open_legacy(target, budgets, settings, &current).await
+        } else {
+            table_item_to_item(&current).map_err(|_| Outcome::PolicyViolation {
+                reason: "unconvertible_item",
+            })
+        };
+        // `plain` is moved into the encryption and dropped there: the plaintext of a legacy item lives no longer.
+        let encrypted = match plain {
+            Ok(plain) => match encrypt(target, budgets, settings, plain).await {
+                Ok(e) => e,
+                Err(outcome) => return outcome,
+            },
             Err(outcome) => return outcome,
         };
         if settings.dry_run {
-            return Outcome::WouldEncrypt {
-                encrypted_bytes: item_size(&encrypted),
+            let encrypted_bytes = item_size(&encrypted);
+            return if legacy {
+                Outcome::WouldMigrateLegacy { encrypted_bytes }
+            } else {
+                Outcome::WouldEncrypt { encrypted_bytes }
             };
         }
         attempts += 1;
         match write_back(db, target, budgets, settings, &current, &encrypted).await {
+            Ok(()) if legacy => return Outcome::MigratedLegacy { attempts },
             Ok(()) => return Outcome::Encrypted { attempts },
             Err(e) if e.kind == ErrorKind::Conflict => {}
             Err(e) => {
@@ -247,11 +321,83 @@ async fn structural(target: &Target, item: &Item) -> Outcome {
     }
 }
 
-/// Encrypts the plaintext item (with the version bumped when the table has one), retrying throttled KMS calls.
-async fn encrypt(target: &Target, budgets: &Budgets, settings: &RewriteSettings, item: &Item) -> Result<Item, Outcome> {
-    let mut plain = table_item_to_item(item).map_err(|_| Outcome::PolicyViolation {
-        reason: "unconvertible_item",
+/// A legacy item's plaintext (without the two reserved attributes), judged in full by the judge `verify` uses;
+/// a verdict other than `ok` is the outcome instead. Throttled KMS calls are retried.
+///
+/// A dry run judges in full only where that costs no KMS call (wrapped and static providers); under the direct
+/// KMS provider it checks the structure and stands the stored item (reserved attributes removed) in for the
+/// plaintext, whose encryption then only sizes the estimate.
+async fn open_legacy(
+    target: &Target,
+    budgets: &Budgets,
+    settings: &RewriteSettings,
+    item: &Item,
+) -> Result<DbeItem, Outcome> {
+    let stored = table_item_to_item(item).map_err(|e| Outcome::LegacyRefused {
+        verdict: Verdict::IntegrityFailed,
+        reason: e.reason(),
     })?;
+    let cost = target.from_legacy.map_or(0.0, |l| l.kms_calls_per_item);
+    let depth = if settings.dry_run && cost > 0.0 {
+        Depth::Structural
+    } else {
+        Depth::Full
+    };
+    let mut backoff = Backoff::new(settings.retry_backoff, settings.retry_backoff * 64);
+    loop {
+        if depth == Depth::Full && cost > 0.0 {
+            budgets.kms.ready().await;
+            budgets.kms.charge(cost);
+        }
+        let (judgement, plaintext) = target.judge.judge_and_decrypt(&stored, depth).await;
+        match (judgement.verdict, plaintext) {
+            (Verdict::Ok, Some(Plaintext::Ddbec(decrypted))) => return Ok(decrypted.item),
+            (Verdict::OkStructural, None) if depth == Depth::Structural => {
+                let mut stand_in = stored;
+                stand_in.remove(LEGACY_DESC);
+                stand_in.remove(LEGACY_SIG);
+                return Ok(stand_in);
+            }
+            (Verdict::KmsThrottled, _) if backoff.attempts() < settings.max_retries => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            (Verdict::KmsThrottled | Verdict::KeyUnavailable, _) => {
+                tracing::warn!(table = %target.table, reason = %judgement.reason, "a legacy item's key is unavailable");
+                return Err(Outcome::Failed {
+                    reason: judgement.reason.as_str(),
+                });
+            }
+            (verdict, _) if verdict.is_pass() => {
+                // A pass without the legacy plaintext: the judge does not judge legacy items (checked at the
+                // start of the run), so this is a fault of the wiring, not of the item.
+                return Err(Outcome::Failed {
+                    reason: "legacy_not_decrypted",
+                });
+            }
+            (verdict, _) => {
+                tracing::warn!(
+                    table = %target.table,
+                    verdict = %verdict,
+                    reason = %judgement.reason,
+                    "a legacy item does not verify; left as it is"
+                );
+                return Err(Outcome::LegacyRefused {
+                    verdict,
+                    reason: judgement.reason,
+                });
+            }
+        }
+    }
+}
+
+/// Encrypts the plaintext item (with the version bumped when the table has one), retrying throttled KMS calls.
+/// Takes the plaintext by value so that it is dropped as soon as it is encrypted.
+async fn encrypt(
+    target: &Target,
+    budgets: &Budgets,
+    settings: &RewriteSettings,
+    mut plain: DbeItem,
+) -> Result<Item, Outcome> {
     if let Some(version) = &target.version_attribute {
         let next = match plain.get(version) {
             None => 1u64,
@@ -330,7 +476,8 @@ pub fn write_condition(target: &Target, read: &Item) -> Condition {
     Condition::And(all)
 }
 
-/// The write-back update: every non-key attribute encryption changed or added (header and footer included).
+/// The write-back update: every non-key attribute encryption changed or added (header and footer included), and
+/// the removal of the legacy client's material description and signature when the item read had them.
 pub fn write_update(target: &Target, read: &Item, encrypted: &Item) -> Update {
     let keys: Vec<&str> = target.config().key_names().collect();
     let mut names: Vec<&String> = encrypted
@@ -342,6 +489,11 @@ pub fn write_update(target: &Target, read: &Item, encrypted: &Item) -> Update {
     let mut update = Update::new();
     for name in names {
         update = update.set(name.clone(), encrypted[name].clone());
+    }
+    for reserved in [LEGACY_DESC, LEGACY_SIG] {
+        if read.contains_key(reserved) && !encrypted.contains_key(reserved) {
+            update = update.remove(reserved);
+        }
     }
     update
 }

@@ -1,6 +1,6 @@
 //! The engine over the fake DynamoDB: what is rewritten and what is not, concurrent application writes,
 //! interruption and resume, two processes on one ledger, throttling, the write budget, and a dead process's
-//! segment taken over.
+//! segment taken over; legacy items migrated (`from_legacy`) over a fake KMS with the direct KMS provider.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,15 +13,19 @@ use ddbguard_ddb::{
     GetItemOutput, Item, KeyAttribute, KeySchema, Op, Page, PartitionQuery, ReturnValues, ScalarType, ScanSegment,
     TableDescription, TableSpec, Update, UpdateItemOutput, WriteOp,
 };
+use ddbguard_ddbec::fake::{direct_kms_context, seal_direct_kms};
+use ddbguard_ddbec::{AttributeActions, LegacyAction, TableContext};
 use ddbguard_keys::RawAesKeyring;
+use ddbguard_keys::kms::fake::{FailureKms, FakeKmsWorld};
+use ddbguard_keys::kms::{DirectKmsProvider, KmsApi as _, Operation};
 use ddbguard_lease::{DynamoLeaseStore, Lease, LeaseStore, LeaseTable};
 use ddbguard_verify::convert::{item_to_table_item, table_item_to_item};
-use ddbguard_verify::{Judge, VerifyPolicy};
+use ddbguard_verify::{Judge, LegacyPolicy, VerifyPolicy};
 use zeroize::Zeroizing;
 
 use crate::engine::{BackfillConfig, run};
 use crate::report::{Completion, Report};
-use crate::rewrite::{HEAD, LEGACY_DESC, Target};
+use crate::rewrite::{FOOT, FromLegacy, HEAD, LEGACY_DESC, LEGACY_SIG, Target, write_condition, write_update};
 
 const TABLE: &str = "Customers";
 const LEDGER: &str = "ddbguard-backfill";
@@ -53,6 +57,7 @@ fn target() -> Target {
         keyring: keyring(),
         kms_calls_per_item: 0.0,
         version_attribute: None,
+        from_legacy: None,
     }
 }
 
@@ -202,10 +207,14 @@ struct Interfering {
     /// pk → how many more times to interfere, and with what.
     plan: Arc<Mutex<HashMap<String, (usize, Interference)>>>,
     interfered: Arc<AtomicUsize>,
+    /// The KMS the application's legacy client writes with ([`Interference::LegacyWrite`]).
+    world: Option<Arc<FakeKmsWorld>>,
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Interference {
+    /// The application, still on the legacy client, writes the item again (with a new email).
+    LegacyWrite,
     /// The application changes the email, still in plaintext.
     PlaintextWrite,
     /// The application writes the item encrypted itself (with a new email).
@@ -239,6 +248,10 @@ impl Interfering {
         };
         item.insert("email".into(), s(&email));
         match what {
+            Interference::LegacyWrite => {
+                let world = self.world.as_ref().expect("a KMS for legacy writes");
+                self.inner.put_raw(TABLE, legacy_item(world, &item).await).unwrap();
+            }
             Interference::PlaintextWrite => self.inner.put_raw(TABLE, item).unwrap(),
             Interference::EncryptedWrite => {
                 let e = ddbguard_dbe::encrypt_item(
@@ -319,6 +332,7 @@ async fn a_concurrent_application_write_always_wins() {
         inner: db.clone(),
         plan: Arc::new(Mutex::new(plan)),
         interfered: Arc::new(AtomicUsize::new(0)),
+        world: None,
     };
     let report = backfill(interfering.clone(), config("w1")).await;
     let p = &report.progress;
@@ -377,6 +391,7 @@ async fn an_attribute_added_meanwhile_fails_the_condition_and_survives() {
             (1, Interference::PlaintextWrite),
         )]))),
         interfered: Arc::new(AtomicUsize::new(0)),
+        world: None,
     };
     let report = backfill(interfering, config("w1")).await;
     assert_eq!(report.progress.count("encrypted"), 1);
@@ -567,4 +582,377 @@ async fn a_missing_table_or_key_mismatch_is_a_named_error() {
             .contains("has the key id but the configuration names pk, sk"),
         "{err}"
     );
+}
+
+// ---- legacy items (`from_legacy`) ----
+
+const MRK_E1: &str = "arn:aws:kms:us-east-1:111122223333:key/mrk-80bd8ecdcd4342aebd84b7dc9da498a7";
+const OTHER_MRK_E1: &str = "arn:aws:kms:us-east-1:111122223333:key/mrk-00000000000000000000000000000001";
+
+const LEGACY_TABLE: TableContext<'static> = TableContext {
+    table_name: TABLE,
+    partition_key: Some("pk"),
+    sort_key: Some("sk"),
+};
+
+/// What the legacy client was told: encrypt the two secrets, sign the rest, leave `note` alone.
+fn legacy_actions() -> AttributeActions {
+    AttributeActions::new(LegacyAction::SignOnly)
+        .with("ssn", LegacyAction::EncryptAndSign)
+        .with("email", LegacyAction::EncryptAndSign)
+        .with("note", LegacyAction::DoNothing)
+        .with_key_attributes(["pk", "sk"])
+}
+
+fn kms_world() -> Arc<FakeKmsWorld> {
+    let w = FakeKmsWorld::new();
+    w.create_key(MRK_E1);
+    w.create_key(OTHER_MRK_E1);
+    w
+}
+
+/// `plain` as the legacy client writes it with the direct KMS provider under `key`.
+async fn legacy_item_under(world: &Arc<FakeKmsWorld>, key: &str, plain: &Item) -> Item {
+    let plain = table_item_to_item(plain).unwrap();
+    let ec = direct_kms_context(LEGACY_TABLE, &plain).unwrap();
+    let dk = world.client("us-east-1").generate_data_key(key, 32, &ec).await.unwrap();
+    let sealed = seal_direct_kms(LEGACY_TABLE, &plain, &legacy_actions(), &dk.plaintext, &dk.ciphertext).unwrap();
+    item_to_table_item(&sealed)
+}
+
+async fn legacy_item(world: &Arc<FakeKmsWorld>, plain: &Item) -> Item {
+    legacy_item_under(world, MRK_E1, plain).await
+}
+
+/// The target with the table's legacy policy and the direct KMS provider over `kms` (one `Decrypt` per item).
+fn legacy_target(kms: Arc<FailureKms>, from_legacy: bool) -> Target {
+    let mut policy = VerifyPolicy::new(table_config());
+    policy.legacy = Some(LegacyPolicy {
+        actions: legacy_actions(),
+        table_name: TABLE.into(),
+    });
+    let provider = DirectKmsProvider::new(MRK_E1, kms, None).unwrap();
+    Target {
+        judge: Judge::new(policy, keyring())
+            .unwrap()
+            .with_legacy_provider(Arc::new(provider)),
+        from_legacy: from_legacy.then_some(FromLegacy {
+            kms_calls_per_item: 1.0,
+        }),
+        ..target()
+    }
+}
+
+fn counting_kms(world: &Arc<FakeKmsWorld>) -> Arc<FailureKms> {
+    Arc::new(FailureKms::new(Arc::new(world.client("us-east-1"))))
+}
+
+/// `n` legacy items `customer-00000..`, sealed from [`plain`].
+async fn legacy_table(world: &Arc<FakeKmsWorld>, n: usize) -> Arc<FakeDynamo> {
+    let db = table_with(0);
+    for i in 0..n {
+        db.put_raw(TABLE, legacy_item(world, &plain(i)).await).unwrap();
+    }
+    db
+}
+
+async fn backfill_to<D: DynamoApi + Clone>(db: D, target: Target, config: BackfillConfig) -> Report {
+    run(db, target, config, |_| {}, std::future::pending::<()>())
+        .await
+        .unwrap()
+}
+
+fn find(db: &FakeDynamo, pk: &str) -> Option<Item> {
+    db.items(TABLE).into_iter().find(|i| i.get("pk") == Some(&s(pk)))
+}
+
+/// Every item is in the DB-ESDK format only and decrypts to the values of `plain(i)` (all of them, `note`
+/// included).
+async fn assert_all_migrated(db: &FakeDynamo, n: usize) {
+    assert_all_encrypted(db, n).await;
+    for item in db.items(TABLE) {
+        assert!(
+            !item.contains_key(LEGACY_DESC) && !item.contains_key(LEGACY_SIG),
+            "{:?}",
+            item.get("pk")
+        );
+        let decrypted = decrypt_item(&table_config(), keyring().as_ref(), &table_item_to_item(&item).unwrap())
+            .await
+            .unwrap();
+        let Some(AttributeValue::S(pk)) = item.get("pk") else {
+            panic!("no pk")
+        };
+        let i: usize = pk.trim_start_matches("customer-").parse().unwrap();
+        assert_eq!(decrypted.item, table_item_to_item(&plain(i)).unwrap(), "{pk}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn legacy_items_are_migrated_only_when_asked_and_decrypt_to_their_original_values() {
+    let world = kms_world();
+    let db = legacy_table(&world, 30).await;
+    for i in 30..50 {
+        db.put_raw(TABLE, plain(i)).unwrap();
+    }
+    let kms = counting_kms(&world);
+
+    // Without the option, legacy items stay as they are, even with a judge that can open them.
+    let mut c = config("w1");
+    c.job = "plain".into();
+    let report = backfill_to(db.clone(), legacy_target(kms.clone(), false), c).await;
+    assert_eq!(
+        (
+            report.progress.count("legacy_format"),
+            report.progress.count("encrypted")
+        ),
+        (30, 20)
+    );
+    assert_eq!(kms.calls(Operation::Decrypt), 0);
+    assert!(find(&db, "customer-00000").unwrap().contains_key(LEGACY_DESC));
+
+    // A dry run under the direct KMS provider counts them without a KMS call, and writes nothing.
+    let before = db.items(TABLE);
+    let mut c = config("w1");
+    c.job = "dry".into();
+    c.rewrite.dry_run = true;
+    let report = backfill_to(db.clone(), legacy_target(kms.clone(), true), c).await;
+    assert_eq!(
+        report.progress.count("would_migrate_legacy"),
+        30,
+        "{:?}",
+        report.progress.outcomes
+    );
+    assert_eq!(
+        report.progress.kms_calls, 30.0,
+        "the estimate counts one Decrypt per legacy item"
+    );
+    assert!(report.would_write_bytes.unwrap() > 30 * 200);
+    assert_eq!(kms.calls(Operation::Decrypt), 0);
+    assert_eq!(db.items(TABLE).len(), before.len());
+    assert!(before.iter().all(|i| db.items(TABLE).contains(i)));
+
+    let report = backfill_to(db.clone(), legacy_target(kms.clone(), true), config("w1")).await;
+    let p = &report.progress;
+    assert_eq!(report.completion, Completion::Finished);
+    assert_eq!(
+        (p.count("migrated_legacy"), p.count("already_encrypted"), p.scanned),
+        (30, 20, 50),
+        "{:?}",
+        p.outcomes
+    );
+    assert_eq!(report.failed(), 0);
+    // One `Decrypt` per legacy item, charged to the KMS budget and reported.
+    assert_eq!(kms.calls(Operation::Decrypt), 30);
+    assert_eq!(p.kms_calls, 30.0);
+    assert_eq!(report.write_units_per_item, Some(1.0));
+    assert!(p.legacy_refused.is_empty());
+    assert_all_migrated(&db, 50).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_legacy_item_that_does_not_verify_is_refused_and_left_as_it_was() {
+    let world = kms_world();
+    let db = legacy_table(&world, 10).await;
+    // A signed attribute changed after signing; an item under a key that is not the table's MRK.
+    let mut tampered = find(&db, "customer-00003").unwrap();
+    tampered.insert("tier".into(), s("platinum"));
+    db.put_raw(TABLE, tampered.clone()).unwrap();
+    let other_key = legacy_item_under(&world, OTHER_MRK_E1, &plain(4)).await;
+    db.put_raw(TABLE, other_key.clone()).unwrap();
+    let kms = counting_kms(&world);
+    // Two throttled `Decrypt`s are retried; a key that stays unavailable fails the item without refusing it.
+    kms.fail_next(Operation::Decrypt, 2, "ThrottlingException", 400);
+
+    let report = backfill_to(db.clone(), legacy_target(kms.clone(), true), config("w1")).await;
+    let p = &report.progress;
+    assert_eq!(
+        (p.count("migrated_legacy"), p.count("legacy_refused")),
+        (8, 2),
+        "{:?}",
+        p.outcomes
+    );
+    assert_eq!(
+        p.legacy_refused["integrity_failed"]["signature_invalid"], 1,
+        "{:?}",
+        p.legacy_refused
+    );
+    assert_eq!(
+        p.legacy_refused["key_not_mrk"].values().sum::<u64>(),
+        1,
+        "{:?}",
+        p.legacy_refused
+    );
+    assert_eq!(report.samples["legacy_refused"].len(), 2);
+    assert_eq!(report.failed(), 2, "a refusal counts as a failed item");
+    // Left byte for byte as they were.
+    assert_eq!(find(&db, "customer-00003").unwrap(), tampered);
+    assert_eq!(find(&db, "customer-00004").unwrap(), other_key);
+    assert!(find(&db, "customer-00005").unwrap().contains_key(HEAD));
+
+    // A replica key that cannot be used: `failed` with the reason, the item untouched, for a later run.
+    let db = legacy_table(&world, 3).await;
+    let before = db.items(TABLE);
+    let kms = counting_kms(&world);
+    kms.fail_next(Operation::Decrypt, 3, "DisabledException", 400);
+    let report = backfill_to(db.clone(), legacy_target(kms, true), config("w1")).await;
+    assert_eq!(report.progress.count("failed"), 3, "{:?}", report.progress.outcomes);
+    assert_eq!(report.progress.count("legacy_refused"), 0);
+    assert!(before.iter().all(|i| db.items(TABLE).contains(i)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_concurrent_application_write_to_a_legacy_item_always_wins() {
+    let world = kms_world();
+    let db = legacy_table(&world, 20).await;
+    let plan = HashMap::from([
+        // Still on the legacy client: the new legacy item is migrated from its new value.
+        ("customer-00001".to_owned(), (1, Interference::LegacyWrite)),
+        // Moved to plaintext: encrypted from its new value.
+        ("customer-00002".to_owned(), (1, Interference::PlaintextWrite)),
+        // Moved to the DB-ESDK: left as the application wrote it.
+        ("customer-00003".to_owned(), (1, Interference::EncryptedWrite)),
+        ("customer-00004".to_owned(), (1, Interference::Delete)),
+        ("customer-00005".to_owned(), (99, Interference::LegacyWrite)),
+    ]);
+    let interfering = Interfering {
+        inner: db.clone(),
+        plan: Arc::new(Mutex::new(plan)),
+        interfered: Arc::new(AtomicUsize::new(0)),
+        world: Some(world.clone()),
+    };
+    let report = backfill_to(interfering, legacy_target(counting_kms(&world), true), config("w1")).await;
+    let p = &report.progress;
+    assert_eq!(
+        (
+            p.count("migrated_legacy"),
+            p.count("encrypted"),
+            p.count("encrypted_meanwhile"),
+            p.count("deleted_meanwhile"),
+            p.count("skipped_conflicts"),
+        ),
+        (16, 1, 1, 1, 1),
+        "{:?}",
+        p.outcomes
+    );
+    let email = |item: Item| async move {
+        let d = decrypt_item(&table_config(), keyring().as_ref(), &table_item_to_item(&item).unwrap())
+            .await
+            .unwrap();
+        d.item.get("email").cloned()
+    };
+    let changed = |i: usize| Some(ddbguard_dbe::AttributeValue::S(format!("changed-{i}@example.com")));
+    for i in [1, 2, 3] {
+        let item = find(&db, &format!("customer-{i:05}")).unwrap();
+        assert!(!item.contains_key(LEGACY_DESC), "{i}");
+        assert_eq!(email(item).await, changed(i), "{i}");
+    }
+    assert!(find(&db, "customer-00004").is_none());
+    // Changed before every attempt: the application's last legacy item, left for a later run.
+    let five = find(&db, "customer-00005").unwrap();
+    assert!(five.contains_key(LEGACY_DESC) && !five.contains_key(HEAD));
+    assert!(matches!(five.get("email"), Some(AttributeValue::B(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_legacy_migration_resumes_and_skips_nothing() {
+    let world = kms_world();
+    let db = legacy_table(&world, 120).await;
+    let faulty = Arc::new(FaultyDynamo::new(db.clone()));
+    faulty.set_latency(Op::UpdateItem, Duration::from_millis(200));
+    let mut c = config("w1");
+    c.item_concurrency = 2;
+    let kms = counting_kms(&world);
+    let first = run(
+        faulty.clone(),
+        legacy_target(kms.clone(), true),
+        c.clone(),
+        |_| {},
+        tokio::time::sleep(Duration::from_secs(3)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.completion, Completion::Interrupted);
+    let done_first = first.progress.count("migrated_legacy");
+    assert!(done_first > 0 && done_first < 120, "{done_first}");
+
+    let second = backfill_to(faulty, legacy_target(kms.clone(), true), c).await;
+    assert_eq!(second.completion, Completion::Finished);
+    assert_eq!(done_first + second.progress.count("migrated_legacy"), 120);
+    // The pages the first run was in are scanned again: their migrated items are DB-ESDK items now.
+    assert_eq!(
+        second.progress.count("already_encrypted"),
+        second.progress.scanned - second.progress.count("migrated_legacy")
+    );
+    assert_eq!(kms.calls(Operation::Decrypt), 120, "no item was judged twice");
+    assert_all_migrated(&db, 120).await;
+}
+
+#[tokio::test]
+async fn a_legacy_write_back_pins_the_item_read_and_removes_the_legacy_attributes() {
+    let world = kms_world();
+    let read = legacy_item(&world, &plain(1)).await;
+    let encrypted = item_to_table_item(
+        &ddbguard_dbe::encrypt_item(
+            &table_config(),
+            keyring().as_ref(),
+            &table_item_to_item(&plain(1)).unwrap(),
+        )
+        .await
+        .unwrap(),
+    );
+    let target = legacy_target(counting_kms(&world), true);
+    let Condition::And(all) = write_condition(&target, &read) else {
+        panic!("not a conjunction")
+    };
+    for name in [HEAD, FOOT] {
+        assert!(all.contains(&Condition::not_exists(name)), "{name}");
+    }
+    for name in [LEGACY_DESC, LEGACY_SIG, "ssn", "tier"] {
+        assert!(all.contains(&Condition::equals(name, read[name].clone())), "{name}");
+    }
+    let update = write_update(&target, &read, &encrypted);
+    let expected = Update::new()
+        .set(FOOT, encrypted[FOOT].clone())
+        .set(HEAD, encrypted[HEAD].clone())
+        .set("email", encrypted["email"].clone())
+        .set("ssn", encrypted["ssn"].clone())
+        .remove(LEGACY_DESC)
+        .remove(LEGACY_SIG);
+    assert_eq!(update, expected);
+
+    // With a version attribute only the version is compared.
+    let versioned = Target {
+        version_attribute: Some("version".into()),
+        ..target
+    };
+    let Condition::And(all) = write_condition(&versioned, &read) else {
+        panic!("not a conjunction")
+    };
+    assert_eq!(all.len(), 3);
+    assert!(all.contains(&Condition::not_exists("version")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn migrating_legacy_items_needs_a_judge_that_opens_them() {
+    let db = table_with(1);
+    let without_provider = Target {
+        from_legacy: Some(FromLegacy {
+            kms_calls_per_item: 1.0,
+        }),
+        ..target()
+    };
+    let err = run(
+        db.clone(),
+        without_provider,
+        config("w1"),
+        |_| {},
+        std::future::pending::<()>(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("legacy policy and materials provider"),
+        "{err}"
+    );
+    assert!(db.items(LEDGER).is_empty(), "refused before anything was written");
 }

@@ -10,7 +10,13 @@
 //! budget defaults to `[aws] kms_requests_per_second`; a `kms-mrk` keyring costs one `GenerateDataKey` per item,
 //! `hierarchy` and `raw-aes` none per item.
 //!
-//! Exit codes: 0 finished; 1 some items failed; 2 usage or configuration; 3 finished but some items were left
+//! `--from-legacy` (or a migration's `from_legacy = true`) also migrates the items of the legacy DynamoDB
+//! Encryption Client to the DB-ESDK format: each is judged in full as `verify` judges it (the table's
+//! `[tables.legacy]` provider; the `aws-kms` provider costs one `Decrypt` per item, charged to the KMS budget) and
+//! only an `ok` one is rewritten (`migrated_legacy`); one that does not verify is left as it is
+//! (`legacy_refused`, counted as failed). Refused (exit 2) for a table without `[tables.legacy] allowed = true`.
+//!
+//! Exit codes: 0 finished; 1 some items failed (legacy items refused included); 2 usage or configuration; 3 finished but some items were left
 //! plaintext after repeated conflicts with the application; 130 interrupted (SIGINT/SIGTERM: the run stops at a
 //! page boundary and every finished page is checkpointed).
 
@@ -20,7 +26,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use ddbguard_backfill::ledger::RECORD_PREFIX;
-use ddbguard_backfill::{BackfillConfig, ItemFilter, Report, Target};
+use ddbguard_backfill::{BackfillConfig, FromLegacy, ItemFilter, Report, Target};
 use ddbguard_dbe::Keyring;
 use ddbguard_ddb::{BillingMode, DynamoApi, ErrorKind, SdkDynamo, TableDescription};
 use ddbguard_keys::RawAesKeyring;
@@ -28,7 +34,7 @@ use ddbguard_verify::Judge;
 use ddbguard_verify::service::RegionClients as _;
 
 use crate::config::backfill::{DEFAULT_ON_DEMAND_READ_UNITS, DEFAULT_ON_DEMAND_WRITE_UNITS, check_rate, check_share};
-use crate::config::{AwsSettings, Config, KeyringSettings, Rate, TableSettings};
+use crate::config::{AwsSettings, Config, KeyringSettings, LegacyProviderSettings, Rate, TableSettings};
 use crate::keyring::{self, AwsContext};
 use crate::progress::Reporter;
 
@@ -57,6 +63,14 @@ pub struct BackfillArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Also migrate items of the legacy DynamoDB Encryption Client (`*amzn-ddb-map-desc*`) to the DB-ESDK
+    /// format: each is verified and decrypted with the table's `[tables.legacy]` provider, then encrypted with
+    /// its keyring; one that does not verify is never rewritten (`legacy_refused`, exit 1). Needs
+    /// `[tables.legacy] allowed = true`. With `--dry-run`: counts `would_migrate_legacy` (under the `aws-kms`
+    /// provider from the structure alone, without a KMS call).
+    #[arg(long)]
+    pub from_legacy: bool,
+
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -82,6 +96,10 @@ pub struct RunArgs {
     /// dry run), never a flag of its own here.
     #[arg(skip)]
     pub dry_run: bool,
+
+    /// Migrate legacy items too: set by `backfill --from-legacy` and by a migration's `from_legacy = true`.
+    #[arg(skip)]
+    pub from_legacy: bool,
 
     /// Read capacity units per second.
     #[arg(long, value_parser = rate)]
@@ -120,6 +138,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     }
     let run = RunArgs {
         dry_run: args.dry_run,
+        from_legacy: args.from_legacy,
         ..args.run
     };
     let mut job = Job::prepare(&config, table, &run, &args.job, None).await?;
@@ -139,6 +158,9 @@ pub struct Limits {
     pub kms_requests_per_second: f64,
     /// KMS requests one encryption costs.
     pub kms_calls_per_item: f64,
+    /// KMS requests judging one legacy item costs (only when legacy items are migrated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_kms_calls_per_item: Option<f64>,
 }
 
 /// A checked, ready-to-run job.
@@ -174,6 +196,15 @@ async fn run_settings(config: &Config, region: Option<&str>) -> anyhow::Result<A
 /// An error about a `[[tables]]` field (one line, exit 2).
 fn table_error(config: &Config, table: &TableSettings, field: &str, message: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("{}: table {:?}: field `{field}`: {message}", config.origin, table.name)
+}
+
+/// KMS requests judging one legacy item with this provider costs: the direct KMS provider decrypts each item's
+/// own data key (a `Decrypt`), the wrapped and static providers hold their keys.
+pub fn legacy_kms_calls_per_item(provider: &LegacyProviderSettings) -> f64 {
+    match provider {
+        LegacyProviderSettings::AwsKms { .. } => 1.0,
+        _ => 0.0,
+    }
 }
 
 /// KMS requests one encryption under this keyring costs.
@@ -212,6 +243,22 @@ impl Job {
             }
             _ => {}
         }
+        let legacy = match (&table.legacy, run.from_legacy) {
+            (_, false) => None,
+            (Some(legacy), true) => Some(legacy),
+            (None, true) => {
+                return Err(table_error(
+                    config,
+                    table,
+                    "legacy",
+                    format!(
+                        "--from-legacy: table {:?} does not allow legacy items; add [tables.legacy] with allowed = \
+                         true (and the provider the legacy client wrote them with) to migrate them",
+                        table.name
+                    ),
+                ));
+            }
+        };
         let settings = run_settings(config, run.region.as_deref()).await?;
         let local = settings.region.clone();
         let home = table.home_region.as_deref().or(run.region.as_deref());
@@ -287,6 +334,7 @@ impl Job {
             write_units_per_second: write_rate.units(provisioned.map(|p| p.1), DEFAULT_ON_DEMAND_WRITE_UNITS),
             kms_requests_per_second,
             kms_calls_per_item: kms_calls_per_item(&table.keyring),
+            legacy_kms_calls_per_item: legacy.map(|l| legacy_kms_calls_per_item(&l.provider)),
         };
         let real: Arc<dyn Keyring> = Arc::from(keyring::build(&table.keyring, Some(&aws))?);
         // A dry run encrypts with an in-memory key of the same item shape, so it costs no KMS call; the estimate
@@ -299,14 +347,23 @@ impl Job {
             real.clone()
         };
         let policy = keyring::verify_policy(table, 1.0)?;
-        let judge = Judge::new(policy, real)
+        let mut judge = Judge::new(policy, real)
             .with_context(|| format!("{}: table {:?}: unusable policy", config.origin, table.name))?;
+        // Legacy items are judged only when they are migrated: otherwise they stay `legacy_format`, as before.
+        if legacy.is_some()
+            && let Some(provider) = keyring::legacy_provider(table, Some(&aws))?
+        {
+            judge = judge.with_legacy_provider(provider);
+        }
         let target = Target {
             table: table.name.clone(),
             judge,
             keyring: encrypting,
             kms_calls_per_item: limits.kms_calls_per_item,
             version_attribute: table.version_attribute.clone(),
+            from_legacy: limits
+                .legacy_kms_calls_per_item
+                .map(|kms_calls_per_item| FromLegacy { kms_calls_per_item }),
         };
         let mut engine = BackfillConfig::new(
             job,
@@ -407,10 +464,11 @@ pub fn report_json(report: &Report, limits: &Limits) -> serde_json::Value {
 /// Says so when the KMS budget, not DynamoDB capacity, is what limited the run.
 pub fn limit_note(report: &Report, limits: &Limits) -> Option<String> {
     (report.limited_by == Some("kms")).then(|| {
+        let per_item = limits.kms_calls_per_item + limits.legacy_kms_calls_per_item.unwrap_or(0.0);
         format!(
-            "the KMS budget ({} requests/s, {} per item), not DynamoDB capacity, limited this run: raise \
+            "the KMS budget ({} requests/s, {per_item} per item), not DynamoDB capacity, limited this run: raise \
              --kms-requests-per-second within the account's KMS quota, or use a hierarchy keyring",
-            limits.kms_requests_per_second, limits.kms_calls_per_item
+            limits.kms_requests_per_second
         )
     })
 }
@@ -444,6 +502,7 @@ mod tests {
                 scanned_bytes: 100,
                 outcomes: outcomes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
                 verdicts: Default::default(),
+                legacy_refused: Default::default(),
                 items_per_second: 10.0,
                 read_units: 1.0,
                 write_units: 10.0,
@@ -467,6 +526,7 @@ mod tests {
         write_units_per_second: 5.0,
         kms_requests_per_second: 3.0,
         kms_calls_per_item: 1.0,
+        legacy_kms_calls_per_item: None,
     };
 
     #[test]
@@ -478,6 +538,16 @@ mod tests {
             1
         );
         assert_eq!(exit_code(&report(&[("skipped_conflicts", 1)], finished, None)), 3);
+        // A legacy item that did not verify is a failed item, whatever else happened.
+        assert_eq!(
+            exit_code(&report(
+                &[("migrated_legacy", 9), ("legacy_refused", 1)],
+                finished,
+                None
+            )),
+            1
+        );
+        assert_eq!(exit_code(&report(&[("migrated_legacy", 10)], finished, None)), 0);
         assert_eq!(exit_code(&report(&[("failed", 1)], Completion::Interrupted, None)), 130);
     }
 
@@ -493,8 +563,23 @@ mod tests {
         );
         assert_eq!(json["limits"]["write_units_per_second"], 5.0);
         assert_eq!(json["exit_code"], 0);
+        assert!(json["limits"].get("legacy_kms_calls_per_item").is_none(), "{json}");
         let r = report(&[("encrypted", 10)], Completion::Finished, Some("write_capacity"));
         assert!(report_json(&r, &LIMITS).get("note").is_none());
+        // Migrating legacy items adds the legacy provider's Decrypt to every item.
+        let legacy = Limits {
+            legacy_kms_calls_per_item: Some(1.0),
+            ..LIMITS
+        };
+        let r = report(&[("migrated_legacy", 10)], Completion::Finished, Some("kms"));
+        let json = report_json(&r, &legacy);
+        assert!(
+            json["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("3 requests/s, 2 per item")),
+            "{json}"
+        );
+        assert_eq!(json["limits"]["legacy_kms_calls_per_item"], 1.0);
     }
 
     #[test]
@@ -510,5 +595,9 @@ mod tests {
             key: zeroize::Zeroizing::new([0; 32]),
         };
         assert_eq!(kms_calls_per_item(&raw), 0.0);
+        let direct = LegacyProviderSettings::AwsKms {
+            key_arn: arn.parse().unwrap(),
+        };
+        assert_eq!(legacy_kms_calls_per_item(&direct), 1.0);
     }
 }

@@ -8,6 +8,9 @@
 //!   resumes from its checkpoints) and records each one that finished cleanly, with its counters and the SHA-256
 //!   of its file. It stops at the first migration that does not finish cleanly, with that run's exit code.
 //!
+//! A migration with `from_legacy = true` also migrates the table's legacy DynamoDB Encryption Client items, as
+//! `backfill --from-legacy` does.
+//!
 //! Every file is validated before anything runs; an invalid file (unknown action, unknown table, …) or an
 //! applied migration whose file has changed since is refused with exit 2, naming the file (and the field).
 
@@ -188,7 +191,11 @@ async fn prepare(config: &Config, migration: &Migration, run: &RunArgs) -> anyho
         .filter
         .clone()
         .map(|f| ItemFilter(std::sync::Arc::new(move |item| f.matches(item))));
-    Job::prepare(config, &migration.table, run, &migration.id, filter)
+    let run = RunArgs {
+        from_legacy: migration.from_legacy,
+        ..run.clone()
+    };
+    Job::prepare(config, &migration.table, &run, &migration.id, filter)
         .await
         .with_context(|| format!("migration {}", migration.path.display()))
 }

@@ -169,6 +169,7 @@ mod tests {
             scanned_bytes: 1000,
             outcomes: [("encrypted".to_owned(), 7), ("legacy_format".to_owned(), 3)].into(),
             verdicts: Default::default(),
+            legacy_refused: Default::default(),
             items_per_second: 5.0,
             read_units: 1.5,
             write_units: 7.0,

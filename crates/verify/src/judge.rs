@@ -175,6 +175,12 @@ impl Judge {
         self
     }
 
+    /// Whether legacy items are judged (a [`LegacyPolicy`] and a materials provider) rather than left
+    /// `legacy_format`.
+    pub fn judges_legacy(&self) -> bool {
+        self.policy.legacy.is_some() && self.legacy_provider.is_some()
+    }
+
     /// The policy.
     pub fn policy(&self) -> &VerifyPolicy {
         &self.policy
@@ -395,6 +401,19 @@ mod legacy_tests {
         Judge::new(policy, keyring)
             .unwrap()
             .with_legacy_provider(Arc::new(provider))
+    }
+
+    #[test]
+    fn legacy_items_are_judged_only_with_both_the_policy_and_a_provider() {
+        assert!(judge(true).judges_legacy());
+        assert!(!judge(false).judges_legacy());
+        // A provider without the table's legacy policy (or the reverse) still leaves them `legacy_format`.
+        let provider = StaticProvider::new(None, VerificationKey::hmac(SecretBytes::from_slice(&MAC)).unwrap());
+        assert!(!judge(false).with_legacy_provider(Arc::new(provider)).judges_legacy());
+        let mut policy = judge(true).policy().clone();
+        policy.legacy = None;
+        let keyring = Arc::new(RawAesKeyring::new("ns", "name", Zeroizing::new([9; 32])));
+        assert!(!Judge::new(policy, keyring).unwrap().judges_legacy());
     }
 
     #[tokio::test]

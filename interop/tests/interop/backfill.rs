@@ -183,6 +183,7 @@ fn target(cfg: &TableConfig) -> Target {
         keyring,
         kms_calls_per_item: 0.0,
         version_attribute: None,
+        from_legacy: None,
     }
 }
 

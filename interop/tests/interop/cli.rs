@@ -18,7 +18,7 @@ use crate::common::*;
 
 const TABLE: &str = "InteropCustomers";
 
-fn ddbguard_bin() -> &'static Path {
+pub(crate) fn ddbguard_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Some(bin) = std::env::var_os("DDBGUARD_BIN") {

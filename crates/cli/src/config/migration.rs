@@ -5,10 +5,15 @@
 //! home_region = "us-east-1"            # optional; default the table's home_region
 //! algorithm_suite = "0x6701"           # optional; default the table's
 //! filter = { attribute = "tenant", equals = "acme" }   # optional; or { attribute = "x", exists = true }
+//! from_legacy = true                   # optional; also migrate legacy DynamoDB Encryption Client items
 //! [attribute_actions]                  # the actions items are encrypted under (replace the table's)
 //! pk = "SIGN_ONLY"
 //! [keyring]                            # optional; default the table's keyring (same fields)
 //! ```
+//!
+//! `from_legacy = true` is `backfill --from-legacy` for this migration: legacy items are judged with the table's
+//! `[tables.legacy]` settings (their provider, and the actions the legacy client wrote them with) and written under
+//! the migration's actions; refused for a table without `[tables.legacy] allowed = true`.
 //!
 //! A migration's id is its file stem (`0001_encrypt_customer_pii`); migrations run in the order of their number.
 //! The checksum is the SHA-256 of the file's bytes: an applied migration whose file changed is refused.
@@ -48,6 +53,8 @@ struct RawMigration {
     attribute_actions: BTreeMap<String, String>,
     keyring: Option<RawKeyring>,
     filter: Option<RawFilter>,
+    #[serde(default)]
+    from_legacy: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +128,8 @@ pub struct Migration {
     pub table: TableSettings,
     /// Which items it rewrites (`None`: every item).
     pub filter: Option<Filter>,
+    /// Legacy DynamoDB Encryption Client items are migrated too (`from_legacy = true`).
+    pub from_legacy: bool,
 }
 
 /// Parses the id of a migration file name: `NNNN_name.toml` → (`NNNN_name`, NNNN).
@@ -233,6 +242,16 @@ pub fn parse(path: &Path, bytes: &[u8], config: &Config) -> Result<Migration, Mi
         table.keyring = KeyringSettings::from_raw(keyring, dir, &files)
             .map_err(|(field, message)| err(&format!("keyring.{field}"), message))?;
     }
+    if raw.from_legacy && table.legacy.is_none() {
+        return Err(err(
+            "from_legacy",
+            format!(
+                "table {:?} does not allow legacy items; add [tables.legacy] with allowed = true to its [[tables]] \
+                 entry to migrate them",
+                table.name
+            ),
+        ));
+    }
     let filter = match raw.filter {
         None => None,
         Some(f) => Some(match (f.equals, f.exists) {
@@ -255,6 +274,7 @@ pub fn parse(path: &Path, bytes: &[u8], config: &Config) -> Result<Migration, Mi
         description: raw.description,
         table,
         filter,
+        from_legacy: raw.from_legacy,
     })
 }
 
@@ -287,6 +307,7 @@ mod tests {
             Some(&CryptoAction::EncryptAndSign)
         );
         assert_eq!(m.checksum, hex::encode(Sha256::digest(text.as_bytes())));
+        assert!(!m.from_legacy);
         let filter = m.filter.unwrap();
         let item = |t: &str| Item::from([("tenant".to_owned(), AttributeValue::S(t.to_owned()))]);
         assert!(filter.matches(&item("acme")));
@@ -337,11 +358,38 @@ mod tests {
                 "table = \"Orders\"\n[attribute_actions]\npk = \"SIGN_ONLY\"\n[keyring]\nkind = \"nope\"\n",
                 "keyring.kind",
             ),
+            (
+                "0001_a.toml",
+                "table = \"Orders\"\nfrom_legacy = true\n[attribute_actions]\npk = \"SIGN_ONLY\"\n",
+                "from_legacy",
+            ),
         ];
         for (name, text, field) in cases {
             let e = parse(Path::new(name), text.as_bytes(), &config()).unwrap_err();
             assert_eq!(e.field, field, "{text}: {e}");
             assert!(e.to_string().contains(name), "{e}");
         }
+    }
+
+    #[test]
+    fn from_legacy_needs_a_table_that_allows_legacy_items() {
+        // The legacy provider defaults to aws-kms under the table keyring's MRK.
+        let text = "[[tables]]\nname = \"Orders\"\npartition_key = \"pk\"\nhome_region = \"us-east-1\"\n\
+                    [tables.attribute_actions]\npk = \"SIGN_ONLY\"\nssn = \"ENCRYPT_AND_SIGN\"\n\
+                    [tables.keyring]\nkind = \"kms-mrk\"\n\
+                    key_arn = \"arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab\"\n\
+                    [tables.legacy]\nallowed = true\n";
+        let config = Config::parse(Path::new("c.toml"), text).unwrap();
+        let migration = "table = \"Orders\"\nfrom_legacy = true\n[attribute_actions]\npk = \"SIGN_ONLY\"\n\
+                         ssn = \"ENCRYPT_AND_SIGN\"\n";
+        let m = parse(Path::new("0002_from_legacy.toml"), migration.as_bytes(), &config).unwrap();
+        assert!(m.from_legacy);
+        let e = parse(
+            Path::new("0002_from_legacy.toml"),
+            migration.as_bytes(),
+            &self::config(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("does not allow legacy items"), "{e}");
     }
 }

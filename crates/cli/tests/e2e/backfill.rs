@@ -1,8 +1,9 @@
 //! `ddbguard backfill` and `ddbguard migrate` end to end, with the built binary against the local two-region
 //! environment: plaintext items of every attribute type encrypted in us-east-1 while an application writes (no
 //! write lost), a SIGKILLed run resumed, two processes sharing one job, `migrate plan|apply|status` (a second
-//! apply changes nothing), the replica in ap-southeast-2 identical afterwards, and bad input refused with exit 2
-//! before anything is written.
+//! apply changes nothing), the replica in ap-southeast-2 identical afterwards, legacy DynamoDB Encryption Client
+//! items migrated with `--from-legacy` (a tampered one refused and left as it was), and bad input refused with
+//! exit 2 before anything is written.
 
 use std::collections::HashMap;
 use std::process::{Child, Stdio};
@@ -641,6 +642,20 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_written() -> anyho
             vec![],
             "`home_region`",
         ),
+        // --from-legacy on a table without [tables.legacy] allowed = true.
+        (
+            config(
+                PRIMARY_REGION,
+                ep,
+                &table,
+                &format!("home_region = \"{PRIMARY_REGION}\""),
+                RAW_AES,
+                "",
+            ),
+            table.as_str(),
+            vec!["--from-legacy"],
+            "does not allow legacy items",
+        ),
         // --region names another region than the table's home region.
         (
             config(
@@ -702,5 +717,184 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_written() -> anyho
     }
     let ledger = ddb.describe_table().table_name(format!("{table}-ledger")).send().await;
     assert!(ledger.is_err(), "a ledger table was created");
+    Ok(())
+}
+
+/// The attributes of [`item`] a legacy item carries here: the SIGN_ONLY numbers that DynamoDB would store
+/// normalized are left out (the legacy clients sign numbers as given).
+const LEGACY_ATTRIBUTES: &[&str] = &[
+    "pk",
+    "ssn",
+    "blob",
+    "flag",
+    "nothing",
+    "profile",
+    "history",
+    "tags",
+    "blobs",
+    "名前",
+    "ünïcödé 🔑",
+    "version",
+];
+
+fn legacy_plain(i: usize) -> SdkItem {
+    let mut plain = item(i, 0);
+    plain.retain(|name, _| LEGACY_ATTRIBUTES.contains(&name.as_str()));
+    plain
+}
+
+/// The legacy client's actions for [`ACTIONS`] (what ddbguard's `[tables.legacy]` derives from the table's).
+fn legacy_actions() -> ddbguard_ddbec::AttributeActions {
+    use ddbguard_ddbec::{AttributeActions, LegacyAction};
+    let mut actions = AttributeActions::new(LegacyAction::DoNothing);
+    for (name, action) in ACTIONS {
+        let legacy = match *action {
+            "ENCRYPT_AND_SIGN" => LegacyAction::EncryptAndSign,
+            "DO_NOTHING" => LegacyAction::DoNothing,
+            _ => LegacyAction::SignOnly,
+        };
+        actions = actions.with(*name, legacy);
+    }
+    actions.with_key_attributes(["pk"])
+}
+
+/// 50 items written as the legacy client's direct KMS provider writes them (a data key per item from the local
+/// KMS, under the MRK in us-east-1), one of them tampered with: `backfill --from-legacy` counts them in a dry run
+/// without writing, then migrates the 49 that verify, which decrypt with ddbguard's own keyring to their original
+/// values; the tampered one is refused (exit 1, verdict and reason in the report) and left byte for byte.
+#[tokio::test]
+async fn legacy_items_are_migrated_and_a_tampered_one_is_refused() -> anyhow::Result<()> {
+    use ddbguard_ddbec::TableContext;
+    use ddbguard_ddbec::fake::{direct_kms_context, seal_direct_kms};
+    use ddbguard_keys::kms::{KmsApi as _, SdkKms};
+
+    const ITEMS: usize = 50;
+    const TAMPERED: &str = "customer-00007";
+    let env = LocalAws::shared();
+    let mrk = env.create_replicated_mrk("backfill from legacy").await?;
+    let table = unique_name("bf", "legacy");
+    env.create_global_table(&table).await?;
+    let kms = SdkKms::new(env.kms(PRIMARY_REGION).await, PRIMARY_REGION);
+    let context = TableContext {
+        table_name: &table,
+        partition_key: Some("pk"),
+        sort_key: None,
+    };
+    let mut sealed = Vec::with_capacity(ITEMS);
+    for i in 0..ITEMS {
+        let plain = table_item_to_item(&legacy_plain(i))?;
+        let ec = direct_kms_context(context, &plain)?;
+        let data_key = kms.generate_data_key(&mrk.primary_arn, 32, &ec).await?;
+        let item = seal_direct_kms(
+            context,
+            &plain,
+            &legacy_actions(),
+            &data_key.plaintext,
+            &data_key.ciphertext,
+        )?;
+        let mut item = item_to_table_item(&item);
+        if i == 7 {
+            // A signed attribute changed after signing.
+            item.insert("flag".into(), AttributeValue::Bool(i % 2 != 0));
+        }
+        sealed.push(item);
+    }
+    let ddb = env.dynamodb(PRIMARY_REGION).await;
+    batch_write(&ddb, &table, sealed).await?;
+    let before = scan_all(env, PRIMARY_REGION, &table).await?;
+
+    let dir = TempDir::new("backfill-legacy");
+    let keyring = format!("kind = \"kms-mrk\"\nkey_arn = \"{}\"", mrk.primary_arn);
+    let extra = format!("home_region = \"{PRIMARY_REGION}\"\n[tables.legacy]\nallowed = true");
+    let cfg = dir.write(
+        "c.toml",
+        &config(PRIMARY_REGION, env.endpoint(), &table, &extra, &keyring, ""),
+    );
+
+    let dry = ddbguard(
+        &[
+            "backfill",
+            "--config",
+            &cfg,
+            "--table",
+            &table,
+            "--from-legacy",
+            "--dry-run",
+        ],
+        "",
+    );
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let plan = dry.json();
+    // The aws-kms provider needs KMS to verify: a dry run checks the structure only, which the tampered item has.
+    assert_eq!(count(&plan, "would_migrate_legacy"), ITEMS as u64, "{plan}");
+    assert_eq!(plan["limits"]["legacy_kms_calls_per_item"], 1.0, "{plan}");
+    assert_eq!(
+        scan_all(env, PRIMARY_REGION, &table).await?,
+        before,
+        "a dry run writes nothing"
+    );
+
+    let run = ddbguard(&["backfill", "--config", &cfg, "--table", &table, "--from-legacy"], "");
+    assert_eq!(run.code, 1, "a refused item fails the run: {}", run.stderr);
+    let report = run.json();
+    assert_eq!(
+        (count(&report, "migrated_legacy"), count(&report, "legacy_refused")),
+        (ITEMS as u64 - 1, 1),
+        "{report}"
+    );
+    assert_eq!(
+        report["progress"]["legacy_refused"]["integrity_failed"]["signature_invalid"], 1,
+        "{report}"
+    );
+    assert_eq!(report["samples"]["legacy_refused"][0]["pk"]["S"], TAMPERED, "{report}");
+    // One Decrypt (legacy data key) and one GenerateDataKey (kms-mrk keyring) per migrated item, and the Decrypt
+    // of the refused one.
+    assert_eq!(
+        report["progress"]["kms_calls"],
+        2.0 * (ITEMS as f64 - 1.0) + 1.0,
+        "{report}"
+    );
+
+    let mut after = scan_all(env, PRIMARY_REGION, &table).await?;
+    assert_eq!(
+        after.remove(TAMPERED),
+        before.get(TAMPERED).cloned(),
+        "the refused item is untouched"
+    );
+    for (pk, stored) in &after {
+        assert!(
+            !stored.contains_key("*amzn-ddb-map-desc*") && !stored.contains_key("*amzn-ddb-map-sig*"),
+            "{pk} keeps legacy attributes"
+        );
+    }
+    let expected: HashMap<String, SdkItem> = (0..ITEMS)
+        .map(|i| (format!("customer-{i:05}"), legacy_plain(i)))
+        .filter(|(pk, _)| pk != TAMPERED)
+        .collect();
+    assert_decrypt_kms(&table, &after, &expected, env, &mrk.primary_arn).await?;
+    Ok(())
+}
+
+/// [`assert_decrypt_to`] with the table's kms-mrk keyring in us-east-1.
+async fn assert_decrypt_kms(
+    table: &str,
+    items: &HashMap<String, SdkItem>,
+    expected: &HashMap<String, SdkItem>,
+    env: &LocalAws,
+    key_arn: &str,
+) -> anyhow::Result<()> {
+    use ddbguard_keys::kms::{MrkKeyring, SdkKms};
+    let kms = std::sync::Arc::new(SdkKms::new(env.kms(PRIMARY_REGION).await, PRIMARY_REGION));
+    let keyring = MrkKeyring::new(key_arn, kms, None)?;
+    let config = table_config(table);
+    assert_eq!(items.len(), expected.len());
+    for (pk, stored) in items {
+        let decrypted = decrypt_item(&config, &keyring as &dyn Keyring, &table_item_to_item(stored)?)
+            .await
+            .map_err(|e| anyhow::anyhow!("{pk} does not decrypt: {e}"))?;
+        let mut plain = item_to_table_item(&decrypted.item);
+        plain.retain(|k, _| !k.starts_with("aws:rep:"));
+        assert_eq!(canon_item(&plain), canon_item(&expected[pk]), "{pk}");
+    }
     Ok(())
 }
