@@ -416,13 +416,29 @@ async fn a_killed_run_resumes_and_encrypts_every_item_exactly_once() -> anyhow::
     child.kill();
     let killed = wait(child);
     assert_eq!(killed.code, -1, "killed by a signal");
-    // Requests the process sent before it died may still be applied: let them land before counting.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let encrypted_before = scan_all(env, PRIMARY_REGION, &table)
-        .await?
-        .values()
-        .filter(|i| i.contains_key("aws_dbe_head"))
-        .count() as u64;
+    // Requests the process sent before it died may still be applied (moto finishes a request it received even
+    // when the client is gone, later on a loaded machine): count once the number has stopped moving.
+    let mut encrypted_before = u64::MAX;
+    let mut unchanged_since = Instant::now();
+    let settle_deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = scan_all(env, PRIMARY_REGION, &table)
+            .await?
+            .values()
+            .filter(|i| i.contains_key("aws_dbe_head"))
+            .count() as u64;
+        if now != encrypted_before {
+            encrypted_before = now;
+            unchanged_since = Instant::now();
+        } else if unchanged_since.elapsed() >= Duration::from_secs(3) {
+            break;
+        }
+        assert!(
+            Instant::now() < settle_deadline,
+            "the killed run's writes kept landing for 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     assert!(encrypted_before < ITEMS as u64, "the run finished before the kill");
 
     let resumed = ddbguard(
