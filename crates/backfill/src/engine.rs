@@ -211,7 +211,7 @@ pub async fn run<D: DynamoApi + Clone>(
         tally: Tally::default(),
         fatal: std::sync::Mutex::new(None),
     });
-    let completion = if shared.config.rewrite.dry_run {
+    let (completion, error) = if shared.config.rewrite.dry_run {
         // A dry run writes nothing, not even leases.
         drive(
             &shared,
@@ -226,7 +226,9 @@ pub async fn run<D: DynamoApi + Clone>(
         let store = DynamoLeaseStore::new(db, LeaseTable::new(shared.config.ledger_table.clone()));
         drive(&shared, store, segments, estimated_items, progress, shutdown).await?
     };
-    Ok(report(&shared, segments, estimated_items, completion))
+    let mut report = report(&shared, segments, estimated_items, completion);
+    report.error = error.map(|e| e.to_string());
+    Ok(report)
 }
 
 fn report(
@@ -263,6 +265,7 @@ fn report(
         would_write_bytes: dry_run.then(|| shared.tally.would_write_bytes()),
         estimated_seconds,
         progress,
+        error: None,
     }
 }
 
@@ -303,7 +306,7 @@ async fn drive<D: DynamoApi + Clone, L: LeaseStore>(
     estimated_items: Option<u64>,
     mut progress: impl FnMut(&Progress),
     shutdown: impl Future,
-) -> Result<(Completion, Duration), BackfillError> {
+) -> Result<((Completion, Duration), Option<BackfillError>), BackfillError> {
     let cfg = &shared.config;
     if cfg.restart {
         store.initialize().await?;
@@ -334,6 +337,9 @@ async fn drive<D: DynamoApi + Clone, L: LeaseStore>(
     tokio::pin!(shutdown);
     let started = Instant::now();
     let mut ledger_failures = 0u32;
+    // A failure after the run started ends it with a report of what was done (Completion::Failed), not an error
+    // that would read as "nothing written".
+    let mut failure: Option<BackfillError> = None;
     let completion = loop {
         tokio::select! {
             biased;
@@ -343,7 +349,7 @@ async fn drive<D: DynamoApi + Clone, L: LeaseStore>(
                     shared.tally.segment_finished();
                 }
                 if shared.fatal.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-                    break Completion::Interrupted;
+                    break Completion::Failed;
                 }
                 sync.reset_immediately();
             }
@@ -354,8 +360,8 @@ async fn drive<D: DynamoApi + Clone, L: LeaseStore>(
                     ledger_failures += 1;
                     tracing::warn!(error = %e, failures = ledger_failures, "reading the ledger failed");
                     if ledger_failures >= MAX_LEDGER_FAILURES {
-                        coordinator.shutdown().await;
-                        return Err(e.into());
+                        failure = Some(e.into());
+                        break Completion::Failed;
                     }
                     continue;
                 }
@@ -385,9 +391,14 @@ async fn drive<D: DynamoApi + Clone, L: LeaseStore>(
             .snapshot(&shared.budgets, started.elapsed(), segments, estimated_items),
     );
     if let Some(e) = shared.fatal.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        return Err(e.into());
+        failure = failure.or(Some(e.into()));
     }
-    Ok((completion, started.elapsed()))
+    let completion = if failure.is_some() {
+        Completion::Failed
+    } else {
+        completion
+    };
+    Ok(((completion, started.elapsed()), failure))
 }
 
 /// One segment: scan a page, rewrite its items, checkpoint, repeat until the segment's end.

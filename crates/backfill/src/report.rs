@@ -212,6 +212,9 @@ pub enum Completion {
     Finished,
     /// Stopped by a signal at a page boundary; every finished page is checkpointed.
     Interrupted,
+    /// Stopped after it started by a DynamoDB or ledger failure that retries did not cure ([`Report::error`]
+    /// says which); every finished page is checkpointed and a rerun resumes.
+    Failed,
 }
 
 /// The final report of a run (printed as JSON).
@@ -241,6 +244,9 @@ pub struct Report {
     pub would_write_bytes: Option<u64>,
     /// Dry run: seconds the run would take at the configured rates.
     pub estimated_seconds: Option<f64>,
+    /// Why the run stopped, when it [`Completion::Failed`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Report {

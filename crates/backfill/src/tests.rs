@@ -440,6 +440,42 @@ async fn an_interrupted_run_resumes_and_encrypts_every_item_exactly_once() {
     assert_all_encrypted(&db, 120).await;
 }
 
+/// DynamoDB failing for good after the run started (here: every scan refused) ends it with a report of what was
+/// done, `Completion::Failed` and the error, not an error that would read as "nothing written"; a rerun resumes.
+#[tokio::test(start_paused = true)]
+async fn a_dynamodb_failure_after_the_start_ends_the_run_with_its_report() {
+    let db = table_with(400);
+    let faulty = Arc::new(FaultyDynamo::new(db.clone()));
+    faulty.set_latency(Op::UpdateItem, Duration::from_millis(200));
+    let mut c = config("w1");
+    c.item_concurrency = 2;
+    let running = tokio::spawn(run(
+        faulty.clone(),
+        target(),
+        c.clone(),
+        |_| {},
+        std::future::pending::<()>(),
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Not retryable: the table's pages and the ledger's listings fail from now on.
+    faulty.fail_next(Op::Scan, ErrorKind::Other, 100_000);
+    let failed = running.await.unwrap().unwrap();
+    assert_eq!(failed.completion, Completion::Failed);
+    let error = failed.error.as_deref().unwrap_or_default();
+    assert!(!error.is_empty(), "the report says why");
+    let done_first = failed.progress.count("encrypted");
+    assert!(done_first > 0 && done_first < 400, "{done_first}");
+    let json = serde_json::to_value(&failed).unwrap();
+    assert_eq!(json["completion"], "failed");
+    assert_eq!(json["error"], error);
+
+    let second = backfill(db.clone(), c).await;
+    assert_eq!(second.completion, Completion::Finished);
+    assert!(second.error.is_none());
+    assert_eq!(done_first + second.progress.count("encrypted"), 400);
+    assert_all_encrypted(&db, 400).await;
+}
+
 /// A finished job is not scanned again under its name; `restart` starts a new pass of it, which encrypts what a
 /// lagging writer wrote in plaintext since. A restart is refused while a pass is unfinished.
 #[tokio::test(start_paused = true)]

@@ -17,7 +17,8 @@
 //! (`legacy_refused`, counted as failed). Refused (exit 2) for a table without `[tables.legacy] allowed = true`.
 //!
 //! Exit codes: 0 finished; 1 some items failed (legacy items refused included); 2 usage or configuration; 3 finished but some items were left
-//! plaintext after repeated conflicts with the application; 130 interrupted (SIGINT/SIGTERM: the run stops at a
+//! plaintext after repeated conflicts with the application; 4 stopped after it started by a DynamoDB or ledger
+//! failure that retries did not cure (the report has the `error`; a rerun resumes); 130 interrupted (SIGINT/SIGTERM: the run stops at a
 //! page boundary and every finished page is checkpointed).
 
 use std::process::ExitCode;
@@ -435,9 +436,11 @@ async fn describe(
     }
 }
 
-/// The exit code of a finished (or interrupted) run.
+/// The exit code of a finished, interrupted or failed run.
 pub fn exit_code(report: &Report) -> u8 {
-    if report.completion == ddbguard_backfill::Completion::Interrupted {
+    if report.completion == ddbguard_backfill::Completion::Failed {
+        crate::EXIT_AFTER_STARTUP
+    } else if report.completion == ddbguard_backfill::Completion::Interrupted {
         130
     } else if report.failed() > 0 {
         1
@@ -473,11 +476,24 @@ pub fn limit_note(report: &Report, limits: &Limits) -> Option<String> {
     })
 }
 
+/// Says on stderr why a run that [`Completion::Failed`](ddbguard_backfill::Completion::Failed) stopped (the
+/// report on stdout has the same `error`).
+pub fn print_stop_error(report: &Report) {
+    if let Some(error) = &report.error {
+        eprintln!(
+            "ddbguard: error: table {:?} in {}: the run stopped after it started: {error}; finished pages are \
+             checkpointed, rerun the same command to resume",
+            report.table, report.region
+        );
+    }
+}
+
 /// Prints the report on stdout (and the KMS note on stderr) and returns the exit code.
 fn finish(report: &Report, limits: &Limits) -> ExitCode {
     if let Some(note) = limit_note(report, limits) {
         eprintln!("ddbguard: {note}");
     }
+    print_stop_error(report);
     let text = serde_json::to_string_pretty(&report_json(report, limits)).unwrap_or_default();
     println!("{text}");
     ExitCode::from(exit_code(report))
@@ -518,6 +534,7 @@ mod tests {
             limited_by,
             would_write_bytes: None,
             estimated_seconds: None,
+            error: None,
         }
     }
 
@@ -549,6 +566,8 @@ mod tests {
         );
         assert_eq!(exit_code(&report(&[("migrated_legacy", 10)], finished, None)), 0);
         assert_eq!(exit_code(&report(&[("failed", 1)], Completion::Interrupted, None)), 130);
+        // A DynamoDB or ledger failure after the start: 4, whatever the counts (2 would say nothing was written).
+        assert_eq!(exit_code(&report(&[("encrypted", 10)], Completion::Failed, None)), 4);
     }
 
     #[test]

@@ -130,14 +130,18 @@ pub async fn run(command: MigrateCommand) -> anyhow::Result<ExitCode> {
                     "kms_calls": report.progress.kms_calls,
                     "estimated_seconds": report.estimated_seconds,
                 });
-                if report.completion == ddbguard_backfill::Completion::Interrupted {
-                    code = 130;
-                }
+                backfill::print_stop_error(&report);
+                code = match report.completion {
+                    ddbguard_backfill::Completion::Interrupted => 130,
+                    ddbguard_backfill::Completion::Failed => crate::EXIT_AFTER_STARTUP,
+                    ddbguard_backfill::Completion::Finished => code,
+                };
             }
             Mode::Apply => {
                 let job = prepare(&config, &entry.migration, &args.run).await?;
                 let report = job.execute().await?;
                 let report_json = backfill::report_json(&report, &job.limits);
+                backfill::print_stop_error(&report);
                 code = backfill::exit_code(&report);
                 if code == 0 {
                     let record = MigrationRecord {
