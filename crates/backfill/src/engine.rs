@@ -16,6 +16,7 @@ use ddbguard_lease::{
     Coordinator, CoordinatorConfig, DynamoLeaseStore, Lease, LeaseContext, LeaseError, LeaseStore, LeaseTable,
     MemoryLeaseStore, Position, TaskEnd,
 };
+use ddbguard_verify::canary::{CanaryLayout, CanarySettings};
 use futures::StreamExt as _;
 use thiserror::Error;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -78,6 +79,9 @@ pub struct BackfillConfig {
     pub progress_interval: Duration,
     /// Leave out items this filter rejects (a migration's `filter`).
     pub filter: Option<ItemFilter>,
+    /// The verifiers' canaries (key prefix and origin regions): their items are counted as `canary` and never
+    /// rewritten. `None`: canary keys are items like any other.
+    pub canaries: Option<CanarySettings>,
     /// Start a new pass of a finished job: its segment leases are deleted first, so the whole table is scanned
     /// again under the same job name. Refused while any segment of the job is unfinished (that pass resumes).
     pub restart: bool,
@@ -113,6 +117,7 @@ impl BackfillConfig {
             lease_duration: Duration::from_secs(30),
             progress_interval: Duration::from_secs(5),
             filter: None,
+            canaries: None,
             restart: false,
         }
     }
@@ -160,6 +165,8 @@ struct Shared<D> {
     tally: Tally,
     /// A failure that retrying does not cure (the table was deleted, access denied): ends the run.
     fatal: std::sync::Mutex<Option<DdbError>>,
+    /// Recognises the verifiers' canary items.
+    canaries: Option<CanaryLayout>,
 }
 
 /// Runs the job until every segment is finished or `shutdown` completes; `progress` gets a snapshot every
@@ -198,6 +205,13 @@ pub async fn run<D: DynamoApi + Clone>(
             "segments must be within 1..={MAX_SEGMENTS}"
         )));
     }
+    let canaries = match &config.canaries {
+        Some(c) => Some(
+            CanaryLayout::new(&description.key_schema, &c.prefix, &c.origins)
+                .map_err(|e| BackfillError::Config(format!("canaries: {e}")))?,
+        ),
+        None => None,
+    };
     let estimated_items = description.item_count.and_then(|n| u64::try_from(n).ok());
     let shared = Arc::new(Shared {
         budgets: Budgets::new(
@@ -210,6 +224,7 @@ pub async fn run<D: DynamoApi + Clone>(
         config,
         tally: Tally::default(),
         fatal: std::sync::Mutex::new(None),
+        canaries,
     });
     let (completion, error) = if shared.config.rewrite.dry_run {
         // A dry run writes nothing, not even leases.
@@ -458,7 +473,9 @@ async fn scan_segment<D: DynamoApi + Clone, L: LeaseStore>(
                 async move {
                     let bytes = ddbguard_ddb::item_size(&item) as u64;
                     let key = shared.target.config().key_names().filter_map(|k| item.get(k).map(|v| (k.to_owned(), v.clone()))).collect::<Item>();
+                    let canary = shared.canaries.as_ref().is_some_and(|l| l.origin_of_table_item(&item).is_some());
                     let outcome = match &shared.config.filter {
+                        _ if canary => Outcome::Canary,
                         Some(f) if !(f.0)(&item) => Outcome::Filtered,
                         _ => rewrite::process(&shared.db, &shared.target, &shared.budgets, &shared.config.rewrite, item).await,
                     };

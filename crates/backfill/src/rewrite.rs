@@ -133,6 +133,9 @@ pub enum Outcome {
     TooWide,
     /// Filtered out by the run's filter.
     Filtered,
+    /// A verifier's canary item (`[verify] canaries`): the verifiers overwrite it every few seconds, so it is
+    /// never rewritten and not an application item; counted apart.
+    Canary,
     /// The application encrypted it between the scan and the write: left alone.
     EncryptedMeanwhile,
     /// The application deleted it between the scan and the write.
@@ -160,6 +163,7 @@ impl Outcome {
             Outcome::PolicyViolation { .. } => "policy_violation",
             Outcome::TooWide => "too_wide",
             Outcome::Filtered => "filtered",
+            Outcome::Canary => "canary",
             Outcome::EncryptedMeanwhile => "encrypted_meanwhile",
             Outcome::DeletedMeanwhile => "deleted_meanwhile",
             Outcome::SkippedConflicts => "skipped_conflicts",

@@ -440,6 +440,57 @@ async fn an_interrupted_run_resumes_and_encrypts_every_item_exactly_once() {
     assert_all_encrypted(&db, 120).await;
 }
 
+/// The verifiers' canary items are counted as `canary` and never rewritten (a plaintext canary would otherwise
+/// be encrypted, and an encrypted one counted as an application item `already_encrypted`); without the setting
+/// the same keys are items like any other.
+#[tokio::test(start_paused = true)]
+async fn canary_items_are_counted_apart_and_never_rewritten() {
+    let settings = ddbguard_verify::canary::CanarySettings {
+        origins: vec!["us-east-1".to_owned(), "ap-southeast-2".to_owned()],
+        ..Default::default()
+    };
+    let layout = ddbguard_verify::canary::CanaryLayout::new(
+        &KeySchema {
+            hash: KeyAttribute::new("pk", ScalarType::S),
+            range: Some(KeyAttribute::new("sk", ScalarType::N)),
+        },
+        &settings.prefix,
+        &settings.origins,
+    )
+    .unwrap();
+    let canary = |region: &str| {
+        let mut item = item_to_table_item(&layout.key(region));
+        item.insert("ssn".into(), s("canary payload"));
+        item
+    };
+    let db = table_with(20);
+    for region in &settings.origins {
+        db.put_raw(TABLE, canary(region)).unwrap();
+    }
+    let mut c = config("w1");
+    c.canaries = Some(settings.clone());
+    let report = backfill(db.clone(), c).await;
+    assert_eq!(report.progress.count("canary"), 2);
+    assert_eq!(report.progress.count("encrypted"), 20);
+    for region in &settings.origins {
+        let key = canary(region);
+        let stored = db
+            .items(TABLE)
+            .into_iter()
+            .find(|i| i.get("pk") == key.get("pk"))
+            .unwrap();
+        assert_eq!(stored, key, "the canary of {region} was left as it was");
+    }
+
+    let db = table_with(20);
+    db.put_raw(TABLE, canary("us-east-1")).unwrap();
+    let report = backfill(db, config("w2")).await;
+    assert_eq!(
+        (report.progress.count("canary"), report.progress.count("encrypted")),
+        (0, 21)
+    );
+}
+
 /// DynamoDB failing for good after the run started (here: every scan refused) ends it with a report of what was
 /// done, `Completion::Failed` and the error, not an error that would read as "nothing written"; a rerun resumes.
 #[tokio::test(start_paused = true)]

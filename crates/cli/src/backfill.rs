@@ -382,6 +382,11 @@ impl Job {
         engine.kms_requests_per_second = Some(limits.kms_requests_per_second);
         engine.rewrite.dry_run = run.dry_run;
         engine.filter = filter;
+        engine.canaries = config.verify.canaries.clone().map(|mut canaries| {
+            // As `verify` and `audit` see them: every region of the table writes its own.
+            canaries.origins = settings.regions.clone();
+            canaries
+        });
         engine.progress_interval = crate::progress::interval();
         Ok(Job {
             db,
