@@ -13,6 +13,7 @@ use ddbguard_keys::kms::{
     DirectKmsProvider, GovernedKms, KeyCache, KmsApi, KmsCounters, MrkDiscoveryKeyring, MrkKeyring, RateLimiter,
     RetryPolicy, SdkKms,
 };
+use ddbguard_keys::metastore::{MetaStoreCacheSettings, MetaStoreProvider};
 use ddbguard_keys::{HierarchyKeyring, RawAesKeyring};
 use ddbguard_verify::{LegacyPolicy, VerifyPolicy};
 
@@ -227,6 +228,26 @@ pub fn legacy_provider(
                 Some(aws.cache.clone()),
             )?)
         }
+        LegacyProviderSettings::MostRecent {
+            metastore_table,
+            material_name,
+            metastore_key_arn,
+        } => {
+            let aws = aws.context("the legacy most-recent provider needs the AWS clients of the local region")?;
+            // The metastore's records are direct-KMS items: their data keys share the process's key cache.
+            let records = DirectKmsProvider::new(
+                &metastore_key_arn.to_string(),
+                aws.local_kms()?,
+                Some(aws.cache.clone()),
+            )?;
+            Arc::new(MetaStoreProvider::new(
+                SdkDynamo::new(aws_sdk_dynamodb::Client::new(&aws.sdk)),
+                metastore_table.clone(),
+                material_name.clone(),
+                Arc::new(records),
+                MetaStoreCacheSettings::default(),
+            ))
+        }
         LegacyProviderSettings::Wrapped(provider) => Arc::new(provider.clone()),
         LegacyProviderSettings::Static(provider) => Arc::new(provider.clone()),
     }))
@@ -288,5 +309,19 @@ mod tests {
         // The direct KMS provider needs the local region's KMS client.
         let e = legacy_provider(&config.tables[0], None).unwrap_err();
         assert!(e.to_string().contains("AWS clients"), "{e}");
+
+        let config = Config::parse(
+            Path::new("v.toml"),
+            &table(&format!(
+                "{kms}\n[tables.legacy]\nallowed = true\nprovider = \"most-recent\"\n\
+                 metastore_table = \"meta\"\nmaterial_name = \"orders\""
+            )),
+        )
+        .unwrap();
+        let e = legacy_provider(&config.tables[0], None).unwrap_err();
+        assert!(
+            e.to_string().contains("most-recent provider needs the AWS clients"),
+            "{e}"
+        );
     }
 }

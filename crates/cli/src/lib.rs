@@ -263,11 +263,7 @@ async fn run_item(args: ItemArgs) -> anyhow::Result<ExitCode> {
         item::ItemOp::Inspect => (None, None),
         _ => {
             // Only decrypt reads legacy items with keys (inspect needs none, encrypt never writes them).
-            let legacy_kms = decrypt
-                && table
-                    .legacy
-                    .as_ref()
-                    .is_some_and(|l| matches!(l.provider, config::LegacyProviderSettings::AwsKms { .. }));
+            let legacy_kms = decrypt && table.legacy.as_ref().is_some_and(|l| l.provider.needs_aws());
             let aws = if table.keyring.needs_aws() || legacy_kms {
                 Some(keyring::AwsContext::new(&keyring::aws_settings(&config).await?).await)
             } else {

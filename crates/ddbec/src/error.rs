@@ -89,6 +89,17 @@ pub enum DdbecError {
     /// A cryptographic primitive failed unexpectedly.
     #[error("cryptographic failure: {0}")]
     Crypto(&'static str),
+    /// The metastore version an item names could not be loaded: not found, not readable, or its record does not
+    /// verify. The verdict and reason are the underlying failure's; the message names the metastore.
+    #[error("metastore table {table}, version {meta_id}: {source}")]
+    Metastore {
+        /// The metastore table.
+        table: String,
+        /// `name#version`.
+        meta_id: String,
+        /// Why the version could not be loaded.
+        source: Box<DdbecError>,
+    },
 }
 
 impl DdbecError {
@@ -96,6 +107,7 @@ impl DdbecError {
     pub fn verdict(&self) -> Verdict {
         match self {
             DdbecError::Provider(e) => e.verdict(),
+            DdbecError::Metastore { source, .. } => source.verdict(),
             DdbecError::InvalidKey { .. } => Verdict::KeyUnavailable,
             _ => Verdict::IntegrityFailed,
         }
@@ -120,6 +132,7 @@ impl DdbecError {
             DdbecError::Provider(e) => e.reason(),
             DdbecError::InvalidKey { .. } => Reason::KeyringError,
             DdbecError::Crypto(_) => Reason::CryptoFailure,
+            DdbecError::Metastore { source, .. } => source.reason(),
         }
     }
 }

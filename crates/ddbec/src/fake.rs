@@ -115,3 +115,34 @@ pub fn seal_direct_kms(
         &md,
     )
 }
+
+/// Seals `plain` as the most-recent provider does under version `version` of `material_name`: a fresh AES-256
+/// content key wrapped (AESWrap) under the version's `wrapping_key`, the item signed with its `hmac_key`.
+pub fn seal_most_recent(
+    table_name: &str,
+    plain: &Item,
+    actions: &AttributeActions,
+    material_name: &str,
+    version: u64,
+    wrapping_key: &[u8],
+    hmac_key: &[u8],
+) -> Result<Item, DdbecError> {
+    use aws_lc_rs::key_wrap::{AES_128, AES_256, AesKek, KeyWrap};
+    let mut content_key = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut content_key).map_err(|_| DdbecError::Crypto("random content key"))?;
+    let cipher = if wrapping_key.len() == 16 { &AES_128 } else { &AES_256 };
+    let kek = AesKek::new(cipher, wrapping_key).map_err(|_| DdbecError::Crypto("AES key-wrap key"))?;
+    let mut wrapped = vec![0u8; content_key.len() + 8];
+    let len = kek
+        .wrap(&content_key, &mut wrapped)
+        .map_err(|_| DdbecError::Crypto("AES key wrap"))?
+        .len();
+    wrapped.truncate(len);
+    let description = MaterialDescription::from_entries([
+        (keys::WRAPPING_ALGORITHM, crate::crypto::wrapping::AES_WRAP),
+        (keys::CONTENT_ALGORITHM, "AES/256"),
+    ])
+    .with(keys::WRAPPED_KEY, STANDARD.encode(&wrapped))
+    .with(keys::META_ID, format!("{material_name}#{version}"));
+    seal_item(table_name, plain, actions, &content_key, hmac_key, &description)
+}

@@ -37,7 +37,8 @@ pub use item::{
 pub use kms::{DirectKmsDescription, KEY_COVERAGE, KMS_WRAPPING_ALGORITHM, TABLE_NAME_CONTEXT_KEY};
 pub use material::{CBC_PKCS5_PADDING, KeyInfo, MaterialDescription, keys};
 pub use provider::{
-    MaterialsProvider, MostRecentProvider, ProviderContext, ProviderFuture, StaticProvider, WrappedProvider,
+    METASTORE_PARTITION_KEY, METASTORE_SORT_KEY, MaterialsProvider, MostRecentProvider, ProviderContext,
+    ProviderFuture, StaticProvider, WrappedProvider,
 };
 pub use serialize::{deserialize_attribute, serialize_attribute};
 

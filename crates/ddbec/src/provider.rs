@@ -16,6 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ddbguard_dbe::{AttributeValue, Item};
 
+use crate::actions::{AttributeActions, LegacyAction};
 use crate::crypto::{ContentKey, DecryptionMaterials, SecretBytes, SigningAlgorithm, UnwrappingKey, VerificationKey};
 use crate::error::DdbecError;
 use crate::item::TableContext;
@@ -149,6 +150,11 @@ impl MaterialsProvider for WrappedProvider {
     }
 }
 
+/// The metastore table's partition key: the material name (S).
+pub const METASTORE_PARTITION_KEY: &str = "N";
+/// The metastore table's sort key: the version (N).
+pub const METASTORE_SORT_KEY: &str = "V";
+
 /// The most-recent provider's metastore, as far as its keys can be configured: one material name and, per
 /// version, the wrapped provider its metastore record holds. Items name theirs in `amzn-ddb-meta-id`
 /// (`name#version`).
@@ -173,8 +179,44 @@ impl MostRecentProvider {
         self
     }
 
+    /// The material name and version an item's `amzn-ddb-meta-id` names (`name#version`, the version a
+    /// canonical decimal number). The clients split at the first `#`; a name is compared whole afterwards, so
+    /// splitting at the last one only changes which malformed entries are refused.
+    pub fn meta_id(description: &MaterialDescription) -> Result<(&str, u64), DdbecError> {
+        let id = description
+            .get(keys::META_ID)
+            .ok_or_else(|| mismatch(keys::META_ID, "missing"))?;
+        let (name, version) = id
+            .rsplit_once('#')
+            .ok_or_else(|| mismatch(keys::META_ID, "not name#version"))?;
+        let version: u64 = version
+            .parse()
+            .ok()
+            .filter(|v: &u64| v.to_string() == version)
+            .ok_or_else(|| mismatch(keys::META_ID, "version is not a decimal number"))?;
+        Ok((name, version))
+    }
+
+    /// The attribute actions metastore records are written with: the clients' metastore writes them through an
+    /// encrypted table with the default action `ENCRYPT_AND_SIGN`, which leaves the key attributes `N` and `V`
+    /// sign-only.
+    pub fn record_actions() -> AttributeActions {
+        AttributeActions::new(LegacyAction::EncryptAndSign)
+            .with_key_attributes([METASTORE_PARTITION_KEY, METASTORE_SORT_KEY])
+    }
+
+    /// The table context metastore records of `table_name` are signed (and their KMS data keys bound) under.
+    pub fn record_table(table_name: &str) -> TableContext<'_> {
+        TableContext {
+            table_name,
+            partition_key: Some(METASTORE_PARTITION_KEY),
+            sort_key: Some(METASTORE_SORT_KEY),
+        }
+    }
+
     /// A version's wrapped provider from its decrypted metastore record: `encAlg`/`enc` (the AES wrapping key)
-    /// and `intAlg`/`int` (the HmacSHA256 signing key).
+    /// and `intAlg`/`int` (the HmacSHA256 signing key), in material type `t` = `0`, the only one the clients
+    /// write or read.
     pub fn version_from_record(record: &Item) -> Result<WrappedProvider, DdbecError> {
         let text = |name: &'static str| match record.get(name) {
             Some(AttributeValue::S(s)) => Ok(s.as_str()),
@@ -188,6 +230,11 @@ impl MostRecentProvider {
                 what: "metastore record lacks a binary key attribute",
             }),
         };
+        if text("t")? != "0" {
+            return Err(DdbecError::InvalidKey {
+                what: "metastore record is of an unsupported material type",
+            });
+        }
         if KeyInfo::parse(text("encAlg")?)?.algorithm != "AES" {
             return Err(DdbecError::InvalidKey {
                 what: "metastore encryption key is not AES",
@@ -208,18 +255,7 @@ impl MostRecentProvider {
 impl MaterialsProvider for MostRecentProvider {
     fn decryption_materials<'a>(&'a self, ctx: &'a ProviderContext<'a>) -> ProviderFuture<'a> {
         Box::pin(async move {
-            let id = ctx
-                .description
-                .get(keys::META_ID)
-                .ok_or_else(|| mismatch(keys::META_ID, "missing"))?;
-            let (name, version) = id
-                .rsplit_once('#')
-                .ok_or_else(|| mismatch(keys::META_ID, "not name#version"))?;
-            let version: u64 = version
-                .parse()
-                .ok()
-                .filter(|v: &u64| v.to_string() == version)
-                .ok_or_else(|| mismatch(keys::META_ID, "version is not a decimal number"))?;
+            let (name, version) = MostRecentProvider::meta_id(ctx.description)?;
             // The configured versions are every key the table's items may be under, and the entry is not signed:
             // an item naming another material or version is treated as tampered, not as a key to fetch.
             let provider = self
@@ -243,5 +279,55 @@ mod tests {
         assert!(decode_base64("AAEC\nAw==", "f").is_err());
         // Non-zero trailing bits: another encoding of the same bytes is refused.
         assert!(decode_base64("AAECAx==", "f").is_err());
+    }
+
+    #[test]
+    fn meta_id_is_name_hash_canonical_decimal_version() {
+        let md = |id: &str| MaterialDescription::from_entries([(keys::META_ID, id)]);
+        assert_eq!(MostRecentProvider::meta_id(&md("orders#12")).unwrap(), ("orders", 12));
+        assert_eq!(MostRecentProvider::meta_id(&md("a#b#0")).unwrap(), ("a#b", 0));
+        for bad in [
+            "orders",
+            "orders#",
+            "orders#012",
+            "orders#-1",
+            "orders#+1",
+            "orders#1.0",
+        ] {
+            let e = MostRecentProvider::meta_id(&md(bad)).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    DdbecError::AlgorithmMismatch {
+                        field: keys::META_ID,
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
+        }
+        assert!(MostRecentProvider::meta_id(&MaterialDescription::from_entries::<_, &str, &str>([])).is_err());
+    }
+
+    #[test]
+    fn a_record_of_another_material_type_or_algorithm_is_refused() {
+        let record = |t: &str, enc_alg: &str| {
+            Item::from([
+                ("t".to_owned(), AttributeValue::S(t.into())),
+                ("encAlg".to_owned(), AttributeValue::S(enc_alg.into())),
+                ("enc".to_owned(), AttributeValue::B(vec![7; 32])),
+                ("intAlg".to_owned(), AttributeValue::S("HmacSHA256".into())),
+                ("int".to_owned(), AttributeValue::B(vec![9; 32])),
+            ])
+        };
+        assert!(MostRecentProvider::version_from_record(&record("0", "AES")).is_ok());
+        for (t, alg) in [("1", "AES"), ("0", "DESede")] {
+            let e = MostRecentProvider::version_from_record(&record(t, alg)).unwrap_err();
+            assert!(matches!(e, DdbecError::InvalidKey { .. }), "{t} {alg}: {e}");
+            assert_eq!(e.verdict(), ddbguard_dbe::Verdict::KeyUnavailable);
+        }
+        let mut no_type = record("0", "AES");
+        no_type.remove("t");
+        assert!(MostRecentProvider::version_from_record(&no_type).is_err());
     }
 }

@@ -145,16 +145,12 @@ fn most_recent(dir: &Path, scenario: &Value, keys: &Value) -> Box<dyn MaterialsP
     let meta = &scenario["metastore"];
     let meta_provider = provider(meta, keys);
     let meta_table = meta["table_name"].as_str().unwrap();
-    let actions = AttributeActions::new(LegacyAction::EncryptAndSign).with_key_attributes(["N", "V"]);
+    let actions = MostRecentProvider::record_actions();
     let records = json(&uri(dir, &meta["ciphertext"]));
     let mut mr = MostRecentProvider::new(scenario["material_name"].as_str().unwrap());
     for record in records[meta_table].as_array().unwrap() {
         let record = item_from_ddb_json(record).unwrap();
-        let table = TableContext {
-            table_name: meta_table,
-            partition_key: Some("N"),
-            sort_key: Some("V"),
-        };
+        let table = MostRecentProvider::record_table(meta_table);
         let plain = futures::executor::block_on(decrypt_item(table, &record, &actions, meta_provider.as_ref()))
             .expect("metastore record decrypts");
         let AttributeValue::N(version) = &plain.item["V"] else {

@@ -1,7 +1,7 @@
 //! Keyrings for ddbguard: raw AES, hierarchical (branch keys), AWS KMS multi-Region keys.
 //!
-//! Feature `aws` (default) adds what talks to AWS: `kms::SdkKms` and the DynamoDB branch key store
-//! (`keystore`). Without it the crate has no AWS SDK in its graph, for users of the keyrings alone (the fuzz
+//! Feature `aws` (default) adds what talks to AWS: `kms::SdkKms`, the DynamoDB branch key store (`keystore`)
+//! and the legacy client's metastore (`metastore`). Without it the crate has no AWS SDK in its graph, for users of the keyrings alone (the fuzz
 //! targets).
 
 pub mod arn;
@@ -9,6 +9,8 @@ pub mod hierarchy;
 #[cfg(feature = "aws")]
 pub mod keystore;
 pub mod kms;
+#[cfg(feature = "aws")]
+pub mod metastore;
 pub mod raw_aes;
 
 pub use hierarchy::{BranchKey, BranchKeySource, HierarchyKeyring, StaticBranchKeySource};

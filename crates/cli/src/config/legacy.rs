@@ -26,10 +26,17 @@ use super::keyring::{KeyFiles, KeyringSettings};
 pub struct RawLegacy {
     #[serde(default)]
     pub allowed: bool,
-    /// `"aws-kms"` (default), `"wrapped"` or `"static"`.
+    /// `"aws-kms"` (default), `"most-recent"`, `"wrapped"` or `"static"`.
     pub provider: Option<String>,
     /// `aws-kms`: the KMS key (default: the table keyring's `key_arn`).
     pub key_arn: Option<String>,
+    /// `most-recent`: the metastore table (partition key `N`, sort key `V`), read in the local region.
+    pub metastore_table: Option<String>,
+    /// `most-recent`: the material name the table's items are under (`amzn-ddb-meta-id` = `name#version`).
+    pub material_name: Option<String>,
+    /// `most-recent`: the KMS key of the metastore's own direct KMS provider (default: the table keyring's
+    /// `key_arn`).
+    pub metastore_key_arn: Option<String>,
     /// `wrapped`: the AES key-wrap key, base64 in a file.
     pub wrapping_key_file: Option<PathBuf>,
     /// `wrapped`, instead of `wrapping_key_file`: the RSA private key that unwraps content keys (RSA-OAEP), PKCS#8
@@ -56,6 +63,16 @@ pub enum LegacyProviderSettings {
         /// A key ARN (never an alias).
         key_arn: KmsArn,
     },
+    /// The most-recent provider: each item's version (AESWrap key and HMAC key) read from a metastore table in
+    /// the local region, whose records are under the direct KMS provider with `metastore_key_arn`.
+    MostRecent {
+        /// The metastore table.
+        metastore_table: String,
+        /// The material name of the table's items.
+        material_name: String,
+        /// The metastore's KMS key (used through its local replica, like `AwsKms`).
+        metastore_key_arn: KmsArn,
+    },
     /// A content key wrapped into each item's material description (AESWrap or RSA-OAEP), and an HMAC or RSA
     /// verification key.
     Wrapped(WrappedProvider),
@@ -68,9 +85,29 @@ impl fmt::Debug for LegacyProviderSettings {
         // The providers' own Debug redacts their keys; the names are enough here.
         match self {
             LegacyProviderSettings::AwsKms { key_arn } => f.debug_struct("AwsKms").field("key_arn", key_arn).finish(),
+            LegacyProviderSettings::MostRecent {
+                metastore_table,
+                material_name,
+                metastore_key_arn,
+            } => f
+                .debug_struct("MostRecent")
+                .field("metastore_table", metastore_table)
+                .field("material_name", material_name)
+                .field("metastore_key_arn", metastore_key_arn)
+                .finish(),
             LegacyProviderSettings::Wrapped(_) => f.write_str("Wrapped(<redacted>)"),
             LegacyProviderSettings::Static(_) => f.write_str("Static(<redacted>)"),
         }
+    }
+}
+
+impl LegacyProviderSettings {
+    /// Whether the provider calls AWS (KMS, and DynamoDB for the metastore).
+    pub fn needs_aws(&self) -> bool {
+        matches!(
+            self,
+            LegacyProviderSettings::AwsKms { .. } | LegacyProviderSettings::MostRecent { .. }
+        )
     }
 }
 
@@ -137,20 +174,42 @@ impl LegacySettings {
                 refuse(&raw.encryption_key_file, "encryption_key_file", "aws-kms")?;
                 refuse(&raw.signing_key_file, "signing_key_file", "aws-kms")?;
                 refuse(&raw.rsa_verification_key_file, "rsa_verification_key_file", "aws-kms")?;
-                let key_arn = match (&raw.key_arn, keyring.kms_key()) {
-                    (Some(arn), _) => KmsArn::parse_key(arn).map_err(|e| ("key_arn".to_owned(), e.to_string()))?,
-                    (None, Some(arn)) => arn.clone(),
-                    (None, None) => {
-                        return Err((
-                            "key_arn".into(),
-                            "is required: the table's keyring names no KMS key to default to".into(),
-                        ));
-                    }
-                };
+                refuse_metastore(raw, "aws-kms")?;
+                let key_arn = kms_key(&raw.key_arn, "key_arn", keyring)?;
                 LegacyProviderSettings::AwsKms { key_arn }
+            }
+            "most-recent" => {
+                refuse(&raw.key_arn, "key_arn", "most-recent")?;
+                refuse(&raw.wrapping_key_file, "wrapping_key_file", "most-recent")?;
+                refuse(&raw.rsa_unwrapping_key_file, "rsa_unwrapping_key_file", "most-recent")?;
+                refuse(&raw.encryption_key_file, "encryption_key_file", "most-recent")?;
+                refuse(&raw.signing_key_file, "signing_key_file", "most-recent")?;
+                refuse(
+                    &raw.rsa_verification_key_file,
+                    "rsa_verification_key_file",
+                    "most-recent",
+                )?;
+                let required = |value: &Option<String>, field: &str, what: &str| match value.as_deref() {
+                    Some(v) if !v.trim().is_empty() => Ok(v.to_owned()),
+                    Some(_) => Err((field.to_owned(), "must not be empty".to_owned())),
+                    None => Err((
+                        field.to_owned(),
+                        format!("is required for provider \"most-recent\" ({what})"),
+                    )),
+                };
+                LegacyProviderSettings::MostRecent {
+                    metastore_table: required(&raw.metastore_table, "metastore_table", "the metastore table")?,
+                    material_name: required(
+                        &raw.material_name,
+                        "material_name",
+                        "the name before `#` in the items' amzn-ddb-meta-id",
+                    )?,
+                    metastore_key_arn: kms_key(&raw.metastore_key_arn, "metastore_key_arn", keyring)?,
+                }
             }
             "wrapped" => {
                 refuse(&raw.key_arn, "key_arn", "wrapped")?;
+                refuse_metastore(raw, "wrapped")?;
                 refuse(&raw.encryption_key_file, "encryption_key_file", "wrapped")?;
                 let unwrapping = match (&raw.wrapping_key_file, &raw.rsa_unwrapping_key_file) {
                     (Some(file), None) => {
@@ -183,6 +242,7 @@ impl LegacySettings {
             }
             "static" => {
                 refuse(&raw.key_arn, "key_arn", "static")?;
+                refuse_metastore(raw, "static")?;
                 refuse(&raw.wrapping_key_file, "wrapping_key_file", "static")?;
                 refuse(&raw.rsa_unwrapping_key_file, "rsa_unwrapping_key_file", "static")?;
                 let content = read_key(
@@ -205,7 +265,10 @@ impl LegacySettings {
             other => {
                 return Err((
                     "provider".into(),
-                    format!("unknown legacy provider {other:?}; expected \"aws-kms\", \"wrapped\" or \"static\""),
+                    format!(
+                        "unknown legacy provider {other:?}; expected \"aws-kms\", \"most-recent\", \"wrapped\" or \
+                         \"static\""
+                    ),
                 ));
             }
         };
@@ -232,6 +295,25 @@ fn parse_action(action: &str) -> Result<LegacyAction, String> {
             "unknown legacy action {other:?}; expected ENCRYPT_AND_SIGN, SIGN_ONLY or DO_NOTHING"
         )),
     }
+}
+
+/// A KMS key ARN from `field`, else the table keyring's key.
+fn kms_key(value: &Option<String>, field: &str, keyring: &KeyringSettings) -> Result<KmsArn, (String, String)> {
+    match (value, keyring.kms_key()) {
+        (Some(arn), _) => KmsArn::parse_key(arn).map_err(|e| (field.to_owned(), e.to_string())),
+        (None, Some(arn)) => Ok(arn.clone()),
+        (None, None) => Err((
+            field.to_owned(),
+            "is required: the table's keyring names no KMS key to default to".into(),
+        )),
+    }
+}
+
+/// The most-recent provider's fields belong to it alone.
+fn refuse_metastore(raw: &RawLegacy, provider: &str) -> Result<(), (String, String)> {
+    refuse(&raw.metastore_table, "metastore_table", provider)?;
+    refuse(&raw.material_name, "material_name", provider)?;
+    refuse(&raw.metastore_key_arn, "metastore_key_arn", provider)
 }
 
 fn refuse<T>(value: &Option<T>, field: &str, provider: &str) -> Result<(), (String, String)> {

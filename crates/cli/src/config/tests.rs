@@ -683,6 +683,98 @@ fn legacy_errors_name_table_and_field() {
 }
 
 #[test]
+fn legacy_most_recent_reads_its_metastore_under_the_keyring_key_by_default() {
+    let text = kms_mrk_with(
+        "allowed = true\nprovider = \"most-recent\"\nmetastore_table = \"orders-meta\"\nmaterial_name = \"orders\"",
+    );
+    let config = Config::parse(Path::new("x.toml"), &text).unwrap();
+    let legacy = config.tables[0].legacy.as_ref().unwrap();
+    let LegacyProviderSettings::MostRecent {
+        metastore_table,
+        material_name,
+        metastore_key_arn,
+    } = &legacy.provider
+    else {
+        panic!("{:?}", legacy.provider)
+    };
+    assert_eq!(
+        (metastore_table.as_str(), material_name.as_str()),
+        ("orders-meta", "orders")
+    );
+    assert_eq!(metastore_key_arn.to_string(), MRK);
+    assert!(legacy.provider.needs_aws());
+
+    let other = MRK.replace("mrk-1234", "mrk-9999");
+    let text = kms_mrk_with(&format!(
+        "allowed = true\nprovider = \"most-recent\"\nmetastore_table = \"m\"\nmaterial_name = \"n\"\n\
+         metastore_key_arn = \"{other}\""
+    ));
+    let config = Config::parse(Path::new("x.toml"), &text).unwrap();
+    assert!(matches!(
+        &config.tables[0].legacy.as_ref().unwrap().provider,
+        LegacyProviderSettings::MostRecent { metastore_key_arn, .. } if metastore_key_arn.to_string() == other
+    ));
+}
+
+#[test]
+fn legacy_most_recent_errors_name_table_and_field() {
+    let most_recent = "allowed = true\nprovider = \"most-recent\"";
+    let full = format!("{most_recent}\nmetastore_table = \"m\"\nmaterial_name = \"n\"");
+    let cases = [
+        (most_recent.to_owned(), "legacy.metastore_table", "required"),
+        (
+            format!("{most_recent}\nmetastore_table = \"m\""),
+            "legacy.material_name",
+            "amzn-ddb-meta-id",
+        ),
+        (
+            format!("{most_recent}\nmetastore_table = \" \"\nmaterial_name = \"n\""),
+            "legacy.metastore_table",
+            "empty",
+        ),
+        (
+            format!("{full}\nmetastore_key_arn = \"alias/meta\""),
+            "legacy.metastore_key_arn",
+            "alias",
+        ),
+        (format!("{full}\nkey_arn = \"{MRK}\""), "legacy.key_arn", "most-recent"),
+        (
+            format!("{full}\nsigning_key_file = \"s.b64\""),
+            "legacy.signing_key_file",
+            "most-recent",
+        ),
+        (
+            "allowed = true\nmetastore_table = \"m\"".to_owned(),
+            "legacy.metastore_table",
+            "aws-kms",
+        ),
+        (
+            "allowed = true\nprovider = \"static\"\nmaterial_name = \"n\"".to_owned(),
+            "legacy.material_name",
+            "static",
+        ),
+        (
+            "allowed = true\nprovider = \"metastore\"".to_owned(),
+            "legacy.provider",
+            "most-recent",
+        ),
+    ];
+    for (section, field, detail) in cases {
+        let e = err(&kms_mrk_with(&section));
+        assert!(
+            e.contains("ddbguard.toml") && e.contains("\"Customers\"") && e.contains(field) && e.contains(detail),
+            "{section}: {e}"
+        );
+    }
+    // A keyring without a KMS key leaves the metastore's key to be named.
+    let e = err(&table("", &format!("{}\n[tables.legacy]\n{full}", raw_aes())));
+    assert!(
+        e.contains("legacy.metastore_key_arn") && e.contains("names no KMS key"),
+        "{e}"
+    );
+}
+
+#[test]
 fn legacy_key_files_are_read_by_load() {
     let dir = std::env::temp_dir().join(format!("ddbguard-legacy-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
