@@ -20,7 +20,11 @@ a whole batch:
 
 DynamoDB JSON is the wire form with binary values (B, BS) in base64. Every op uses the direct KMS provider
 `AwsKmsCryptographicMaterialsProvider(key_id)` with boto3 KMS clients of both local regions pointed at `endpoint`
-(`regional_clients`): the provider itself picks the client of the region named in `key_id`. `kms_calls` lists the
+(`regional_clients`): the provider itself picks the client of the region named in `key_id`. An op with
+`"metastore": {"table": NAME, "material_name": NAME}` uses the most-recent provider instead
+(`CachingMostRecentProvider` over a `MetaStore` of that table in the op's region, whose records are under the direct
+KMS provider with `key_id`); it creates version 0 on first use. `{"op": "rotate", "region", "key_id", "metastore"}`
+creates the next version (as a writer that rotates does) and answers `{"ok": true, "version": N}`. `kms_calls` lists the
 KMS requests the provider made for the op, as sent: `{"operation", "region", "params"}` (without the blob), which
 is how the tests observe the client's key choice and encryption context. `put` and `get` go through
 `EncryptedClient` (which reads the key schema with DescribeTable and signs the key attributes, never encrypting
@@ -73,7 +77,10 @@ def main() -> int:
     from dynamodb_encryption_sdk.encrypted.client import EncryptedClient
     from dynamodb_encryption_sdk.encrypted.item import encrypt_dynamodb_item
     from dynamodb_encryption_sdk.identifiers import CryptoAction
+    from dynamodb_encryption_sdk.exceptions import NoKnownVersionError
     from dynamodb_encryption_sdk.material_providers.aws_kms import AwsKmsCryptographicMaterialsProvider
+    from dynamodb_encryption_sdk.material_providers.most_recent import CachingMostRecentProvider
+    from dynamodb_encryption_sdk.material_providers.store.meta import MetaStore
     from dynamodb_encryption_sdk.structures import AttributeActions, EncryptionContext, TableInfo
 
     endpoint = request["endpoint"]
@@ -98,9 +105,23 @@ def main() -> int:
             ddb_clients[region] = boto3.client("dynamodb", region_name=region, endpoint_url=endpoint)
         return ddb_clients[region]
 
-    def provider(key_id):
+    def kms_provider(key_id):
         # The provider keeps the dict it is given, so both regions' clients are shared by every op.
         return AwsKmsCryptographicMaterialsProvider(key_id=key_id, regional_clients=kms_clients)
+
+    def meta_store(op):
+        table = boto3.resource("dynamodb", region_name=op["region"], endpoint_url=endpoint).Table(
+            op["metastore"]["table"]
+        )
+        return MetaStore(table=table, materials_provider=kms_provider(op["key_id"]))
+
+    def provider(op):
+        if "metastore" in op:
+            # A fresh provider per op: it asks the metastore for the newest version, as a new writer would.
+            return CachingMostRecentProvider(
+                provider_store=meta_store(op), material_name=op["metastore"]["material_name"], version_ttl=600.0
+            )
+        return kms_provider(op["key_id"])
 
     def actions(spec):
         return AttributeActions(
@@ -115,7 +136,7 @@ def main() -> int:
             client = ddb(op["region"])
             if op["op"] in ("put", "get"):
                 encrypted = EncryptedClient(
-                    client=client, materials_provider=provider(op["key_id"]), attribute_actions=actions(op["actions"])
+                    client=client, materials_provider=provider(op), attribute_actions=actions(op["actions"])
                 )
                 if op["op"] == "put":
                     item = {k: to_wire(v) for k, v in op["item"].items()}
@@ -134,12 +155,21 @@ def main() -> int:
                 table_actions.set_index_keys(*info.protected_index_keys())
                 item = {k: to_wire(v) for k, v in op["item"].items()}
                 config = CryptoConfig(
-                    materials_provider=provider(op["key_id"]),
+                    materials_provider=provider(op),
                     encryption_context=EncryptionContext(attributes=item, **info.encryption_context_values),
                     attribute_actions=table_actions,
                 )
                 written = encrypt_dynamodb_item(item, config)
                 result = {"ok": True, "item": {k: from_wire(v) for k, v in written.items()}}
+            elif op["op"] == "rotate":
+                store = meta_store(op)
+                name = op["metastore"]["material_name"]
+                try:
+                    version = store.max_version(name) + 1
+                except NoKnownVersionError:
+                    version = 0
+                store.get_or_create_provider(name, version)
+                result = {"ok": True, "version": version}
             else:
                 result = {"ok": False, "error": "unknown op %r" % op["op"]}
         except Exception as e:  # noqa: BLE001 - every failure is an answer, not a crash

@@ -286,9 +286,23 @@ impl LocalAws {
     /// Like [`LocalAws::create_global_table`] with another key schema: `(attribute, HASH or RANGE)`, every key
     /// attribute of type `S` (e.g. a branch key store: `branch-key-id` HASH, `type` RANGE).
     pub async fn create_global_table_keyed(&self, name: &str, keys: &[(&str, KeyType)]) -> Result<()> {
+        let typed: Vec<_> = keys
+            .iter()
+            .map(|(attribute, key_type)| (*attribute, key_type.clone(), ScalarAttributeType::S))
+            .collect();
+        self.create_global_table_typed(name, &typed).await
+    }
+
+    /// Like [`LocalAws::create_global_table_keyed`] with each key attribute's type (e.g. the legacy client's
+    /// metastore: `N` HASH of type `S`, `V` RANGE of type `N`).
+    pub async fn create_global_table_typed(
+        &self,
+        name: &str,
+        keys: &[(&str, KeyType, ScalarAttributeType)],
+    ) -> Result<()> {
         let ddb = self.dynamodb(PRIMARY_REGION).await;
         let mut create = ddb.create_table().table_name(name);
-        for (attribute, key_type) in keys {
+        for (attribute, key_type, attribute_type) in keys {
             create = create
                 .key_schema(
                     KeySchemaElement::builder()
@@ -299,7 +313,7 @@ impl LocalAws {
                 .attribute_definitions(
                     AttributeDefinition::builder()
                         .attribute_name(*attribute)
-                        .attribute_type(ScalarAttributeType::S)
+                        .attribute_type(attribute_type.clone())
                         .build()?,
                 );
         }

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use aws_sdk_dynamodb::types::{AttributeValue, KeyType};
+use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
 use ddbguard_e2e::{LocalAws, Mrk, PRIMARY_REGION, REPLICA_REGION, unique_name, wait_for_item};
 use serde_json::{Value, json};
 
@@ -170,11 +170,16 @@ impl Setup {
     /// `ddbguard verify --until-caught-up` in ap-southeast-2 with JSON logs: the run, its summary, and its alert
     /// events (`record_verdict`).
     fn verify(&self) -> (Run, Value, Vec<Value>) {
+        self.verify_with(&self.config)
+    }
+
+    /// [`Setup::verify`] with another config file.
+    fn verify_with(&self, config: &str) -> (Run, Value, Vec<Value>) {
         let run = ddbguard_into(
             &[
                 "verify",
                 "--config",
-                &self.config,
+                config,
                 "--table",
                 &self.table,
                 "--until-caught-up",
@@ -416,5 +421,137 @@ async fn a_disabled_replica_makes_python_items_key_unavailable() -> Result<()> {
         assert_eq!(alert["format"], "ddbec", "{alert:#}");
         assert_eq!(alert["reason"], "disabled", "{alert:#}");
     }
+    Ok(())
+}
+
+/// The most-recent provider: the Python client writes items under metastore versions it creates in us-east-1
+/// (version 0 on first use, version 1 after a rotation); the metastore is a global table, and ap-southeast-2's
+/// verifier reads each version an item names from its local replica of the metastore, decrypting the record with
+/// the local replica of the MRK. An item whose material description names a version the metastore lacks is
+/// `key_unavailable`.
+#[tokio::test]
+async fn items_under_the_python_clients_metastore_versions_are_judged_in_ap_southeast_2() -> Result<()> {
+    let s = setup("most-recent").await?;
+    let env = s.env;
+    let meta = unique_name("ddbec", "metastore");
+    env.create_global_table_typed(
+        &meta,
+        &[
+            ("N", KeyType::Hash, ScalarAttributeType::S),
+            ("V", KeyType::Range, ScalarAttributeType::N),
+        ],
+    )
+    .await?;
+    let material = "orders";
+    let store = json!({"table": meta, "material_name": material});
+    let put = |item: &Value| {
+        let mut op = op(
+            "put",
+            PRIMARY_REGION,
+            &s.table,
+            &s.mrk.primary_arn,
+            ("item", item.clone()),
+        );
+        op["metastore"] = store.clone();
+        op
+    };
+    let (v0, v1): (Vec<Value>, Vec<Value>) = (
+        (0..2).map(|n| plain("v0", n)).collect(),
+        (2..4).map(|n| plain("v1", n)).collect(),
+    );
+    let mut ops: Vec<Value> = v0.iter().map(put).collect();
+    let mut rotate = json!({"op": "rotate", "region": PRIMARY_REGION, "key_id": s.mrk.primary_arn});
+    rotate["metastore"] = store.clone();
+    ops.push(rotate);
+    ops.extend(v1.iter().map(put));
+    let mut encrypt = put(&plain("missing-version", 4));
+    encrypt["op"] = json!("encrypt");
+    ops.push(encrypt);
+    let results = python(env, ops)?;
+    for r in &results {
+        assert_ok(r);
+    }
+    assert_eq!(results[2]["version"], 1, "{:#}", results[2]);
+
+    // The items name their versions in the material description (`amzn-ddb-meta-id`, not signed apart from the
+    // description); one is rewritten to name version 9, which no writer created.
+    let desc = |item: &Value| -> Result<Vec<u8>> {
+        Ok(aws_smithy_types::base64::decode(
+            item["*amzn-ddb-map-desc*"]["B"].as_str().context("map-desc is B")?,
+        )?)
+    };
+    let mut missing = results[5]["item"].clone();
+    let mut bytes = desc(&missing)?;
+    let named = format!("{material}#1");
+    let at = bytes
+        .windows(named.len())
+        .position(|w| w == named.as_bytes())
+        .with_context(|| format!("no {named} in the material description of {missing:#}"))?;
+    bytes[at + named.len() - 1] = b'9';
+    missing["*amzn-ddb-map-desc*"] = json!({"B": aws_smithy_types::base64::encode(&bytes)});
+    env.dynamodb(PRIMARY_REGION)
+        .await
+        .put_item()
+        .table_name(&s.table)
+        .set_item(Some(sdk_item(&missing)))
+        .send()
+        .await?;
+
+    let mut stored = Vec::new();
+    for item in v0.iter().chain(&v1).chain([&plain("missing-version", 4)]) {
+        stored.push(wait_in_replica(env, &s.table, item).await?);
+    }
+    let first = item_json(&stored[0]);
+    let named = desc(&first)?;
+    assert!(
+        named
+            .windows(material.len() + 2)
+            .any(|w| w == format!("{material}#0").as_bytes()),
+        "{first:#}"
+    );
+    // Both versions' records have replicated to ap-southeast-2's metastore.
+    let replica = env.dynamodb(REPLICA_REGION).await;
+    for version in ["0", "1"] {
+        let key = sdk_item(&json!({"N": {"S": material}, "V": {"N": version}}));
+        wait_for_item(&replica, &meta, key, Duration::from_secs(10))
+            .await?
+            .with_context(|| format!("version {version} did not reach {REPLICA_REGION}"))?;
+    }
+
+    let config = s.dir.write(
+        "most-recent.toml",
+        &config(env, &s.table, &s.mrk).replace(
+            "provider = \"aws-kms\"\n",
+            &format!("provider = \"most-recent\"\nmetastore_table = \"{meta}\"\nmaterial_name = \"{material}\"\n"),
+        ),
+    );
+    let (run, summary, alerts) = s.verify_with(&config);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert_eq!(summary["records"], 5, "{summary:#}");
+    assert_eq!(
+        summary["by_verdict"],
+        json!({"ok": 4, "key_unavailable": 1}),
+        "{summary:#}"
+    );
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert!(
+        alerts[0]["keys"]
+            .as_str()
+            .is_some_and(|k| k.contains("missing-version")),
+        "{alerts:#?}"
+    );
+    assert_eq!(alerts[0]["format"], "ddbec", "{:#}", alerts[0]);
+    for n in 0..5 {
+        let ssn = format!("123-45-{n:04}");
+        assert!(!run.stdout.contains(&ssn) && !run.stderr.contains(&ssn), "{run:#?}");
+    }
+
+    // `item decrypt` in ap-southeast-2 reads a version-1 item's version from the metastore too.
+    let run = ddbguard(
+        &["item", "decrypt", "--config", &config, "--table", &s.table],
+        &item_json(&stored[2]).to_string(),
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(run.json(), v1[0], "{run:#?}");
     Ok(())
 }
