@@ -221,6 +221,9 @@ enum Interference {
     EncryptedWrite,
     /// The application deletes it.
     Delete,
+    /// The application, on the legacy client with optimistic locking, writes the item again with a new email and
+    /// this version.
+    VersionedLegacyWrite(u64),
 }
 
 impl Interfering {
@@ -250,6 +253,11 @@ impl Interfering {
         match what {
             Interference::LegacyWrite => {
                 let world = self.world.as_ref().expect("a KMS for legacy writes");
+                self.inner.put_raw(TABLE, legacy_item(world, &item).await).unwrap();
+            }
+            Interference::VersionedLegacyWrite(version) => {
+                let world = self.world.as_ref().expect("a KMS for legacy writes");
+                item.insert(VERSION.into(), AttributeValue::N(version.to_string()));
                 self.inner.put_raw(TABLE, legacy_item(world, &item).await).unwrap();
             }
             Interference::PlaintextWrite => self.inner.put_raw(TABLE, item).unwrap(),
@@ -938,6 +946,88 @@ async fn a_concurrent_application_write_to_a_legacy_item_always_wins() {
     let five = find(&db, "customer-00005").unwrap();
     assert!(five.contains_key(LEGACY_DESC) && !five.contains_key(HEAD));
     assert!(matches!(five.get("email"), Some(AttributeValue::B(_))));
+}
+
+const VERSION: &str = "version";
+
+#[tokio::test(start_paused = true)]
+async fn a_versioned_legacy_item_is_migrated_with_the_next_version_unless_the_application_wrote_one() {
+    let world = kms_world();
+    let db = table_with(0);
+    let versioned = |i: usize| {
+        let mut item = plain(i);
+        item.insert(VERSION.into(), AttributeValue::N("3".into()));
+        item
+    };
+    for i in 0..10 {
+        db.put_raw(TABLE, legacy_item(&world, &versioned(i)).await).unwrap();
+    }
+    // The application writes customer-00002 between the engine's read and its write, with the version it
+    // should (4); the engine's write, conditional on version 3, fails and the item is migrated from what the
+    // application wrote.
+    let interfering = Interfering {
+        inner: db.clone(),
+        plan: Arc::new(Mutex::new(HashMap::from([(
+            "customer-00002".to_owned(),
+            (1, Interference::VersionedLegacyWrite(4)),
+        )]))),
+        interfered: Arc::new(AtomicUsize::new(0)),
+        world: Some(world.clone()),
+    };
+    let mut config_with_version = table_config();
+    config_with_version
+        .attribute_actions
+        .insert(VERSION.into(), CryptoAction::SignOnly);
+    let mut policy = VerifyPolicy::new(config_with_version.clone());
+    policy.legacy = Some(LegacyPolicy {
+        actions: legacy_actions(),
+        table_name: TABLE.into(),
+    });
+    let provider = DirectKmsProvider::new(MRK_E1, counting_kms(&world), None).unwrap();
+    let target = Target {
+        judge: Judge::new(policy, keyring())
+            .unwrap()
+            .with_legacy_provider(Arc::new(provider)),
+        version_attribute: Some(VERSION.into()),
+        from_legacy: Some(FromLegacy {
+            kms_calls_per_item: 1.0,
+        }),
+        ..target()
+    };
+    let report = backfill_to(interfering.clone(), target, config("w1")).await;
+    assert_eq!(report.completion, Completion::Finished);
+    assert_eq!(
+        report.progress.count("migrated_legacy"),
+        10,
+        "{:?}",
+        report.progress.outcomes
+    );
+    assert_eq!(interfering.interfered.load(Ordering::Relaxed), 1);
+    for item in db.items(TABLE) {
+        assert!(!item.contains_key(LEGACY_DESC) && item.contains_key(HEAD));
+        let decrypted = decrypt_item(
+            &config_with_version,
+            keyring().as_ref(),
+            &table_item_to_item(&item).unwrap(),
+        )
+        .await
+        .unwrap()
+        .item;
+        let Some(AttributeValue::S(pk)) = item.get("pk") else {
+            panic!("no pk")
+        };
+        let i: usize = pk.trim_start_matches("customer-").parse().unwrap();
+        // The next version, signed inside the DB-ESDK item, and the values the last writer left.
+        let mut expected = versioned(i);
+        let version = if i == 2 {
+            expected.insert("email".into(), s(&format!("changed-{i}@example.com")));
+            "5"
+        } else {
+            "4"
+        };
+        expected.insert(VERSION.into(), AttributeValue::N(version.into()));
+        assert_eq!(decrypted, table_item_to_item(&expected).unwrap(), "{pk}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
