@@ -134,7 +134,9 @@ impl VersionCache {
         }
         entries.map.remove(&version);
         if entries.map.len() >= self.settings.max_versions {
-            entries.map.retain(|_, e| e.fresh(now, failure_ttl));
+            // Failures go first, fresh or not: the version an item names is not signed, so a burst of items
+            // naming versions that do not exist must not evict the versions that do.
+            entries.map.retain(|_, e| !matches!(e.cell.get(), Some(Err(_))));
         }
         while entries.map.len() >= self.settings.max_versions {
             let oldest = entries.map.iter().min_by_key(|(_, e)| e.last_used).map(|(v, _)| *v);
@@ -161,10 +163,16 @@ impl VersionCache {
         Fut: Future<Output = Result<WrappedProvider, DdbecError>>,
     {
         let cell = self.cell(version);
-        if let Some(loaded) = cell.get() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("ddbguard_key_cache_hits_total", "cache" => CACHE_LABEL).increment(1);
-            return loaded.clone().map_err(|(_, e)| e);
+        match cell.get() {
+            Some(Ok(provider)) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("ddbguard_key_cache_hits_total", "cache" => CACHE_LABEL).increment(1);
+                return Ok(provider.clone());
+            }
+            // A recent failure answers without a read, but is not a hit: the hit ratio stays honest during an
+            // outage.
+            Some(Err((_, e))) => return Err(e.clone()),
+            None => {}
         }
         cell.get_or_init(|| async {
             self.loads.fetch_add(1, Ordering::Relaxed);
@@ -603,9 +611,15 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(w.verify(&item_under(1, 1)).await.is_ok());
 
+        // Another failure (no such table, access denied) makes the version's items unverifiable until it heals;
+        // version 2 exists, so only the injected fault can fail it.
+        w.create_version(2).await;
         w.ddb().fail_next(Op::GetItem, ErrorKind::Other, 1);
         let e = w.verify(&item_under(2, 1)).await.unwrap_err();
         assert_eq!(e.verdict(), Verdict::KeyUnavailable, "{e}");
+        assert_ne!(e.reason(), Reason::NotFound, "{e}");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(w.verify(&item_under(2, 1)).await.is_ok());
     }
 
     #[tokio::test]
@@ -626,5 +640,28 @@ mod tests {
         assert_eq!(w.get_items(), 3);
         w.verify(&item_under(2, 1)).await.unwrap();
         assert_eq!((w.get_items(), w.provider.cached_versions()), (4, 2));
+    }
+
+    #[tokio::test]
+    async fn items_naming_missing_versions_do_not_evict_loaded_ones() {
+        let w = world(MetaStoreCacheSettings {
+            max_versions: 3,
+            ..MetaStoreCacheSettings::default()
+        });
+        for v in 1..=2 {
+            w.create_version(v).await;
+            w.verify(&item_under(v, 1)).await.unwrap();
+        }
+        // Versions nobody created, named by (unsigned) meta-ids, each failing within the failure TTL.
+        for v in 100..120 {
+            let e = w.verify(&item_under(v, 1)).await.unwrap_err();
+            assert_eq!(e.reason(), Reason::NotFound, "{e}");
+        }
+        assert!(w.provider.cached_versions() <= 3);
+        let reads = w.get_items();
+        for v in 1..=2 {
+            w.verify(&item_under(v, 1)).await.unwrap();
+        }
+        assert_eq!(w.get_items(), reads, "the loaded versions were kept");
     }
 }
