@@ -23,7 +23,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::limiter::Budgets;
 use crate::position;
-use crate::report::{Completion, Progress, Report, Tally};
+use crate::report::{Completion, Progress, Report, Tally, would_write_units};
 use crate::rewrite::{self, Outcome, RewriteSettings, Target};
 use crate::scan::{self, PageError};
 use crate::table::{TableCheckError, describe_keyed};
@@ -259,9 +259,7 @@ fn report(
     let dry_run = shared.config.rewrite.dry_run;
     let budgets = &shared.budgets;
     let estimated_seconds = dry_run.then(|| {
-        let would = shared.tally.would_write_bytes() as f64;
-        let would_items = progress.count("would_encrypt") + progress.count("would_migrate_legacy");
-        let wcu = (would / 1024.0).max(would_items as f64);
+        let wcu = would_write_units(shared.tally.would_write_bytes(), &progress) as f64;
         let per = |units: f64, rate: Option<f64>| rate.map_or(0.0, |r| units / r);
         per(progress.read_units, budgets.read.rate())
             .max(per(wcu, budgets.write.rate()))

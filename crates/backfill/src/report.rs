@@ -249,7 +249,20 @@ pub struct Report {
     pub error: Option<String>,
 }
 
+/// Write units a dry run's writes would cost: one per started KB of all the encrypted items' bytes, and at least
+/// one per item (plaintext items to encrypt and legacy items to migrate alike).
+pub fn would_write_units(would_write_bytes: u64, progress: &Progress) -> u64 {
+    let items = progress.count("would_encrypt") + progress.count("would_migrate_legacy");
+    would_write_bytes.div_ceil(1024).max(items)
+}
+
 impl Report {
+    /// Dry run: the write units the run would cost ([`would_write_units`]); 0 for a real run.
+    pub fn would_write_units(&self) -> u64 {
+        self.would_write_bytes
+            .map_or(0, |bytes| would_write_units(bytes, &self.progress))
+    }
+
     /// Items that could not be processed, legacy items refused included (exit 1).
     pub fn failed(&self) -> u64 {
         self.progress.count("failed") + self.legacy_refused()

@@ -115,11 +115,7 @@ pub async fn run(command: MigrateCommand) -> anyhow::Result<ExitCode> {
                 };
                 let job = prepare(&config, &entry.migration, &run).await?;
                 let report = job.execute().await?;
-                let would_write_units = report
-                    .would_write_bytes
-                    .unwrap_or(0)
-                    .div_ceil(1024)
-                    .max(report.progress.count("would_encrypt"));
+                let would_write_units = report.would_write_units();
                 value["plan"] = json!({
                     "report": backfill::report_json(&report, &job.limits),
                     "items_by_outcome": report.progress.outcomes,
