@@ -23,8 +23,8 @@
 //! With [`Target::from_legacy`] set, an item of the legacy DynamoDB Encryption Client is a source too: the judge
 //! `verify` uses checks it in full (signature, then decryption with the table's legacy materials provider), and
 //! only an `ok` item's plaintext is encrypted in the DB-ESDK format and written back — the same condition as
-//! above (which then also pins `*amzn-ddb-map-desc*` and `*amzn-ddb-map-sig*`), the update also removing those
-//! two. An item that does not verify is never rewritten (`legacy_refused`, with its verdict). On a conflict the
+//! above (which then also pins `*amzn-ddb-map-desc*` and `*amzn-ddb-map-sig*`, with a version attribute too), the
+//! update also removing those two. An item that does not verify is never rewritten (`legacy_refused`, with its verdict). On a conflict the
 //! re-read item is migrated again if it is still legacy, encrypted if the application wrote it in plaintext, and
 //! left alone if it is in the DB-ESDK format. The plaintext lives only between the judge and the encryption.
 
@@ -79,8 +79,12 @@ pub struct Target {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FromLegacy {
     /// KMS requests judging one legacy item costs (the direct KMS provider: 1, a `Decrypt` of the item's data
-    /// key; wrapped and static providers: 0).
+    /// key; the most-recent provider: 0, one `Decrypt` per metastore version, cached; wrapped and static
+    /// providers: 0).
     pub kms_calls_per_item: f64,
+    /// Whether judging a legacy item reaches AWS (KMS, or the metastore table): a dry run then checks the
+    /// structure only, as it makes no AWS call.
+    pub calls_aws: bool,
 }
 
 /// What happened to one scanned item.
@@ -342,7 +346,8 @@ async fn open_legacy(
         reason: e.reason(),
     })?;
     let cost = target.from_legacy.map_or(0.0, |l| l.kms_calls_per_item);
-    let depth = if settings.dry_run && cost > 0.0 {
+    let calls_aws = target.from_legacy.is_some_and(|l| l.calls_aws);
+    let depth = if settings.dry_run && calls_aws {
         Depth::Structural
     } else {
         Depth::Full
@@ -455,10 +460,20 @@ fn failed(e: &DbeError) -> Outcome {
 pub fn write_condition(target: &Target, read: &Item) -> Condition {
     let mut all = vec![Condition::not_exists(HEAD), Condition::not_exists(FOOT)];
     match &target.version_attribute {
-        Some(version) => all.push(match read.get(version) {
-            Some(v) => Condition::equals(version.clone(), v.clone()),
-            None => Condition::not_exists(version.clone()),
-        }),
+        Some(version) => {
+            all.push(match read.get(version) {
+                Some(v) => Condition::equals(version.clone(), v.clone()),
+                None => Condition::not_exists(version.clone()),
+            });
+            // A legacy writer need not bump the version (the clients' encryptors do not, only a mapper with
+            // optimistic locking does), but every legacy write makes a new signature: pinning it keeps such a
+            // write from being overwritten with the values read.
+            for name in [LEGACY_DESC, LEGACY_SIG] {
+                if let Some(value) = read.get(name) {
+                    all.push(Condition::equals(name, value.clone()));
+                }
+            }
+        }
         None => {
             let mut names: Vec<&String> = read.keys().collect();
             names.sort();

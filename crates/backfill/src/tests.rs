@@ -733,6 +733,7 @@ fn legacy_target(kms: Arc<FailureKms>, from_legacy: bool) -> Target {
             .with_legacy_provider(Arc::new(provider)),
         from_legacy: from_legacy.then_some(FromLegacy {
             kms_calls_per_item: 1.0,
+            calls_aws: true,
         }),
         ..target()
     }
@@ -991,6 +992,7 @@ async fn a_versioned_legacy_item_is_migrated_with_the_next_version_unless_the_ap
         version_attribute: Some(VERSION.into()),
         from_legacy: Some(FromLegacy {
             kms_calls_per_item: 1.0,
+            calls_aws: true,
         }),
         ..target()
     };
@@ -1105,8 +1107,13 @@ async fn a_legacy_write_back_pins_the_item_read_and_removes_the_legacy_attribute
     let Condition::And(all) = write_condition(&versioned, &read) else {
         panic!("not a conjunction")
     };
-    assert_eq!(all.len(), 3);
+    assert_eq!(all.len(), 5);
     assert!(all.contains(&Condition::not_exists("version")));
+    // The legacy description and signature stay pinned: a legacy writer that does not bump the version still
+    // makes a new signature.
+    for name in [LEGACY_DESC, LEGACY_SIG] {
+        assert!(all.contains(&Condition::equals(name, read[name].clone())), "{name}");
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -1115,6 +1122,7 @@ async fn migrating_legacy_items_needs_a_judge_that_opens_them() {
     let without_provider = Target {
         from_legacy: Some(FromLegacy {
             kms_calls_per_item: 1.0,
+            calls_aws: true,
         }),
         ..target()
     };

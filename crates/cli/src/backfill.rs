@@ -200,7 +200,8 @@ fn table_error(config: &Config, table: &TableSettings, field: &str, message: imp
 }
 
 /// KMS requests judging one legacy item with this provider costs: the direct KMS provider decrypts each item's
-/// own data key (a `Decrypt`), the wrapped and static providers hold their keys.
+/// own data key (a `Decrypt`); the most-recent provider decrypts one metastore record per version and keeps it
+/// (not charged per item); the wrapped and static providers hold their keys.
 pub fn legacy_kms_calls_per_item(provider: &LegacyProviderSettings) -> f64 {
     match provider {
         LegacyProviderSettings::AwsKms { .. } => 1.0,
@@ -362,9 +363,10 @@ impl Job {
             keyring: encrypting,
             kms_calls_per_item: limits.kms_calls_per_item,
             version_attribute: table.version_attribute.clone(),
-            from_legacy: limits
-                .legacy_kms_calls_per_item
-                .map(|kms_calls_per_item| FromLegacy { kms_calls_per_item }),
+            from_legacy: limits.legacy_kms_calls_per_item.map(|kms_calls_per_item| FromLegacy {
+                kms_calls_per_item,
+                calls_aws: legacy.is_some_and(|l| l.provider.needs_aws()),
+            }),
         };
         let mut engine = BackfillConfig::new(
             job,
