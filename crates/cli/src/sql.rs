@@ -9,7 +9,8 @@
 //! errors.
 //!
 //! `sql backfill` runs on the primary (`[sql] primary`) and exits as `ddbguard backfill`: 0 finished, 1 values
-//! failed, 2 usage/config/connection, 3 values left after repeated conflicts, 130 interrupted. Progress goes to
+//! failed, 2 usage/config/connection (nothing written), 3 values left after repeated conflicts, 4 stopped after
+//! it started by a database failure (the report has the `error`; the same command resumes), 130 interrupted. Progress goes to
 //! stderr as the DynamoDB backfill's (`crate::progress`): a bar on a terminal, else a JSON line every 5 s
 //! (`{"event": "backfill_progress", "job": …, "progress": {"system": "aurora", …}}`); the report to stdout.
 
@@ -336,6 +337,13 @@ async fn run_backfill(args: SqlBackfillArgs) -> anyhow::Result<ExitCode> {
         object.insert("exit_code".into(), report.exit_code().into());
     }
     crate::print_json(&value)?;
+    if let Some(error) = &report.error {
+        eprintln!(
+            "ddbguard: error: table {:?}: the sql backfill stopped after it started: {error}; finished pages are \
+             checkpointed, rerun the same command to resume",
+            report.table
+        );
+    }
     Ok(ExitCode::from(report.exit_code()))
 }
 

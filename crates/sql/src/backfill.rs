@@ -8,6 +8,9 @@
 //!   the row in between, the update matches nothing, the row is read again and, if still plaintext, encrypted
 //!   anew (up to `max_conflict_retries` times; then it is left and counted). A concurrent write always wins.
 //! - Rate budgets from `ddbguard-backfill`'s limiter: rows written per second and KMS requests per second.
+//! - A value that cannot be encrypted (a NULL context column, a key that refuses) is counted `failed` and left; a
+//!   statement the database refuses (a page read, a write, a re-read, the checkpoint) stops the run
+//!   ([`Completion::Failed`], exit 4) before its page is checkpointed, so the same job resumes with that page.
 //! - Run on the primary only: secondaries are read-only, and a write there would fail anyway.
 
 use std::future::Future;
@@ -71,6 +74,9 @@ pub enum Completion {
     Finished,
     /// A signal stopped the run; the checkpoint holds the last finished page.
     Interrupted,
+    /// A database failure stopped the run after it started (the report's `error` says which); the checkpoint
+    /// holds the last finished page, and the same job resumes from it.
+    Failed,
 }
 
 /// Counts of a run (and the progress snapshots).
@@ -167,13 +173,26 @@ pub struct BackfillReport {
     pub limited_by: Option<&'static str>,
     /// KMS requests charged.
     pub kms_requests: u64,
+    /// Why the run stopped, when it [`Completion::Failed`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl BackfillReport {
-    /// The exit code, as the DynamoDB backfill's: 130 interrupted, 1 failures, 3 values left after conflicts, 0.
+    /// Ends the run with `e`: what was done so far stays in the report.
+    fn fail(&mut self, e: &SqlError) {
+        tracing::error!(error = %e, table = %self.table, job = %self.job, "sql backfill: stopped by a database failure");
+        self.completion = Completion::Failed;
+        self.error = Some(e.to_string());
+    }
+
+    /// The exit code, as the DynamoDB backfill's: 130 interrupted, 4 stopped by a database failure, 1 failures, 3
+    /// values left after conflicts, 0.
     pub fn exit_code(&self) -> u8 {
         if self.completion == Completion::Interrupted {
             130
+        } else if self.completion == Completion::Failed {
+            4
         } else if self.counts.failed > 0 {
             1
         } else if self.counts.skipped_after_conflicts > 0 {
@@ -185,13 +204,30 @@ impl BackfillReport {
 }
 
 /// What one plaintext value came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Outcome {
-    Encrypted { conflicts: u32 },
-    AlreadyEncrypted { conflicts: u32 },
-    Gone { conflicts: u32 },
-    Skipped { conflicts: u32 },
-    Failed { conflicts: u32 },
+    Encrypted {
+        conflicts: u32,
+    },
+    AlreadyEncrypted {
+        conflicts: u32,
+    },
+    Gone {
+        conflicts: u32,
+    },
+    Skipped {
+        conflicts: u32,
+    },
+    /// The value could not be encrypted (a NULL context column, a key that refused): left as it is.
+    Failed {
+        conflicts: u32,
+    },
+    /// The database refused the write or the re-read: the run stops before its page is checkpointed, so the
+    /// value is tried again when the job resumes.
+    Database {
+        conflicts: u32,
+        error: SqlError,
+    },
 }
 
 /// Whether a stored value is already a message (and so left alone).
@@ -236,11 +272,7 @@ impl Run<'_> {
             self.rows.charge(1.0);
             let written = match self.write(c, &row.key, &new, &current).await {
                 Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(table = %self.bound.table.name, column = %column.name,
-                        key = %row.key_json(&self.bound.table), error = %e, "sql backfill: cannot write");
-                    return Outcome::Failed { conflicts };
-                }
+                Err(error) => return Outcome::Database { conflicts, error },
             };
             if written > 0 {
                 return Outcome::Encrypted { conflicts };
@@ -253,10 +285,7 @@ impl Run<'_> {
                 .await
             {
                 Ok(rows) => rows,
-                Err(e) => {
-                    tracing::warn!(table = %self.bound.table.name, error = %e, "sql backfill: cannot re-read a row");
-                    return Outcome::Failed { conflicts };
-                }
+                Err(error) => return Outcome::Database { conflicts, error },
             };
             let Some(fresh) = again.into_iter().next() else {
                 return Outcome::Gone { conflicts };
@@ -403,6 +432,7 @@ pub async fn backfill(
         elapsed_seconds: 0.0,
         limited_by: None,
         kms_requests: 0,
+        error: None,
     };
     if report.already_finished {
         return Ok(report);
@@ -434,7 +464,13 @@ pub async fn backfill(
         let page = tokio::select! {
             biased;
             () = &mut shutdown => { report.completion = Completion::Interrupted; break; }
-            page = bound.page(primary, last.as_deref(), config.page_size) => page?,
+            page = bound.page(primary, last.as_deref(), config.page_size) => match page {
+                Ok(page) => page,
+                Err(e) => {
+                    report.fail(&e);
+                    break;
+                }
+            },
         };
         let counts = &mut report.counts;
         counts.rows_scanned += page.len() as u64;
@@ -456,6 +492,7 @@ pub async fn backfill(
                 .buffer_unordered(config.concurrency.max(1))
                 .collect()
                 .await;
+            let mut database_error = None;
             for outcome in outcomes {
                 let conflicts = match outcome {
                     Outcome::Encrypted { conflicts } => {
@@ -471,16 +508,29 @@ pub async fn backfill(
                         counts.failed += 1;
                         conflicts
                     }
+                    Outcome::Database { conflicts, error } => {
+                        database_error.get_or_insert(error);
+                        conflicts
+                    }
                 };
                 counts.conflicts += u64::from(conflicts);
+            }
+            // The page is not checkpointed: its values are read again (the encrypted ones as such) on resume.
+            if let Some(e) = database_error {
+                report.fail(&e);
+                break;
             }
         }
         let full = page.len() as i64 == config.page_size;
         if let Some(end) = page.last() {
             last = Some(end.key.clone());
         }
-        if !config.dry_run {
-            save_checkpoint(primary, &config.job, &table, last.as_deref(), !full, page.len() as u64).await?;
+        if !config.dry_run
+            && let Err(e) =
+                save_checkpoint(primary, &config.job, &table, last.as_deref(), !full, page.len() as u64).await
+        {
+            report.fail(&e);
+            break;
         }
         if last_progress.elapsed() >= config.progress_interval {
             progress(&snapshot(&report.counts));
@@ -517,6 +567,7 @@ mod tests {
             elapsed_seconds: 0.0,
             limited_by: None,
             kms_requests: 0,
+            error: None,
         }
     }
 
@@ -534,7 +585,8 @@ mod tests {
         assert_eq!(report(Completion::Finished, left.clone()).exit_code(), 3);
         let failed = Counts { failed: 1, ..left };
         assert_eq!(report(Completion::Finished, failed.clone()).exit_code(), 1);
-        assert_eq!(report(Completion::Interrupted, failed).exit_code(), 130);
+        assert_eq!(report(Completion::Interrupted, failed.clone()).exit_code(), 130);
+        assert_eq!(report(Completion::Failed, failed).exit_code(), 4);
     }
 
     #[test]

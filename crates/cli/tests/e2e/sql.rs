@@ -537,6 +537,93 @@ async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
     assert!(!run.stderr.contains("ddbguard-local"), "{run:#?}");
 }
 
+#[tokio::test]
+async fn a_database_failure_mid_backfill_exits_4_with_the_report_and_the_same_command_resumes() {
+    const ROWS: i64 = 1_000;
+    let env = LocalAurora::shared();
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    aurora::insert_plaintext(&primary, &name, ROWS, false).await.unwrap();
+    let passfile = env.passfile().to_str().unwrap().to_owned();
+    let home = binary_config(env, &name, "us-east-1");
+    let job = unique("job");
+    let backfill_args = [
+        "sql",
+        "backfill",
+        "--table",
+        &name,
+        "--job",
+        &job,
+        "--page-size",
+        "50",
+        "--rows-per-second",
+        "400",
+    ];
+    let child = crate::cli::command()
+        .args(backfill_args)
+        .env("DDBGUARD_CONFIG_TOML", &home)
+        .env("PGPASSFILE", &passfile)
+        .env("DDBGUARD_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
+    aurora::wait_for_checkpoint(&primary, &job, 200, Duration::from_secs(60), alive)
+        .await
+        .unwrap();
+    // The table goes away under the running backfill (renamed, as a botched deploy might).
+    let moved = format!("{name}_moved");
+    primary
+        .batch_execute(&format!("ALTER TABLE {name} RENAME TO {moved}"))
+        .await
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["completion"], "failed", "{report}");
+    assert_eq!(report["exit_code"], 4, "{report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains(&name) && error.contains("42P01"), "{error}");
+    assert!(stderr.contains("stopped after it started"), "{stderr}");
+    let first = report["encrypted"].as_u64().unwrap();
+    assert!(first >= 200 && first < ROWS as u64, "{report}");
+
+    // Back in place, the same command resumes from the last finished page and finishes.
+    primary
+        .batch_execute(&format!("ALTER TABLE {moved} RENAME TO {name}"))
+        .await
+        .unwrap();
+    let run = crate::cli::ddbguard_with_env(
+        &backfill_args,
+        "",
+        &[("DDBGUARD_CONFIG_TOML", &home), ("PGPASSFILE", &passfile)],
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    let report = run.json();
+    assert_eq!(report["resumed"], true, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    let plaintext: i64 = primary
+        .query_one(&format!("SELECT count(*) FROM {name} WHERE ssn LIKE 'ssn-%'"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(plaintext, 0, "every value is encrypted");
+    let audit = crate::cli::ddbguard_with_env(
+        &["sql", "audit", "--table", &name],
+        "",
+        &[("DDBGUARD_CONFIG_TOML", &home), ("PGPASSFILE", &passfile)],
+    );
+    assert_eq!(audit.code, 0, "{audit:#?}");
+    assert_eq!(audit.json()["by_verdict"]["ok"], ROWS, "{audit:#?}");
+}
+
 /// The `[aws]` section of the binary in `region` against the local KMS.
 fn local_aws(env: &LocalAws, region: &str) -> String {
     format!(
