@@ -7,6 +7,9 @@
 #   act_migration    legacy plaintext customers migrated (migrate plan/apply while the application writes),
 #                    then audit in both regions and the replicas compared
 #   act_hierarchy    the hierarchical keyring: a branch key store that is a global table, one branch key
+#   act_legacy       items of the legacy DynamoDB Encryption Client (its official Python client, direct KMS
+#                    provider, us-east-1) audited in ap-southeast-2 with the replica key, then migrated to the
+#                    DB-ESDK format with `backfill --from-legacy`
 #   act_verifiers    one long-running `ddbguard verify` per region and table (canaries every second); clean
 #                    items written in both regions, under the kms-mrk keyring (DemoCustomers) and the
 #                    hierarchical keyring (DemoOrders)
@@ -209,6 +212,71 @@ act_hierarchy() {
 
   step "ddbguard keys branch show in ap-southeast-2: the replicated branch key unwraps with the local replica"
   "$ddbguard" keys branch show --config "$work/h-ap-southeast-2.toml" --table "$table" --branch-key-id "$branch_key_id"
+}
+
+act_legacy() {
+  local legacy=DemoLegacyCustomers count=20
+  step "the legacy DynamoDB Encryption Client: $count customers written by its official Python client in us-east-1"
+  aws table "$legacy"
+  legacy_config() { # REGION [plain]: the demo config for the legacy table, with its [tables.legacy] section
+    sed -e "s/^name = \"$table\"/name = \"$legacy\"/" -e 's/^logical_name = .*/logical_name = "LegacyCustomers"/' \
+      "$work/$1.toml"
+    if [ "${2:-}" != plain ]; then
+      printf '\n[tables.legacy]\nallowed = true\nprovider = "aws-kms"   # its KMS key: the keyring'"'"'s MRK\n'
+    fi
+  }
+  legacy_config us-east-1 > "$work/legacy-us-east-1.toml"
+  legacy_config ap-southeast-2 > "$work/legacy-ap-southeast-2.toml"
+  legacy_config ap-southeast-2 plain > "$work/migrated-ap-southeast-2.toml"
+  # dynamodb-encryption-sdk 3.3.0 (scripts/local-aws.d/ddbec_interop.py), AwsKmsCryptographicMaterialsProvider
+  # under the MRK in us-east-1, the application's actions: the client's default ENCRYPT_AND_SIGN, tier signed only,
+  # note untouched.
+  aws plain-item --count "$count" 30000 | .venv/bin/python -c '
+import json, sys
+key_arn, table = sys.argv[1], sys.argv[2]
+actions = {"default": "ENCRYPT_AND_SIGN", "attributes": {"tier": "SIGN_ONLY", "note": "DO_NOTHING"}}
+ops = [{"op": "put", "region": "us-east-1", "table": table, "key_id": key_arn, "actions": actions, "item": json.loads(line)}
+       for line in sys.stdin]
+json.dump({"endpoint": sys.argv[3], "ops": ops}, sys.stdout)' "$key_arn" "$legacy" "$endpoint" > "$work/legacy-ops.json"
+  .venv/bin/python scripts/local-aws.d/ddbec_interop.py < "$work/legacy-ops.json" > "$work/legacy-written.json"
+  python3 -c '
+import json, sys
+results = json.load(open(sys.argv[1]))["results"]
+failed = [r for r in results if not r["ok"]]
+if failed:
+    sys.exit(f"  the Python client failed: {failed[0]}")
+calls = [c["operation"] for r in results for c in r["kms_calls"]]
+print(f"  {len(results)} items written by EncryptedClient.put_item; KMS: {len(calls)} {calls[0]} in us-east-1")' \
+    "$work/legacy-written.json"
+  sleep 1 # replication
+  aws get --region ap-southeast-2 --table "$legacy" --key '{"pk":{"S":"customer#40000"},"sk":{"S":"profile"}}' \
+    > "$work/legacy-item.json"
+  echo "  ddbguard item inspect in ap-southeast-2 (no key needed):"
+  "$ddbguard" item inspect --config "$work/legacy-ap-southeast-2.toml" --table "$legacy" "$work/legacy-item.json" \
+    | summary format material_description
+
+  step "ddbguard audit in ap-southeast-2: legacy items verified and decrypted with the local replica of the MRK"
+  report 0 "$work/legacy-audit-before.json" "$ddbguard" audit --config "$work/legacy-ap-southeast-2.toml" --table "$legacy"
+  summary by_verdict passed < "$work/legacy-audit-before.json"
+  echo "  the same audit without [tables.legacy] (a table that should hold no legacy item):"
+  report 1 "$work/legacy-audit-plain.json" "$ddbguard" audit --config "$work/migrated-ap-southeast-2.toml" --table "$legacy"
+  summary by_verdict passed < "$work/legacy-audit-plain.json"
+
+  step "ddbguard backfill --from-legacy in us-east-1: each item verified, decrypted and rewritten as a DB-ESDK item"
+  report 0 "$work/legacy-backfill.json" "$ddbguard" backfill --config "$work/legacy-us-east-1.toml" --table "$legacy" --region us-east-1 \
+    --from-legacy
+  summary progress.outcomes progress.kms_calls < "$work/legacy-backfill.json"
+
+  step "after the migration, in ap-southeast-2: audit without [tables.legacy] (a legacy item left would fail it)"
+  sleep 1 # replication
+  aws get --region ap-southeast-2 --table "$legacy" --key '{"pk":{"S":"customer#40000"},"sk":{"S":"profile"}}' \
+    > "$work/legacy-migrated.json"
+  "$ddbguard" item inspect --config "$work/legacy-ap-southeast-2.toml" --table "$legacy" "$work/legacy-migrated.json" \
+    | summary format algorithm_suite encrypted_data_keys.0.key_arn
+  report 0 "$work/legacy-audit-after.json" "$ddbguard" audit --config "$work/migrated-ap-southeast-2.toml" --table "$legacy"
+  summary by_verdict passed < "$work/legacy-audit-after.json"
+  "$ddbguard" item decrypt --config "$work/migrated-ap-southeast-2.toml" --table "$legacy" "$work/legacy-migrated.json" \
+    | summary pk.S email.S tier.S
 }
 
 # ---- the verifiers and the faults ------------------------------------------------------------------------------
@@ -493,7 +561,7 @@ PY
 
 run_id=$(python3 -c 'import uuid; print(uuid.uuid4().hex[:8])')
 acts=(
-  act_setup act_item act_migration act_hierarchy
+  act_setup act_item act_migration act_hierarchy act_legacy
   act_verifiers fault_pause_replication fault_plaintext_ssn fault_single_region_key fault_flipped_bit
   fault_disabled_replica act_scoreboard
 )

@@ -266,6 +266,7 @@ fn inspect(table: &TableSettings, item: &Item) -> Result<Value, ItemFailure> {
         })
         .collect();
     let mut out = json!({
+        "format": "dbesdk",
         "version": header.version,
         "algorithm_suite": format!("0x{:04x}", header.suite.id()),
         "message_id": hex(&header.message_id),
