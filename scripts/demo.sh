@@ -10,6 +10,12 @@
 #   act_legacy       items of the legacy DynamoDB Encryption Client (its official Python client, direct KMS
 #                    provider, us-east-1) audited in ap-southeast-2 with the replica key, then migrated to the
 #                    DB-ESDK format with `backfill --from-legacy`
+#   act_aurora       the second system (when PostgreSQL 15 is installed; DDBGUARD_DEMO_AURORA=0 skips it): the
+#                    Aurora stand-in, a PostgreSQL primary ("us-east-1") and hot standby ("ap-southeast-2");
+#                    plaintext rows audited on the standby, `sql backfill` under the MRK on the primary, the
+#                    standby audited with the replica key and compared with the primary, replay paused and
+#                    resumed, a ciphertext moved between rows, a backfilled value decrypted by the official
+#                    Python AWS Encryption SDK in ap-southeast-2
 #   act_verifiers    one long-running `ddbguard verify` per region and table (canaries every second); clean
 #                    items written in both regions, under the kms-mrk keyring (DemoCustomers) and the
 #                    hierarchical keyring (DemoOrders)
@@ -41,6 +47,10 @@ cleanup() {
   for job in $(jobs -p); do kill -TERM "$job" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
+  if $pg_started; then
+    scripts/local-aws.d/pg.sh down >/dev/null 2>&1 || true
+    echo "PostgreSQL stand-in stopped"
+  fi
   if $started; then
     scripts/local-aws down >/dev/null 2>&1 || true
     echo "local AWS environment stopped"
@@ -58,9 +68,10 @@ if scripts/local-aws status >/dev/null 2>&1; then
   echo "already running; reusing it"
 else
   started=true
-  # The demo is DynamoDB only: no PostgreSQL stand-in (so a machine without PostgreSQL runs it too).
+  # The PostgreSQL stand-in is started by act_aurora, when PostgreSQL is installed.
   DDBGUARD_LOCAL_PG=0 scripts/local-aws up
 fi
+pg_started=false
 aws() { .venv/bin/python scripts/demo/demo_aws.py --endpoint "$endpoint" "$@"; }
 expect_failure() {
   set +e
@@ -277,6 +288,122 @@ print(f"  {len(results)} items written by EncryptedClient.put_item; KMS: {len(ca
   summary by_verdict passed < "$work/legacy-audit-after.json"
   "$ddbguard" item decrypt --config "$work/migrated-ap-southeast-2.toml" --table "$legacy" "$work/legacy-migrated.json" \
     | summary pk.S email.S tier.S
+}
+
+act_aurora() {
+  if [ "${DDBGUARD_DEMO_AURORA:-1}" = 0 ]; then
+    return 0
+  fi
+  if [ ! -x "${DDBGUARD_PG_BIN:-/usr/lib/postgresql/15/bin}/postgres" ]; then
+    step "Aurora Global Database: skipped, PostgreSQL 15 is not installed (Debian: apt-get install postgresql-15)"
+    return 0
+  fi
+  step "Aurora stand-in: a PostgreSQL 15 primary (us-east-1) and a hot standby fed by streaming replication (ap-southeast-2)"
+  pg_started=true
+  scripts/local-aws.d/pg.sh up > "$work/pg.env"
+  sed 's/^/  /' "$work/pg.env"
+  local pg_primary pg_replica sql_table=demo_patients rows=200
+  pg_primary=$(sed -n 's/^pg_primary=//p' "$work/pg.env")
+  pg_replica=$(sed -n 's/^pg_replica=//p' "$work/pg.env")
+  export PGPASSFILE
+  PGPASSFILE=$(sed -n 's/^pg_passfile=//p' "$work/pg.env")
+  for region in us-east-1 ap-southeast-2; do
+    cat > "$work/aurora-$region.toml" <<TOML
+[aws]
+region = "$region"
+regions = ["us-east-1", "ap-southeast-2"]
+endpoint_url = "$endpoint"
+
+[sql]
+primary = "$pg_primary"
+home_region = "us-east-1"
+[sql.replicas]
+"ap-southeast-2" = "$pg_replica"
+
+[[sql_tables]]
+name = "$sql_table"
+primary_key = ["id"]
+[sql_tables.columns]
+ssn = { encoding = "base64" }
+[sql_tables.encryption_context]   # what the application binds to each value
+table = "patients"
+column = "{column}"
+id = "{row.id}"
+[sql_tables.keyring]
+kind = "kms-mrk"
+key_arn = "$key_arn"
+TOML
+  done
+  psql -q "$pg_primary" -v ON_ERROR_STOP=1 <<SQL
+SET client_min_messages = warning;
+DROP TABLE IF EXISTS $sql_table;
+CREATE TABLE $sql_table (id bigint PRIMARY KEY, name text, ssn text);
+INSERT INTO $sql_table SELECT g, 'patient ' || g, '078-05-' || lpad(g::text, 4, '0') FROM generate_series(1, $rows) g;
+SQL
+  echo "  $rows patients with plaintext SSNs on the primary"
+  sql_audit() { # REGION [FLAGS...]: sql audit's summary
+    local region=$1 want=$2
+    shift 2
+    report "$want" "$work/sql-audit.json" "$ddbguard" sql audit --config "$work/aurora-$region.toml" --table "$sql_table" "$@"
+    summary by_verdict compare_primary < "$work/sql-audit.json"
+  }
+  wait_replayed() {
+    local lsn
+    lsn=$(psql -At "$pg_primary" -c 'SELECT pg_current_wal_lsn()')
+    for _ in $(seq 100); do
+      [ "$(psql -At "$pg_replica" -c "SELECT pg_last_wal_replay_lsn() >= '$lsn'")" = t ] && return 0
+      sleep 0.1
+    done
+    echo "  the standby did not replay $lsn" >&2
+    return 1
+  }
+  wait_replayed
+
+  step "ddbguard sql audit in ap-southeast-2, on the standby (exit 1: plaintext)"
+  sql_audit ap-southeast-2 1
+
+  step "ddbguard sql backfill on the primary: each value encrypted under the MRK, conditional on the value read"
+  report 0 "$work/sql-backfill.json" "$ddbguard" sql backfill --config "$work/aurora-us-east-1.toml" --table "$sql_table" \
+    --job "demo-$run_id"
+  summary encrypted already_encrypted kms_requests < "$work/sql-backfill.json"
+
+  step "ddbguard sql audit --compare-primary in ap-southeast-2: decrypted with the local replica of the MRK"
+  wait_replayed
+  sql_audit ap-southeast-2 0 --compare-primary
+
+  step "the official Python AWS Encryption SDK decrypts a backfilled value on the standby with the ap-southeast-2 replica"
+  psql -At "$pg_replica" -c "SELECT ssn FROM $sql_table WHERE id = 7" > "$work/sql-value.txt"
+  .venv/bin/python -c '
+import json, sys
+print(json.dumps({"endpoint": sys.argv[1], "ops": [{"op": "decrypt", "key_arn": sys.argv[2], "ciphertext": open(sys.argv[3]).read().strip()}]}))' \
+    "$endpoint" "${key_arn/us-east-1/ap-southeast-2}" "$work/sql-value.txt" \
+    | .venv/bin/python scripts/local-aws.d/esdk_interop.py > "$work/sql-python.json"
+  python3 -c '
+import base64, json, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+if not r["ok"]:
+    sys.exit(f"  the Python SDK failed: {r}")
+suite, context, plaintext = r["suite"], json.dumps(r["encryption_context"], sort_keys=True), r["plaintext"]
+print(f"  suite 0x{suite}, encryption context {context}")
+print(f"  plaintext: {base64.b64decode(plaintext).decode()}")' "$work/sql-python.json"
+
+  step "replication paused on the standby: a new row on the primary is missing on the secondary until replay resumes"
+  scripts/local-aws pg-pause > /dev/null
+  psql -q "$pg_primary" -c "INSERT INTO $sql_table VALUES ($((rows + 1)), 'patient $((rows + 1))', NULL)"
+  sql_audit ap-southeast-2 1 --compare-primary
+  scripts/local-aws pg-resume > /dev/null
+  wait_replayed
+  echo "  replay resumed:"
+  sql_audit ap-southeast-2 0 --compare-primary
+
+  step "a ciphertext moved to another row on the primary: the encryption context catches it (integrity_failed)"
+  psql -q "$pg_primary" -c "UPDATE $sql_table SET ssn = (SELECT ssn FROM $sql_table WHERE id = 2) WHERE id = 1"
+  wait_replayed
+  sql_audit ap-southeast-2 1
+  python3 -c '
+import json, sys
+for f in json.load(open(sys.argv[1]))["findings"]:
+    print(f"  finding: {json.dumps(f, sort_keys=True)}")' "$work/sql-audit.json"
 }
 
 # ---- the verifiers and the faults ------------------------------------------------------------------------------
@@ -561,7 +688,7 @@ PY
 
 run_id=$(python3 -c 'import uuid; print(uuid.uuid4().hex[:8])')
 acts=(
-  act_setup act_item act_migration act_hierarchy act_legacy
+  act_setup act_item act_migration act_hierarchy act_legacy act_aurora
   act_verifiers fault_pause_replication fault_plaintext_ssn fault_single_region_key fault_flipped_bit
   fault_disabled_replica act_scoreboard
 )
