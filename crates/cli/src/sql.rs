@@ -97,7 +97,8 @@ pub struct SqlBackfillArgs {
     #[arg(long)]
     pub table: String,
 
-    /// The job name, the key of its checkpoint (default `backfill-TABLE`); a finished job is not run again.
+    /// The job name, the key of its checkpoint (default `backfill-TABLE`); a finished job is not run again unless
+    /// `--restart` starts a new pass of it.
     #[arg(long)]
     pub job: Option<String>,
 
@@ -124,6 +125,11 @@ pub struct SqlBackfillArgs {
     /// Count the plaintext values; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Start a new pass of the finished job `--job` from the first row (after exit 3, or once lagging
+    /// applications stopped writing plaintext). Refused while the job is unfinished (run without it to resume).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub restart: bool,
 }
 
 /// `ddbguard sql audit` arguments.
@@ -311,6 +317,7 @@ async fn run_backfill(args: SqlBackfillArgs) -> anyhow::Result<ExitCode> {
         kms_requests_per_second: args.kms_requests_per_second,
         max_conflict_retries: args.max_conflict_retries,
         dry_run: args.dry_run,
+        restart: args.restart,
         progress_interval: crate::progress::interval(),
     };
     let mut reporter = crate::progress::Reporter::new(&backfill_config.job, backfill_config.dry_run);

@@ -47,6 +47,9 @@ pub struct BackfillConfig {
     pub max_conflict_retries: u32,
     /// Count what would be encrypted; write nothing, not even the checkpoint.
     pub dry_run: bool,
+    /// Start a new pass of a finished job from the first row (after values were left after conflicts, or once
+    /// lagging applications stopped writing plaintext). Refused while the job is unfinished: it resumes instead.
+    pub restart: bool,
     /// Between two progress snapshots.
     pub progress_interval: Duration,
 }
@@ -61,6 +64,7 @@ impl Default for BackfillConfig {
             kms_requests_per_second: None,
             max_conflict_retries: 3,
             dry_run: false,
+            restart: false,
             progress_interval: Duration::from_secs(5),
         }
     }
@@ -379,6 +383,28 @@ async fn load_checkpoint(primary: &Client, job: &str, table: &str) -> Result<Opt
     }))
 }
 
+/// Resets a finished job's checkpoint, so that the next pass starts at the first row. Conditional on the job being
+/// finished, so that a restart racing another run of the job cannot reset its progress.
+async fn restart_checkpoint(primary: &Client, job: &str, table: &str) -> Result<(), SqlError> {
+    let reset = primary
+        .execute(
+            &format!(
+                "UPDATE {CHECKPOINT_TABLE} SET last_key = NULL, finished = false, rows_scanned = 0, updated_at = now() \
+                 WHERE job = $1 AND finished"
+            ),
+            &[&job],
+        )
+        .await
+        .map_err(|e| SqlError::query(table, e))?;
+    if reset == 0 {
+        return Err(SqlError::Schema {
+            table: table.to_owned(),
+            message: format!("job {job:?} changed while it was restarted; run the command again"),
+        });
+    }
+    Ok(())
+}
+
 async fn save_checkpoint(
     primary: &Client,
     job: &str,
@@ -419,7 +445,27 @@ pub async fn backfill(
         None
     } else {
         ensure_checkpoint_table(primary, &table).await?;
-        load_checkpoint(primary, &config.job, &table).await?
+        let checkpoint = load_checkpoint(primary, &config.job, &table).await?;
+        if config.restart {
+            match checkpoint {
+                Some(c) if c.finished => {
+                    restart_checkpoint(primary, &config.job, &table).await?;
+                    None
+                }
+                Some(_) => {
+                    return Err(SqlError::Schema {
+                        table: table.clone(),
+                        message: format!(
+                            "job {:?} has not finished; run it without --restart to resume it",
+                            config.job
+                        ),
+                    });
+                }
+                None => None,
+            }
+        } else {
+            checkpoint
+        }
     };
     let mut report = BackfillReport {
         system: "aurora",

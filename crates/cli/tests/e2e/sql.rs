@@ -538,7 +538,7 @@ async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
 }
 
 #[tokio::test]
-async fn a_database_failure_mid_backfill_exits_4_with_the_report_and_the_same_command_resumes() {
+async fn a_database_failure_mid_backfill_exits_4_the_same_command_resumes_and_restart_starts_a_new_pass() {
     const ROWS: i64 = 1_000;
     let env = LocalAurora::shared();
     let primary = env.connect(env.primary()).await.unwrap();
@@ -595,11 +595,20 @@ async fn a_database_failure_mid_backfill_exits_4_with_the_report_and_the_same_co
     let first = report["encrypted"].as_u64().unwrap();
     assert!(first >= 200 && first < ROWS as u64, "{report}");
 
-    // Back in place, the same command resumes from the last finished page and finishes.
+    // Back in place, the same command resumes from the last finished page and finishes; `--restart` of the
+    // unfinished job is refused.
     primary
         .batch_execute(&format!("ALTER TABLE {moved} RENAME TO {name}"))
         .await
         .unwrap();
+    let env_vars = [
+        ("DDBGUARD_CONFIG_TOML", home.as_str()),
+        ("PGPASSFILE", passfile.as_str()),
+    ];
+    let restart: Vec<&str> = backfill_args.iter().copied().chain(["--restart"]).collect();
+    let run = crate::cli::ddbguard_with_env(&restart, "", &env_vars);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("has not finished"), "{run:#?}");
     let run = crate::cli::ddbguard_with_env(
         &backfill_args,
         "",
@@ -622,6 +631,33 @@ async fn a_database_failure_mid_backfill_exits_4_with_the_report_and_the_same_co
     );
     assert_eq!(audit.code, 0, "{audit:#?}");
     assert_eq!(audit.json()["by_verdict"]["ok"], ROWS, "{audit:#?}");
+
+    // A plaintext value written later (a lagging application): the finished job is not run again, `--restart`
+    // starts a new pass that encrypts it.
+    primary
+        .execute(&format!("UPDATE {name} SET ssn = 'late-plaintext' WHERE id = 500"), &[])
+        .await
+        .unwrap();
+    let run = crate::cli::ddbguard_with_env(&backfill_args, "", &env_vars);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let report = run.json();
+    assert_eq!(
+        (report["already_finished"].as_bool(), report["encrypted"].as_u64()),
+        (Some(true), Some(0)),
+        "{report}"
+    );
+    let run = crate::cli::ddbguard_with_env(&restart, "", &env_vars);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let report = run.json();
+    assert_eq!(
+        (
+            report["resumed"].as_bool(),
+            report["encrypted"].as_u64(),
+            report["already_encrypted"].as_u64()
+        ),
+        (Some(false), Some(1), Some(ROWS as u64 - 1)),
+        "{report}"
+    );
 }
 
 /// The `[aws]` section of the binary in `region` against the local KMS.
