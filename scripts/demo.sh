@@ -268,7 +268,7 @@ print(f"  {len(results)} items written by EncryptedClient.put_item; KMS: {len(ca
 
   step "ddbguard audit in ap-southeast-2: legacy items verified and decrypted with the local replica of the MRK"
   report 0 "$work/legacy-audit-before.json" "$ddbguard" audit --config "$work/legacy-ap-southeast-2.toml" --table "$legacy"
-  summary by_verdict passed < "$work/legacy-audit-before.json"
+  summary by_verdict by_format passed < "$work/legacy-audit-before.json"
   echo "  the same audit without [tables.legacy] (a table that should hold no legacy item):"
   report 1 "$work/legacy-audit-plain.json" "$ddbguard" audit --config "$work/migrated-ap-southeast-2.toml" --table "$legacy"
   summary by_verdict passed < "$work/legacy-audit-plain.json"
@@ -285,7 +285,7 @@ print(f"  {len(results)} items written by EncryptedClient.put_item; KMS: {len(ca
   "$ddbguard" item inspect --config "$work/legacy-ap-southeast-2.toml" --table "$legacy" "$work/legacy-migrated.json" \
     | summary format algorithm_suite encrypted_data_keys.0.key_arn
   report 0 "$work/legacy-audit-after.json" "$ddbguard" audit --config "$work/migrated-ap-southeast-2.toml" --table "$legacy"
-  summary by_verdict passed < "$work/legacy-audit-after.json"
+  summary by_verdict by_format passed < "$work/legacy-audit-after.json"
   "$ddbguard" item decrypt --config "$work/migrated-ap-southeast-2.toml" --table "$legacy" "$work/legacy-migrated.json" \
     | summary pk.S email.S tier.S
 }

@@ -216,6 +216,9 @@ pub struct AuditReport {
     pub by_reason: BTreeMap<Verdict, BTreeMap<Reason, u64>>,
     /// Items by origin region (`unknown` when not known) and verdict.
     pub by_origin: BTreeMap<String, BTreeMap<Verdict, u64>>,
+    /// Items by format (`dbesdk`, which also counts items in neither format, or `ddbec` for the legacy
+    /// DynamoDB Encryption Client's) and verdict: after `backfill --from-legacy`, no `ddbec` entry.
+    pub by_format: BTreeMap<&'static str, BTreeMap<Verdict, u64>>,
     /// Verdicts retried because KMS throttled.
     pub throttled_retries: u64,
     /// Up to [`AuditConfig::sample_keys`] primary keys per failing verdict.
@@ -238,6 +241,7 @@ pub struct AuditReport {
 struct Tally {
     summary: VerifySummary,
     by_reason: BTreeMap<Verdict, BTreeMap<Reason, u64>>,
+    by_format: BTreeMap<&'static str, BTreeMap<Verdict, u64>>,
     samples: BTreeMap<Verdict, Vec<Value>>,
     scanned_bytes: u64,
     compare: CompareReport,
@@ -471,6 +475,7 @@ fn report<L, R>(shared: &Shared<L, R>, segments: u32, completion: Completion, el
         failures: t.summary.failures(),
         by_reason: t.by_reason.clone(),
         by_origin: t.summary.by_origin.clone(),
+        by_format: t.by_format.clone(),
         throttled_retries: t.summary.throttled_retries,
         samples: t.samples.clone(),
         scanned_bytes: t.scanned_bytes,
@@ -604,6 +609,11 @@ where
                 .entry(outcome.verdict)
                 .or_default()
                 .entry(outcome.reason)
+                .or_default() += 1;
+            *t.by_format
+                .entry(outcome.format.as_str())
+                .or_default()
+                .entry(outcome.verdict)
                 .or_default() += 1;
             if !outcome.is_pass() {
                 let samples = t.samples.entry(outcome.verdict).or_default();

@@ -17,7 +17,7 @@ use ddbguard_dbe::{AlgorithmSuite, CryptoAction, Keyring, TableConfig, decrypt_i
 use ddbguard_e2e::{LocalAws, PRIMARY_REGION, REPLICA_REGION, batch_write, unique_name};
 use ddbguard_keys::RawAesKeyring;
 use ddbguard_verify::convert::{item_to_table_item, table_item_to_item};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::cli::{Run, TempDir, ddbguard};
 
@@ -888,6 +888,15 @@ async fn legacy_items_are_migrated_and_a_tampered_one_is_refused() -> anyhow::Re
         .filter(|(pk, _)| pk != TAMPERED)
         .collect();
     assert_decrypt_kms(&table, &after, &expected, env, &mrk.primary_arn).await?;
+
+    // The audit tells the formats apart: every migrated item a DB-ESDK item, the refused one still legacy.
+    let audit = ddbguard(&["audit", "--config", &cfg, "--table", &table], "");
+    assert_eq!(audit.code, 1, "{audit:#?}");
+    assert_eq!(
+        audit.json()["by_format"],
+        json!({"dbesdk": {"ok": ITEMS - 1}, "ddbec": {"integrity_failed": 1}}),
+        "{audit:#?}"
+    );
     Ok(())
 }
 
