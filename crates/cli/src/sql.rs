@@ -345,9 +345,14 @@ async fn run_backfill(args: SqlBackfillArgs) -> anyhow::Result<ExitCode> {
     }
     crate::print_json(&value)?;
     if let Some(error) = &report.error {
+        let rerun = if args.restart {
+            "run the command without --restart to resume"
+        } else {
+            "rerun the same command to resume"
+        };
         eprintln!(
             "ddbguard: error: table {:?}: the sql backfill stopped after it started: {error}; finished pages are \
-             checkpointed, rerun the same command to resume",
+             checkpointed, {rerun}",
             report.table
         );
     }

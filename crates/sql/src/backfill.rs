@@ -8,9 +8,11 @@
 //!   the row in between, the update matches nothing, the row is read again and, if still plaintext, encrypted
 //!   anew (up to `max_conflict_retries` times; then it is left and counted). A concurrent write always wins.
 //! - Rate budgets from `ddbguard-backfill`'s limiter: rows written per second and KMS requests per second.
-//! - A value that cannot be encrypted (a NULL context column, a key that refuses) is counted `failed` and left; a
-//!   statement the database refuses (a page read, a write, a re-read, the checkpoint) stops the run
-//!   ([`Completion::Failed`], exit 4) before its page is checkpointed, so the same job resumes with that page.
+//! - A value that cannot be encrypted (a NULL context column, a key that refuses) or whose write the database
+//!   refuses for its values (a check constraint, a trigger, a column too short for the ciphertext:
+//!   [`SqlError::rejects_values`]) is counted `failed` and left; any other database failure (a page read, a write,
+//!   a re-read, the checkpoint: the connection, the table, privileges) stops the run ([`Completion::Failed`],
+//!   exit 4) before its page is checkpointed, so the same job resumes with that page.
 //! - Run on the primary only: secondaries are read-only, and a write there would fail anyway.
 
 use std::future::Future;
@@ -222,12 +224,15 @@ enum Outcome {
     Skipped {
         conflicts: u32,
     },
-    /// The value could not be encrypted (a NULL context column, a key that refused): left as it is.
+    /// The value could not be encrypted (a NULL context column, a key that refused) or the database refused its
+    /// write for its values ([`SqlError::rejects_values`]: a check constraint, a column too short for the
+    /// ciphertext): left as it is.
     Failed {
         conflicts: u32,
     },
-    /// The database refused the write or the re-read: the run stops before its page is checkpointed, so the
-    /// value is tried again when the job resumes.
+    /// The database failed the write or the re-read for a reason that concerns every row (the connection, the
+    /// table, privileges): the run stops before its page is checkpointed, so the value is tried again when the job
+    /// resumes.
     Database {
         conflicts: u32,
         error: SqlError,
@@ -276,7 +281,7 @@ impl Run<'_> {
             self.rows.charge(1.0);
             let written = match self.write(c, &row.key, &new, &current).await {
                 Ok(n) => n,
-                Err(error) => return Outcome::Database { conflicts, error },
+                Err(error) => return self.database_failure(row, column, conflicts, error),
             };
             if written > 0 {
                 return Outcome::Encrypted { conflicts };
@@ -289,7 +294,7 @@ impl Run<'_> {
                 .await
             {
                 Ok(rows) => rows,
-                Err(error) => return Outcome::Database { conflicts, error },
+                Err(error) => return self.database_failure(row, column, conflicts, error),
             };
             let Some(fresh) = again.into_iter().next() else {
                 return Outcome::Gone { conflicts };
@@ -303,6 +308,18 @@ impl Run<'_> {
                     text = fresh.text;
                 }
             }
+        }
+    }
+
+    /// A statement about one value failed: the value is `failed` when the database refused it for its values,
+    /// else the run stops.
+    fn database_failure(&self, row: &ScannedRow, column: &ProtectedColumn, conflicts: u32, error: SqlError) -> Outcome {
+        if error.rejects_values() {
+            tracing::warn!(table = %self.bound.table.name, column = %column.name, key = %row.key_json(&self.bound.table),
+                error = %error, "sql backfill: the database refused the encrypted value; left as it is");
+            Outcome::Failed { conflicts }
+        } else {
+            Outcome::Database { conflicts, error }
         }
     }
 

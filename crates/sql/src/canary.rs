@@ -58,11 +58,13 @@ pub async fn write(primary: &Client, cipher: &dyn ValueCipher, origin: &str) -> 
         .map_err(|e| SqlError::Query {
             table: LABEL.to_owned(),
             message: e.to_string(),
+            sqlstate: None,
         })?;
     let Stored::Text(message) = Stored::encode(message, Encoding::Base64) else {
         return Err(SqlError::Query {
             table: LABEL.to_owned(),
             message: "canary encoding".into(),
+            sqlstate: None,
         });
     };
     primary

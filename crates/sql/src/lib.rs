@@ -56,6 +56,8 @@ pub enum SqlError {
         table: String,
         /// The database's message (statements carry values as parameters, so it holds no column value).
         message: String,
+        /// The SQLSTATE, when the database answered with an error.
+        sqlstate: Option<String>,
     },
 }
 
@@ -69,6 +71,49 @@ impl SqlError {
         SqlError::Query {
             table: table.to_owned(),
             message,
+            sqlstate: e.code().map(|c| c.code().to_owned()),
         }
+    }
+
+    /// Whether the database refused the statement for the values it carried — a data exception (class 22, e.g. a
+    /// value too long for its column), an integrity constraint (class 23: a check, a unique index) or an error a
+    /// trigger raised (`P0001`) — so that the same statement for another row may succeed. Anything else (the
+    /// connection, a missing table or column, privileges, a timeout) concerns every row.
+    pub fn rejects_values(&self) -> bool {
+        match self {
+            SqlError::Query {
+                sqlstate: Some(state), ..
+            } => state.starts_with("22") || state.starts_with("23") || state == "P0001",
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SqlError;
+
+    fn query(sqlstate: Option<&str>) -> SqlError {
+        SqlError::Query {
+            table: "t".into(),
+            message: "m".into(),
+            sqlstate: sqlstate.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_errors_about_the_values_reject_values() {
+        for state in ["22001", "23514", "23505", "P0001"] {
+            assert!(query(Some(state)).rejects_values(), "{state}");
+        }
+        for state in ["42P01", "42501", "08006", "57014", "40P01"] {
+            assert!(!query(Some(state)).rejects_values(), "{state}");
+        }
+        assert!(!query(None).rejects_values());
+        let schema = SqlError::Schema {
+            table: "t".into(),
+            message: "m".into(),
+        };
+        assert!(!schema.rejects_values());
     }
 }

@@ -660,6 +660,47 @@ async fn a_database_failure_mid_backfill_exits_4_the_same_command_resumes_and_re
     );
 }
 
+#[tokio::test]
+async fn a_value_the_database_refuses_is_failed_and_the_run_goes_on() {
+    const ROWS: i64 = 100;
+    let env = LocalAurora::shared();
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    aurora::insert_plaintext(&primary, &name, ROWS, false).await.unwrap();
+    // A check constraint the application's schema might have: row 7's ssn must stay plaintext.
+    primary
+        .batch_execute(&format!(
+            "ALTER TABLE {name} ADD CONSTRAINT keep_7 CHECK (id <> 7 OR ssn LIKE 'ssn-%')"
+        ))
+        .await
+        .unwrap();
+    let passfile = env.passfile().to_str().unwrap().to_owned();
+    let home = binary_config(env, &name, "us-east-1");
+    let run = crate::cli::ddbguard_with_env(
+        &["sql", "backfill", "--table", &name, "--page-size", "10"],
+        "",
+        &[
+            ("DDBGUARD_CONFIG_TOML", home.as_str()),
+            ("PGPASSFILE", passfile.as_str()),
+        ],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    let report = run.json();
+    assert_eq!(report["completion"], "finished", "{report}");
+    assert_eq!(
+        (report["encrypted"].as_u64(), report["failed"].as_u64()),
+        (Some(ROWS as u64 - 1), Some(1)),
+        "{report}"
+    );
+    assert!(
+        run.stderr.contains("23514") && run.stderr.contains("\"7\""),
+        "the refusal is logged with its key: {}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("ssn-7"), "no plaintext in the log: {}", run.stderr);
+}
+
 /// The `[aws]` section of the binary in `region` against the local KMS.
 fn local_aws(env: &LocalAws, region: &str) -> String {
     format!(
