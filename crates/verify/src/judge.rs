@@ -38,10 +38,12 @@ use crate::policy::{LegacyPolicy, PolicyError, VerifyPolicy};
 /// Which item format a judgement is about: the `format` label of the records metric and of alert events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ItemFormat {
-    /// The AWS Database Encryption SDK format (`aws_dbe_head` / `aws_dbe_foot`), and items in neither format.
+    /// The AWS Database Encryption SDK format (`aws_dbe_head` / `aws_dbe_foot`), and items in neither format
+    /// (plaintext).
     #[default]
     DbEsdk,
-    /// The legacy DynamoDB Encryption Client format (`*amzn-ddb-map-desc*` / `*amzn-ddb-map-sig*`).
+    /// The legacy DynamoDB Encryption Client format (`*amzn-ddb-map-desc*` / `*amzn-ddb-map-sig*`), judged or
+    /// not (`legacy_format` on a table without `[tables.legacy]`).
     Ddbec,
 }
 
@@ -217,6 +219,10 @@ impl Judge {
             Err(failure) => (failure, None),
         };
         judgement.origin_region = origin;
+        if no_header && is_legacy_item(item) {
+            // Not judged as one (`legacy_format`), but a legacy item all the same: the label says so.
+            judgement.format = ItemFormat::Ddbec;
+        }
         (judgement, plaintext)
     }
 
@@ -420,7 +426,7 @@ mod legacy_tests {
     async fn without_a_legacy_section_a_legacy_item_stays_legacy_format() {
         let j = judge(false).judge(&legacy_item(), Depth::Full).await;
         assert_eq!((j.verdict, j.reason), (Verdict::LegacyFormat, Reason::LegacyFormat));
-        assert_eq!(j.format, ItemFormat::DbEsdk);
+        assert_eq!(j.format, ItemFormat::Ddbec);
     }
 
     #[tokio::test]
