@@ -134,12 +134,17 @@ impl VersionCache {
         }
         entries.map.remove(&version);
         if entries.map.len() >= self.settings.max_versions {
-            // Failures go first, fresh or not: the version an item names is not signed, so a burst of items
-            // naming versions that do not exist must not evict the versions that do.
-            entries.map.retain(|_, e| !matches!(e.cell.get(), Some(Err(_))));
+            entries.map.retain(|_, e| e.fresh(now, failure_ttl));
         }
         while entries.map.len() >= self.settings.max_versions {
-            let oldest = entries.map.iter().min_by_key(|(_, e)| e.last_used).map(|(v, _)| *v);
+            // Failures go first (the least recently used of them), then loaded versions: the version an item
+            // names is not signed, so a burst of items naming versions that do not exist must not evict the
+            // versions that do.
+            let oldest = entries
+                .map
+                .iter()
+                .min_by_key(|(_, e)| (!matches!(e.cell.get(), Some(Err(_))), e.last_used))
+                .map(|(v, _)| *v);
             match oldest {
                 Some(v) => entries.map.remove(&v),
                 None => break,
