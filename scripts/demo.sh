@@ -41,6 +41,7 @@ key='{"pk":{"S":"customer#4711"},"sk":{"S":"profile"}}'
 step() { printf '\n\033[1m==> %s\033[0m  [%ss]\n' "$*" "$SECONDS"; }
 work=$(mktemp -d)
 started=false
+pg_started=false
 cleanup() {
   # The verifiers (background jobs) stop with the demo, whatever its end.
   local job
@@ -71,7 +72,6 @@ else
   # The PostgreSQL stand-in is started by act_aurora, when PostgreSQL is installed.
   DDBGUARD_LOCAL_PG=0 scripts/local-aws up
 fi
-pg_started=false
 aws() { .venv/bin/python scripts/demo/demo_aws.py --endpoint "$endpoint" "$@"; }
 expect_failure() {
   set +e
@@ -275,7 +275,7 @@ print(f"  {len(results)} items written by EncryptedClient.put_item; KMS: {len(ca
 
   step "ddbguard backfill --from-legacy in us-east-1: each item verified, decrypted and rewritten as a DB-ESDK item"
   report 0 "$work/legacy-backfill.json" "$ddbguard" backfill --config "$work/legacy-us-east-1.toml" --table "$legacy" --region us-east-1 \
-    --from-legacy
+    --from-legacy --job "legacy-$run_id"
   summary progress.outcomes progress.kms_calls < "$work/legacy-backfill.json"
 
   step "after the migration, in ap-southeast-2: audit without [tables.legacy] (a legacy item left would fail it)"
@@ -294,13 +294,23 @@ act_aurora() {
   if [ "${DDBGUARD_DEMO_AURORA:-1}" = 0 ]; then
     return 0
   fi
-  if [ ! -x "${DDBGUARD_PG_BIN:-/usr/lib/postgresql/15/bin}/postgres" ]; then
+  local pg_bin=${DDBGUARD_PG_BIN:-/usr/lib/postgresql/15/bin}
+  if [ ! -x "$pg_bin/postgres" ] || [ ! -x "$pg_bin/psql" ]; then
     step "Aurora Global Database: skipped, PostgreSQL 15 is not installed (Debian: apt-get install postgresql-15)"
     return 0
   fi
+  psql() { "$pg_bin/psql" -X "$@"; } # -X: no ~/.psqlrc, whose settings could change the output parsed below
   step "Aurora stand-in: a PostgreSQL 15 primary (us-east-1) and a hot standby fed by streaming replication (ap-southeast-2)"
-  pg_started=true
-  scripts/local-aws.d/pg.sh up > "$work/pg.env"
+  if scripts/local-aws.d/pg.sh status > "$work/pg.env" 2>/dev/null; then
+    echo "  already running; reusing it"
+  elif scripts/local-aws.d/pg.sh up > "$work/pg.env" 2> "$work/pg.err"; then
+    pg_started=true
+  else
+    pg_started=true # a half-started pair is stopped at the end
+    echo "  the stand-in did not start; the Aurora act is skipped:" >&2
+    sed 's/^/    /' "$work/pg.err" >&2
+    return 0
+  fi
   sed 's/^/  /' "$work/pg.env"
   local pg_primary pg_replica sql_table=demo_patients rows=200
   pg_primary=$(sed -n 's/^pg_primary=//p' "$work/pg.env")

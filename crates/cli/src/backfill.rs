@@ -67,8 +67,8 @@ pub struct BackfillArgs {
     /// Also migrate items of the legacy DynamoDB Encryption Client (`*amzn-ddb-map-desc*`) to the DB-ESDK
     /// format: each is verified and decrypted with the table's `[tables.legacy]` provider, then encrypted with
     /// its keyring; one that does not verify is never rewritten (`legacy_refused`, exit 1). Needs
-    /// `[tables.legacy] allowed = true`. With `--dry-run`: counts `would_migrate_legacy` (under the `aws-kms`
-    /// provider from the structure alone, without a KMS call).
+    /// `[tables.legacy] allowed = true`. With `--dry-run`: counts `would_migrate_legacy` (under the `aws-kms` and
+    /// `most-recent` providers from the structure alone, without an AWS call).
     #[arg(long)]
     pub from_legacy: bool,
 
