@@ -439,16 +439,23 @@ fn binary_config(env: &LocalAurora, table: &str, region: &str) -> String {
     aurora::patients_config(env, table, &format!("region = \"{region}\""), &keyring)
 }
 
+/// A new `patients` table on the primary with `rows` plaintext rows (NULL scans): the primary's client, the table's
+/// name, the password file's path and the binary's us-east-1 config (raw AES keyring).
+async fn plaintext_patients(env: &LocalAurora, rows: i64) -> (tokio_postgres::Client, String, String, String) {
+    let primary = env.connect(env.primary()).await.unwrap();
+    let name = unique("patients");
+    create_table(&primary, &name).await;
+    aurora::insert_plaintext(&primary, &name, rows, false).await.unwrap();
+    let passfile = env.passfile().to_str().unwrap().to_owned();
+    let home = binary_config(env, &name, "us-east-1");
+    (primary, name, passfile, home)
+}
+
 #[tokio::test]
 async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
     const ROWS: i64 = 2_000;
     let env = LocalAurora::shared();
-    let primary = env.connect(env.primary()).await.unwrap();
-    let name = unique("patients");
-    create_table(&primary, &name).await;
-    aurora::insert_plaintext(&primary, &name, ROWS, false).await.unwrap();
-    let passfile = env.passfile().to_str().unwrap().to_owned();
-    let home = binary_config(env, &name, "us-east-1");
+    let (primary, name, passfile, home) = plaintext_patients(env, ROWS).await;
     let job = unique("job");
     let backfill_args = [
         "sql",
@@ -541,12 +548,7 @@ async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
 async fn a_database_failure_mid_backfill_exits_4_the_same_command_resumes_and_restart_starts_a_new_pass() {
     const ROWS: i64 = 1_000;
     let env = LocalAurora::shared();
-    let primary = env.connect(env.primary()).await.unwrap();
-    let name = unique("patients");
-    create_table(&primary, &name).await;
-    aurora::insert_plaintext(&primary, &name, ROWS, false).await.unwrap();
-    let passfile = env.passfile().to_str().unwrap().to_owned();
-    let home = binary_config(env, &name, "us-east-1");
+    let (primary, name, passfile, home) = plaintext_patients(env, ROWS).await;
     let job = unique("job");
     let backfill_args = [
         "sql",
@@ -664,10 +666,7 @@ async fn a_database_failure_mid_backfill_exits_4_the_same_command_resumes_and_re
 async fn a_value_the_database_refuses_is_failed_and_the_run_goes_on() {
     const ROWS: i64 = 100;
     let env = LocalAurora::shared();
-    let primary = env.connect(env.primary()).await.unwrap();
-    let name = unique("patients");
-    create_table(&primary, &name).await;
-    aurora::insert_plaintext(&primary, &name, ROWS, false).await.unwrap();
+    let (primary, name, passfile, home) = plaintext_patients(env, ROWS).await;
     // A check constraint the application's schema might have: row 7's ssn must stay plaintext.
     primary
         .batch_execute(&format!(
@@ -675,8 +674,6 @@ async fn a_value_the_database_refuses_is_failed_and_the_run_goes_on() {
         ))
         .await
         .unwrap();
-    let passfile = env.passfile().to_str().unwrap().to_owned();
-    let home = binary_config(env, &name, "us-east-1");
     let run = crate::cli::ddbguard_with_env(
         &["sql", "backfill", "--table", &name, "--page-size", "10"],
         "",
