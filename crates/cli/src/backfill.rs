@@ -353,7 +353,7 @@ impl Job {
             .with_context(|| format!("{}: table {:?}: unusable policy", config.origin, table.name))?;
         // Legacy items are judged only when they are migrated: otherwise they stay `legacy_format`, as before.
         if legacy.is_some()
-            && let Some(provider) = keyring::legacy_provider(table, Some(&aws))?
+            && let Some(provider) = keyring::legacy_provider(table, Some(&aws)).await?
         {
             judge = judge.with_legacy_provider(provider);
         }

@@ -211,8 +211,10 @@ pub fn verify_policy(table: &TableSettings, sample_rate: f64) -> anyhow::Result<
 }
 
 /// The materials provider for the table's legacy items, when its `[tables.legacy]` allows them; pass it to the
-/// judge beside [`verify_policy`]'s policy (one without the other leaves legacy items `legacy_format`).
-pub fn legacy_provider(
+/// judge beside [`verify_policy`]'s policy (one without the other leaves legacy items `legacy_format`). The
+/// most-recent provider's metastore table is checked here (it exists in the local region with a metastore's key),
+/// so that a wrong name or a missing permission is a startup error.
+pub async fn legacy_provider(
     table: &TableSettings,
     aws: Option<&AwsContext>,
 ) -> anyhow::Result<Option<Arc<dyn MaterialsProvider>>> {
@@ -240,13 +242,18 @@ pub fn legacy_provider(
                 aws.local_kms()?,
                 Some(aws.cache.clone()),
             )?;
-            Arc::new(MetaStoreProvider::new(
+            let provider = MetaStoreProvider::new(
                 SdkDynamo::new(aws_sdk_dynamodb::Client::new(&aws.sdk)),
                 metastore_table.clone(),
                 material_name.clone(),
                 Arc::new(records),
                 MetaStoreCacheSettings::default(),
-            ))
+            );
+            provider
+                .check()
+                .await
+                .with_context(|| format!("table {:?}: [tables.legacy]", table.name))?;
+            Arc::new(provider)
         }
         LegacyProviderSettings::Wrapped(provider) => Arc::new(provider.clone()),
         LegacyProviderSettings::Static(provider) => Arc::new(provider.clone()),
@@ -291,12 +298,12 @@ mod tests {
         assert_eq!(policy.key_arn.map(|k| k.to_string()).as_deref(), Some(MRK));
     }
 
-    #[test]
-    fn a_legacy_section_gives_the_policy_and_the_provider() {
+    #[tokio::test]
+    async fn a_legacy_section_gives_the_policy_and_the_provider() {
         let kms = format!("kind = \"kms-mrk\"\nkey_arn = \"{MRK}\"");
         let config = Config::parse(Path::new("v.toml"), &table(&kms)).unwrap();
         assert!(verify_policy(&config.tables[0], 1.0).unwrap().legacy.is_none());
-        assert!(legacy_provider(&config.tables[0], None).unwrap().is_none());
+        assert!(legacy_provider(&config.tables[0], None).await.unwrap().is_none());
 
         let config = Config::parse(
             Path::new("v.toml"),
@@ -307,7 +314,7 @@ mod tests {
         assert_eq!(legacy.table_name, "Orders");
         assert_eq!(legacy.actions.action("pk"), ddbguard_ddbec::LegacyAction::SignOnly);
         // The direct KMS provider needs the local region's KMS client.
-        let e = legacy_provider(&config.tables[0], None).unwrap_err();
+        let e = legacy_provider(&config.tables[0], None).await.unwrap_err();
         assert!(e.to_string().contains("AWS clients"), "{e}");
 
         let config = Config::parse(
@@ -318,7 +325,7 @@ mod tests {
             )),
         )
         .unwrap();
-        let e = legacy_provider(&config.tables[0], None).unwrap_err();
+        let e = legacy_provider(&config.tables[0], None).await.unwrap_err();
         assert!(
             e.to_string().contains("most-recent provider needs the AWS clients"),
             "{e}"

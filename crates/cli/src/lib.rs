@@ -270,7 +270,7 @@ async fn run_item(args: ItemArgs) -> anyhow::Result<ExitCode> {
                 None
             };
             let legacy = if decrypt {
-                keyring::legacy_provider(table, aws.as_ref())?
+                keyring::legacy_provider(table, aws.as_ref()).await?
             } else {
                 None
             };

@@ -135,7 +135,7 @@ pub async fn run(args: VerifyArgs, emf: bool) -> anyhow::Result<ExitCode> {
     let mut verifier = Verifier::new(policy, keyring, region.clone())
         .with_context(|| format!("{}: table {:?}: unusable policy", config.origin, table.name))?
         .with_table_label(table.name.clone());
-    if let Some(provider) = keyring::legacy_provider(table, Some(&aws))? {
+    if let Some(provider) = keyring::legacy_provider(table, Some(&aws)).await? {
         verifier = verifier.with_legacy_provider(provider);
     }
     let service = ServiceConfig {

@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ddbguard_dbe::{KeyUnavailableReason, KeyringError};
-use ddbguard_ddb::{AttributeValue as TableValue, DdbError, DynamoApi, SdkDynamo};
+use ddbguard_ddb::{AttributeValue as TableValue, DdbError, DynamoApi, ErrorKind, ScalarType, SdkDynamo};
 use ddbguard_ddbec::{
     DdbecError, METASTORE_PARTITION_KEY, METASTORE_SORT_KEY, MaterialsProvider, MostRecentProvider, ProviderContext,
     ProviderFuture, WrappedProvider, decrypt_item, keys,
@@ -49,6 +49,36 @@ use tokio::time::Instant;
 
 /// The `cache` label of this cache's hit and load counters.
 const CACHE_LABEL: &str = "metastore";
+
+/// Why the metastore table cannot serve as one (the startup check, [`MetaStoreProvider::check`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MetaStoreCheckError {
+    /// No such table in this region.
+    #[error(
+        "metastore table {table:?} not found in this region: the verifier reads it in its own region (make the \
+         metastore a global table beside the data table, or check the name)"
+    )]
+    NotFound {
+        /// The configured table.
+        table: String,
+    },
+    /// DescribeTable failed otherwise (access denied, throttling beyond the retries, …).
+    #[error("metastore table {table:?}: {source}")]
+    Describe {
+        /// The configured table.
+        table: String,
+        /// The failure.
+        source: DdbError,
+    },
+    /// Another key schema than the legacy clients' metastore.
+    #[error("metastore table {table:?} has the key {actual}; a metastore's is N (string) HASH, V (number) RANGE")]
+    KeySchema {
+        /// The configured table.
+        table: String,
+        /// The table's key, as `name (type) HASH[, name (type) RANGE]`.
+        actual: String,
+    },
+}
 
 /// Bounds of the version cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +286,44 @@ impl<D: DynamoApi> MetaStoreProvider<D> {
     /// Versions held (loaded, loading, or recently failed).
     pub fn cached_versions(&self) -> usize {
         self.cache.lock().map.len()
+    }
+
+    /// Checks that the metastore table exists in this region with the metastore's key schema (`N` string HASH, `V`
+    /// number RANGE): run at startup, so that a mistyped table name or a missing permission stops the command
+    /// with its reason instead of making every legacy item `key_unavailable`.
+    pub async fn check(&self) -> Result<(), MetaStoreCheckError> {
+        let description = self.ddb.describe_table(&self.table).await.map_err(|source| {
+            if source.kind == ErrorKind::NotFound {
+                MetaStoreCheckError::NotFound {
+                    table: self.table.clone(),
+                }
+            } else {
+                MetaStoreCheckError::Describe {
+                    table: self.table.clone(),
+                    source,
+                }
+            }
+        })?;
+        let key = &description.key_schema;
+        let expected = key.hash.name == METASTORE_PARTITION_KEY
+            && key.hash.kind == ScalarType::S
+            && key
+                .range
+                .as_ref()
+                .is_some_and(|r| r.name == METASTORE_SORT_KEY && r.kind == ScalarType::N);
+        if !expected {
+            let attribute = |a: &ddbguard_ddb::KeyAttribute, role: &str| format!("{} ({:?}) {role}", a.name, a.kind);
+            let mut actual = attribute(&key.hash, "HASH");
+            if let Some(range) = &key.range {
+                actual.push_str(", ");
+                actual.push_str(&attribute(range, "RANGE"));
+            }
+            return Err(MetaStoreCheckError::KeySchema {
+                table: self.table.clone(),
+                actual,
+            });
+        }
+        Ok(())
     }
 
     /// Reads, decrypts and verifies one version's record.
@@ -645,6 +713,40 @@ mod tests {
         assert_eq!(w.get_items(), 3);
         w.verify(&item_under(2, 1)).await.unwrap();
         assert_eq!((w.get_items(), w.provider.cached_versions()), (4, 2));
+    }
+
+    #[tokio::test]
+    async fn the_startup_check_names_a_missing_table_and_a_wrong_key_schema() {
+        let w = world(MetaStoreCacheSettings::default());
+        w.provider.check().await.unwrap();
+
+        let ddb = Arc::new(FakeDynamo::new());
+        let provider = |ddb: Arc<FakeDynamo>, table: &str| {
+            let records = DirectKmsProvider::new(MRK_E1, Arc::new(w.kms.client("ap-southeast-2")), None).unwrap();
+            MetaStoreProvider::new(
+                ddb,
+                table,
+                MATERIAL,
+                Arc::new(records),
+                MetaStoreCacheSettings::default(),
+            )
+        };
+        let e = provider(ddb.clone(), "nope").check().await.unwrap_err();
+        assert!(matches!(e, MetaStoreCheckError::NotFound { .. }), "{e}");
+        assert!(e.to_string().contains("\"nope\" not found in this region"), "{e}");
+
+        ddb.add_table(TableSpec::on_demand(
+            "orders",
+            KeySchema {
+                hash: KeyAttribute::new("pk", ScalarType::S),
+                range: None,
+            },
+        ));
+        let e = provider(ddb, "orders").check().await.unwrap_err();
+        assert!(
+            e.to_string().contains("has the key pk (S) HASH; a metastore's is N"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -742,7 +742,7 @@ mod tests {
             let table = &config.tables[0];
             let keyring = (op != ItemOp::Inspect).then(|| keyring(KEY_BYTE));
             let mut processor = ItemProcessor::new(op, table, keyring).unwrap();
-            if let Some(provider) = crate::keyring::legacy_provider(table, None).unwrap() {
+            if let Some(provider) = crate::keyring::legacy_provider(table, None).await.unwrap() {
                 processor = processor.with_legacy_provider(provider);
             }
             processor.process(item.clone()).await

@@ -553,5 +553,27 @@ async fn items_under_the_python_clients_metastore_versions_are_judged_in_ap_sout
     );
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(run.json(), v1[0], "{run:#?}");
+
+    // A mistyped metastore table is a startup error naming it, not a key_unavailable verdict per item.
+    let mistyped = s.dir.write(
+        "mistyped.toml",
+        &std::fs::read_to_string(&config)?.replace(&meta, "no-such-metastore"),
+    );
+    let run = ddbguard(
+        &[
+            "verify",
+            "--config",
+            &mistyped,
+            "--table",
+            &s.table,
+            "--until-caught-up",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr.contains("\"no-such-metastore\" not found in this region"),
+        "{run:#?}"
+    );
     Ok(())
 }
