@@ -105,6 +105,34 @@ async fn backfill<D: DynamoApi + Clone>(db: D, config: BackfillConfig) -> Report
         .unwrap()
 }
 
+/// `db` behind writes slowed to 200 ms, and a config that writes two items at once: a run stopped after a few
+/// seconds lands in the middle of a table of a hundred items or more.
+fn slowed(db: &Arc<FakeDynamo>) -> (Arc<FaultyDynamo<Arc<FakeDynamo>>>, BackfillConfig) {
+    let faulty = Arc::new(FaultyDynamo::new(db.clone()));
+    faulty.set_latency(Op::UpdateItem, Duration::from_millis(200));
+    let mut c = config("w1");
+    c.item_concurrency = 2;
+    (faulty, c)
+}
+
+/// A run interrupted (as by a signal) after `seconds`.
+async fn interrupted_after<D: DynamoApi + Clone>(
+    db: D,
+    target: Target,
+    config: BackfillConfig,
+    seconds: u64,
+) -> Report {
+    run(
+        db,
+        target,
+        config,
+        |_| {},
+        tokio::time::sleep(Duration::from_secs(seconds)),
+    )
+    .await
+    .unwrap()
+}
+
 /// Every item of the table decrypts to `expected` (or, for items in `expected` as `None`, is left as it was).
 async fn assert_all_encrypted(db: &FakeDynamo, n: usize) {
     let items = db.items(TABLE);
@@ -416,20 +444,9 @@ async fn an_attribute_added_meanwhile_fails_the_condition_and_survives() {
 #[tokio::test(start_paused = true)]
 async fn an_interrupted_run_resumes_and_encrypts_every_item_exactly_once() {
     let db = table_with(120);
-    let faulty = Arc::new(FaultyDynamo::new(db.clone()));
     // Slow writes, so the interruption lands mid-run.
-    faulty.set_latency(Op::UpdateItem, Duration::from_millis(200));
-    let mut c = config("w1");
-    c.item_concurrency = 2;
-    let first = run(
-        faulty.clone(),
-        target(),
-        c.clone(),
-        |_| {},
-        tokio::time::sleep(Duration::from_secs(3)),
-    )
-    .await
-    .unwrap();
+    let (faulty, c) = slowed(&db);
+    let first = interrupted_after(faulty.clone(), target(), c.clone(), 3).await;
     assert_eq!(first.completion, Completion::Interrupted);
     let done_first = first.progress.count("encrypted");
     assert!(done_first > 0 && done_first < 120, "{done_first}");
@@ -504,10 +521,7 @@ async fn canary_items_are_counted_apart_and_never_rewritten() {
 #[tokio::test(start_paused = true)]
 async fn a_dynamodb_failure_after_the_start_ends_the_run_with_its_report() {
     let db = table_with(400);
-    let faulty = Arc::new(FaultyDynamo::new(db.clone()));
-    faulty.set_latency(Op::UpdateItem, Duration::from_millis(200));
-    let mut c = config("w1");
-    c.item_concurrency = 2;
+    let (faulty, c) = slowed(&db);
     let running = tokio::spawn(run(
         faulty.clone(),
         target(),
@@ -540,22 +554,11 @@ async fn a_dynamodb_failure_after_the_start_ends_the_run_with_its_report() {
 #[tokio::test(start_paused = true)]
 async fn restart_starts_a_new_pass_of_a_finished_job() {
     let db = table_with(120);
-    let faulty = Arc::new(FaultyDynamo::new(db.clone()));
     // Slow writes, so the interruption lands mid-run.
-    faulty.set_latency(Op::UpdateItem, Duration::from_millis(200));
-    let mut c = config("w1");
-    c.item_concurrency = 2;
+    let (faulty, c) = slowed(&db);
     let mut restart = c.clone();
     restart.restart = true;
-    let interrupted = run(
-        faulty.clone(),
-        target(),
-        c.clone(),
-        |_| {},
-        tokio::time::sleep(Duration::from_secs(3)),
-    )
-    .await
-    .unwrap();
+    let interrupted = interrupted_after(faulty.clone(), target(), c.clone(), 3).await;
     assert_eq!(interrupted.completion, Completion::Interrupted);
     let err = run(
         db.clone(),
@@ -1036,20 +1039,9 @@ async fn a_versioned_legacy_item_is_migrated_with_the_next_version_unless_the_ap
 async fn an_interrupted_legacy_migration_resumes_and_skips_nothing() {
     let world = kms_world();
     let db = legacy_table(&world, 120).await;
-    let faulty = Arc::new(FaultyDynamo::new(db.clone()));
-    faulty.set_latency(Op::UpdateItem, Duration::from_millis(200));
-    let mut c = config("w1");
-    c.item_concurrency = 2;
+    let (faulty, c) = slowed(&db);
     let kms = counting_kms(&world);
-    let first = run(
-        faulty.clone(),
-        legacy_target(kms.clone(), true),
-        c.clone(),
-        |_| {},
-        tokio::time::sleep(Duration::from_secs(3)),
-    )
-    .await
-    .unwrap();
+    let first = interrupted_after(faulty.clone(), legacy_target(kms.clone(), true), c.clone(), 3).await;
     assert_eq!(first.completion, Completion::Interrupted);
     let done_first = first.progress.count("migrated_legacy");
     assert!(done_first > 0 && done_first < 120, "{done_first}");

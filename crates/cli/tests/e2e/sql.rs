@@ -439,6 +439,32 @@ fn binary_config(env: &LocalAurora, table: &str, region: &str) -> String {
     aurora::patients_config(env, table, &format!("region = \"{region}\""), &keyring)
 }
 
+/// `ddbguard ARGS` against the stand-in: `config` in `DDBGUARD_CONFIG_TOML`, the clusters' password file in
+/// `PGPASSFILE`.
+fn sql_cli(args: &[&str], config: &str, passfile: &str) -> crate::cli::Run {
+    crate::cli::ddbguard_with_env(args, "", &[("DDBGUARD_CONFIG_TOML", config), ("PGPASSFILE", passfile)])
+}
+
+/// [`sql_cli`] started in the background (warnings only in its log), its stdout and stderr piped or discarded.
+fn sql_spawn(args: &[&str], config: &str, passfile: &str, piped: bool) -> std::process::Child {
+    let output = || {
+        if piped {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        }
+    };
+    crate::cli::command()
+        .args(args)
+        .env("DDBGUARD_CONFIG_TOML", config)
+        .env("PGPASSFILE", passfile)
+        .env("DDBGUARD_LOG", "warn")
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .unwrap()
+}
+
 /// A new `patients` table on the primary with `rows` plaintext rows (NULL scans): the primary's client, the table's
 /// name, the password file's path and the binary's us-east-1 config (raw AES keyring).
 async fn plaintext_patients(env: &LocalAurora, rows: i64) -> (tokio_postgres::Client, String, String, String) {
@@ -471,15 +497,7 @@ async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
     ];
 
     // Killed with SIGKILL once some pages are checkpointed.
-    let mut child = crate::cli::command()
-        .args(backfill_args)
-        .env("DDBGUARD_CONFIG_TOML", &home)
-        .env("PGPASSFILE", &passfile)
-        .env("DDBGUARD_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = sql_spawn(&backfill_args, &home, &passfile, false);
     aurora::wait_for_checkpoint(&primary, &job, 300, Duration::from_secs(120), || {
         child.try_wait().is_ok_and(|s| s.is_none())
     })
@@ -489,11 +507,7 @@ async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
     child.wait().unwrap();
 
     // Restarted: resumes and finishes.
-    let run = crate::cli::ddbguard_with_env(
-        &backfill_args,
-        "",
-        &[("DDBGUARD_CONFIG_TOML", &home), ("PGPASSFILE", &passfile)],
-    );
+    let run = sql_cli(&backfill_args, &home, &passfile);
     assert_eq!(run.code, 0, "{run:#?}");
     let report = run.json();
     assert_eq!(report["resumed"], true, "{report}");
@@ -504,11 +518,7 @@ async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
     env.wait_replayed(Duration::from_secs(30)).await.unwrap();
     let replica_config = binary_config(env, &name, "ap-southeast-2");
     let audit = ["sql", "audit", "--table", &name, "--compare-primary"];
-    let run = crate::cli::ddbguard_with_env(
-        &audit,
-        "",
-        &[("DDBGUARD_CONFIG_TOML", &replica_config), ("PGPASSFILE", &passfile)],
-    );
+    let run = sql_cli(&audit, &replica_config, &passfile);
     assert_eq!(run.code, 0, "{run:#?}");
     let report = run.json();
     assert_eq!(report["by_verdict"]["ok"], ROWS, "{report}");
@@ -523,23 +533,12 @@ async fn the_binary_backfills_survives_sigkill_and_audits_the_standby() {
         .await
         .unwrap();
     env.wait_replayed(Duration::from_secs(30)).await.unwrap();
-    let run = crate::cli::ddbguard_with_env(
-        &audit,
-        "",
-        &[("DDBGUARD_CONFIG_TOML", &replica_config), ("PGPASSFILE", &passfile)],
-    );
+    let run = sql_cli(&audit, &replica_config, &passfile);
     assert_eq!(run.code, 1, "{run:#?}");
     assert_eq!(run.json()["by_verdict"]["plaintext"], 1);
 
     // Without the password file the connection is refused: exit 2, and the message names no password.
-    let run = crate::cli::ddbguard_with_env(
-        &audit,
-        "",
-        &[
-            ("DDBGUARD_CONFIG_TOML", &replica_config),
-            ("PGPASSFILE", "/nonexistent"),
-        ],
-    );
+    let run = sql_cli(&audit, &replica_config, "/nonexistent");
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(!run.stderr.contains("ddbguard-local"), "{run:#?}");
 }
@@ -562,15 +561,7 @@ async fn a_database_failure_mid_backfill_exits_4_the_same_command_resumes_and_re
         "--rows-per-second",
         "400",
     ];
-    let child = crate::cli::command()
-        .args(backfill_args)
-        .env("DDBGUARD_CONFIG_TOML", &home)
-        .env("PGPASSFILE", &passfile)
-        .env("DDBGUARD_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = sql_spawn(&backfill_args, &home, &passfile, true);
     let pid = child.id();
     let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
     aurora::wait_for_checkpoint(&primary, &job, 200, Duration::from_secs(60), alive)
@@ -603,19 +594,11 @@ async fn a_database_failure_mid_backfill_exits_4_the_same_command_resumes_and_re
         .batch_execute(&format!("ALTER TABLE {moved} RENAME TO {name}"))
         .await
         .unwrap();
-    let env_vars = [
-        ("DDBGUARD_CONFIG_TOML", home.as_str()),
-        ("PGPASSFILE", passfile.as_str()),
-    ];
     let restart: Vec<&str> = backfill_args.iter().copied().chain(["--restart"]).collect();
-    let run = crate::cli::ddbguard_with_env(&restart, "", &env_vars);
+    let run = sql_cli(&restart, &home, &passfile);
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.contains("has not finished"), "{run:#?}");
-    let run = crate::cli::ddbguard_with_env(
-        &backfill_args,
-        "",
-        &[("DDBGUARD_CONFIG_TOML", &home), ("PGPASSFILE", &passfile)],
-    );
+    let run = sql_cli(&backfill_args, &home, &passfile);
     assert_eq!(run.code, 0, "{run:#?}");
     let report = run.json();
     assert_eq!(report["resumed"], true, "{report}");
@@ -626,11 +609,7 @@ async fn a_database_failure_mid_backfill_exits_4_the_same_command_resumes_and_re
         .unwrap()
         .get(0);
     assert_eq!(plaintext, 0, "every value is encrypted");
-    let audit = crate::cli::ddbguard_with_env(
-        &["sql", "audit", "--table", &name],
-        "",
-        &[("DDBGUARD_CONFIG_TOML", &home), ("PGPASSFILE", &passfile)],
-    );
+    let audit = sql_cli(&["sql", "audit", "--table", &name], &home, &passfile);
     assert_eq!(audit.code, 0, "{audit:#?}");
     assert_eq!(audit.json()["by_verdict"]["ok"], ROWS, "{audit:#?}");
 
@@ -640,7 +619,7 @@ async fn a_database_failure_mid_backfill_exits_4_the_same_command_resumes_and_re
         .execute(&format!("UPDATE {name} SET ssn = 'late-plaintext' WHERE id = 500"), &[])
         .await
         .unwrap();
-    let run = crate::cli::ddbguard_with_env(&backfill_args, "", &env_vars);
+    let run = sql_cli(&backfill_args, &home, &passfile);
     assert_eq!(run.code, 0, "{run:#?}");
     let report = run.json();
     assert_eq!(
@@ -648,7 +627,7 @@ async fn a_database_failure_mid_backfill_exits_4_the_same_command_resumes_and_re
         (Some(true), Some(0)),
         "{report}"
     );
-    let run = crate::cli::ddbguard_with_env(&restart, "", &env_vars);
+    let run = sql_cli(&restart, &home, &passfile);
     assert_eq!(run.code, 0, "{run:#?}");
     let report = run.json();
     assert_eq!(
@@ -674,13 +653,10 @@ async fn a_value_the_database_refuses_is_failed_and_the_run_goes_on() {
         ))
         .await
         .unwrap();
-    let run = crate::cli::ddbguard_with_env(
+    let run = sql_cli(
         &["sql", "backfill", "--table", &name, "--page-size", "10"],
-        "",
-        &[
-            ("DDBGUARD_CONFIG_TOML", home.as_str()),
-            ("PGPASSFILE", passfile.as_str()),
-        ],
+        &home,
+        &passfile,
     );
     assert_eq!(run.code, 1, "{run:#?}");
     let report = run.json();
@@ -786,7 +762,7 @@ async fn the_binary_audits_rows_the_python_sdk_wrote_with_the_ap_southeast_2_rep
 
     let config = aurora::patients_config(env, &name, &local_aws(aws, REPLICA_REGION), &kms_mrk(&mrk.primary_arn));
     let passfile = env.passfile().to_str().unwrap().to_owned();
-    let run = crate::cli::ddbguard_with_env(
+    let run = sql_cli(
         &[
             "sql",
             "audit",
@@ -796,8 +772,8 @@ async fn the_binary_audits_rows_the_python_sdk_wrote_with_the_ap_southeast_2_rep
             "--recheck-seconds",
             "0.2",
         ],
-        "",
-        &[("DDBGUARD_CONFIG_TOML", &config), ("PGPASSFILE", &passfile)],
+        &config,
+        &passfile,
     );
     assert_eq!(run.code, 1, "{run:#?}");
     let report = run.json();
@@ -859,10 +835,10 @@ async fn values_the_binary_backfills_under_the_mrk_decrypt_in_the_python_sdk_wit
     let config = aurora::patients_config(env, &name, &local_aws(aws, PRIMARY_REGION), &kms_mrk(&mrk.primary_arn));
     let passfile = env.passfile().to_str().unwrap().to_owned();
     let job = unique("job");
-    let run = crate::cli::ddbguard_with_env(
+    let run = sql_cli(
         &["sql", "backfill", "--table", &name, "--job", &job],
-        "",
-        &[("DDBGUARD_CONFIG_TOML", &config), ("PGPASSFILE", &passfile)],
+        &config,
+        &passfile,
     );
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(run.json()["failed"], 0, "{run:#?}");
@@ -965,24 +941,21 @@ async fn the_binary_backfills_5000_rows_under_the_mrk_through_a_writer_and_a_sig
     let passfile = env.passfile().to_str().unwrap().to_owned();
     let job = unique("job");
     let backfill = |job: &str| {
-        crate::cli::ddbguard_with_env(
+        sql_cli(
             &["sql", "backfill", "--table", &name, "--job", job, "--page-size", "250"],
-            "",
-            &[("DDBGUARD_CONFIG_TOML", &config), ("PGPASSFILE", &passfile)],
+            &config,
+            &passfile,
         )
     };
 
     // First run: SIGKILL once 1,500 rows are checkpointed, in the middle of a later page.
     let started = Instant::now();
-    let mut child = crate::cli::command()
-        .args(["sql", "backfill", "--table", &name, "--job", &job, "--page-size", "250"])
-        .env("DDBGUARD_CONFIG_TOML", &config)
-        .env("PGPASSFILE", &passfile)
-        .env("DDBGUARD_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = sql_spawn(
+        &["sql", "backfill", "--table", &name, "--job", &job, "--page-size", "250"],
+        &config,
+        &passfile,
+        false,
+    );
     let restart_point = aurora::wait_for_checkpoint(&primary, &job, 1_500, Duration::from_secs(180), || {
         child.try_wait().is_ok_and(|s| s.is_none())
     })
@@ -1227,10 +1200,10 @@ async fn the_binary_audits_over_verified_tls_and_names_tls_when_the_ca_is_wrong(
             .replace(&format!("\"{}\"", env.replica()), &verified(env.replica()))
     };
     let audit = |config: &str| {
-        crate::cli::ddbguard_with_env(
+        sql_cli(
             &["sql", "audit", "--table", &name, "--compare-primary"],
-            "",
-            &[("DDBGUARD_CONFIG_TOML", config), ("PGPASSFILE", &passfile)],
+            config,
+            &passfile,
         )
     };
     let config = with_ca(ca);
