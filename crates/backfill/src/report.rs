@@ -204,17 +204,31 @@ impl Progress {
     }
 }
 
-/// How a run ended.
+/// How a run ended (of the DynamoDB backfill, and of the Aurora one in `ddbguard-sql`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Completion {
-    /// Every segment of the job is finished.
+    /// The whole job is finished (now or by an earlier run).
     Finished,
     /// Stopped by a signal at a page boundary; every finished page is checkpointed.
     Interrupted,
-    /// Stopped after it started by a DynamoDB or ledger failure that retries did not cure ([`Report::error`]
-    /// says which); every finished page is checkpointed and a rerun resumes.
+    /// Stopped after it started by a failure of the database or the ledger that retries did not cure (the
+    /// report's `error` says which); every finished page is checkpointed and a rerun resumes.
     Failed,
+}
+
+impl Completion {
+    /// The exit code of a run that ended so with `failed` items (or values) that could not be processed and `left`
+    /// ones left after repeated conflicts: 130 interrupted, 4 failed after it started, 1 failures, 3 left, 0.
+    pub fn exit_code(self, failed: u64, left: u64) -> u8 {
+        match self {
+            Completion::Interrupted => 130,
+            Completion::Failed => 4,
+            Completion::Finished if failed > 0 => 1,
+            Completion::Finished if left > 0 => 3,
+            Completion::Finished => 0,
+        }
+    }
 }
 
 /// The final report of a run (printed as JSON).

@@ -106,10 +106,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency,
         read_units_per_second: args.read_units_per_second,
         recheck_after,
-        canaries: config.verify.canaries.clone().map(|mut canaries| {
-            canaries.origins = aws_settings.regions.clone();
-            canaries
-        }),
+        canaries: config.verify.canaries_in(&aws_settings.regions),
         ..AuditConfig::default()
     };
     let replica = args.compare_region.map(|r| Replica {

@@ -384,11 +384,7 @@ impl Job {
         engine.kms_requests_per_second = Some(limits.kms_requests_per_second);
         engine.rewrite.dry_run = run.dry_run;
         engine.filter = filter;
-        engine.canaries = config.verify.canaries.clone().map(|mut canaries| {
-            // As `verify` and `audit` see them: every region of the table writes its own.
-            canaries.origins = settings.regions.clone();
-            canaries
-        });
+        engine.canaries = config.verify.canaries_in(&settings.regions);
         engine.progress_interval = crate::progress::interval();
         Ok(Job {
             db,
@@ -445,17 +441,9 @@ async fn describe(
 
 /// The exit code of a finished, interrupted or failed run.
 pub fn exit_code(report: &Report) -> u8 {
-    if report.completion == ddbguard_backfill::Completion::Failed {
-        crate::EXIT_AFTER_STARTUP
-    } else if report.completion == ddbguard_backfill::Completion::Interrupted {
-        130
-    } else if report.failed() > 0 {
-        1
-    } else if report.skipped_after_conflicts() > 0 {
-        3
-    } else {
-        0
-    }
+    report
+        .completion
+        .exit_code(report.failed(), report.skipped_after_conflicts())
 }
 
 /// The report as printed: the engine's report, the budgets, and a note when KMS limited the run.
@@ -487,12 +475,17 @@ pub fn limit_note(report: &Report, limits: &Limits) -> Option<String> {
 /// report on stdout has the same `error`).
 pub fn print_stop_error(report: &Report) {
     if let Some(error) = &report.error {
-        eprintln!(
-            "ddbguard: error: table {:?} in {}: the run stopped after it started: {error}; finished pages are \
-             checkpointed, rerun the same command to resume",
-            report.table, report.region
-        );
+        print_stopped(&format!("table {:?} in {}", report.table, report.region), error);
     }
+}
+
+/// Says on stderr why a run (of `place`, the table) stopped after it started, and how to resume it: the DynamoDB
+/// and the Aurora backfills. `--restart` is refused on an unfinished job, so the hint leaves it out.
+pub fn print_stopped(place: &str, error: &str) {
+    eprintln!(
+        "ddbguard: error: {place}: the run stopped after it started: {error}; finished pages are checkpointed, \
+         rerun the command (without --restart) to resume"
+    );
 }
 
 /// Prints the report on stdout (and the KMS note on stderr) and returns the exit code.

@@ -156,7 +156,10 @@ pub struct ItemArgs {
 pub(crate) fn print_json(doc: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, doc).context("cannot write output")?;
-    out.write_all(b"\n").context("cannot write output")
+    // Flushed here, so that a full disk or a closed pipe is this call's error, not a silent loss at exit.
+    out.write_all(b"\n")
+        .and_then(|()| out.flush())
+        .context("cannot write output")
 }
 
 /// Exit code of a command that failed after it started ([`AfterStartup`]).

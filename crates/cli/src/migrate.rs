@@ -127,11 +127,10 @@ pub async fn run(command: MigrateCommand) -> anyhow::Result<ExitCode> {
                     "estimated_seconds": report.estimated_seconds,
                 });
                 backfill::print_stop_error(&report);
-                code = match report.completion {
-                    ddbguard_backfill::Completion::Interrupted => 130,
-                    ddbguard_backfill::Completion::Failed => crate::EXIT_AFTER_STARTUP,
-                    ddbguard_backfill::Completion::Finished => code,
-                };
+                // A plan's items are never failed or left: only how it ended sets the code.
+                if report.completion != ddbguard_backfill::Completion::Finished {
+                    code = report.completion.exit_code(0, 0);
+                }
             }
             Mode::Apply => {
                 let job = prepare(&config, &entry.migration, &args.run).await?;

@@ -345,16 +345,7 @@ async fn run_backfill(args: SqlBackfillArgs) -> anyhow::Result<ExitCode> {
     }
     crate::print_json(&value)?;
     if let Some(error) = &report.error {
-        let rerun = if args.restart {
-            "run the command without --restart to resume"
-        } else {
-            "rerun the same command to resume"
-        };
-        eprintln!(
-            "ddbguard: error: table {:?}: the sql backfill stopped after it started: {error}; finished pages are \
-             checkpointed, {rerun}",
-            report.table
-        );
+        crate::backfill::print_stopped(&format!("table {:?}", report.table), error);
     }
     Ok(ExitCode::from(report.exit_code()))
 }

@@ -28,7 +28,6 @@
 //!   next owner: nothing is lost, but the stop was not clean and the orchestrator should know). What was verified
 //!   is checkpointed; a restart resumes there.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -153,11 +152,7 @@ pub async fn run(args: VerifyArgs, emf: bool) -> anyhow::Result<ExitCode> {
         start_position: args.from.start_position(),
         until_caught_up: args.until_caught_up,
         quarantine: config.verify.quarantine.clone(),
-        canaries: config.verify.canaries.clone().map(|mut canaries| {
-            // Every replica region writes canaries; a single-region setup expects only its own.
-            canaries.origins = aws_settings.regions.clone();
-            canaries
-        }),
+        canaries: config.verify.canaries_in(&aws_settings.regions),
     };
     tracing::info!(%metrics_addr, sample_rate = config.verify.sample_rate, from = ?args.from, "verify: configured");
 
@@ -198,7 +193,7 @@ pub async fn run(args: VerifyArgs, emf: bool) -> anyhow::Result<ExitCode> {
     })?;
 
     if args.until_caught_up {
-        write_summary(&report.to_json())
+        crate::print_json(&report.to_json())
             .context("cannot write the summary")
             .context(crate::AfterStartup)?;
     }
@@ -219,14 +214,6 @@ fn exit_code(report: &service::VerifyReport, until_caught_up: bool) -> Result<Ex
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Writes the `--until-caught-up` summary on stdout.
-fn write_summary(summary: &serde_json::Value) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, summary)?;
-    out.write_all(b"\n")?;
-    out.flush()
 }
 
 /// The Prometheus exporter's settings common to every command that serves `/metrics`: request-latency

@@ -72,18 +72,8 @@ impl Default for BackfillConfig {
     }
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Completion {
-    /// The whole table was processed (now or by an earlier run of the job).
-    Finished,
-    /// A signal stopped the run; the checkpoint holds the last finished page.
-    Interrupted,
-    /// A database failure stopped the run after it started (the report's `error` says which); the checkpoint
-    /// holds the last finished page, and the same job resumes from it.
-    Failed,
-}
+/// How a run ended: the DynamoDB backfill's, with its exit codes.
+pub use ddbguard_backfill::Completion;
 
 /// Counts of a run (and the progress snapshots).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -195,17 +185,8 @@ impl BackfillReport {
     /// The exit code, as the DynamoDB backfill's: 130 interrupted, 4 stopped by a database failure, 1 failures, 3
     /// values left after conflicts, 0.
     pub fn exit_code(&self) -> u8 {
-        if self.completion == Completion::Interrupted {
-            130
-        } else if self.completion == Completion::Failed {
-            4
-        } else if self.counts.failed > 0 {
-            1
-        } else if self.counts.skipped_after_conflicts > 0 {
-            3
-        } else {
-            0
-        }
+        self.completion
+            .exit_code(self.counts.failed, self.counts.skipped_after_conflicts)
     }
 }
 

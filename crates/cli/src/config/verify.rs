@@ -41,8 +41,19 @@ pub struct VerifySettings {
     /// The quarantine table name, also when `quarantine = false` (for `ddbguard quarantine`).
     pub quarantine_table: String,
     /// Canaries (`canaries = false`: none). The origin regions are filled in from `[aws] regions` once the
-    /// local region is known.
+    /// local region is known ([`VerifySettings::canaries_in`]).
     pub canaries: Option<CanarySettings>,
+}
+
+impl VerifySettings {
+    /// The canaries as `verify`, `audit` and `backfill` see them: every replica region in `regions` (`[aws]
+    /// regions`, with the local one) writes its own; a single-region setup expects only its own.
+    pub fn canaries_in(&self, regions: &[String]) -> Option<CanarySettings> {
+        self.canaries.clone().map(|mut canaries| {
+            canaries.origins = regions.to_vec();
+            canaries
+        })
+    }
 }
 
 /// Default `[verify] lease_table`.
