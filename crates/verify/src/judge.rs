@@ -27,8 +27,8 @@
 use std::sync::Arc;
 
 use ddbguard_dbe::{
-    DbeError, DecryptedItem, EncryptedDataKey, FOOTER_ATTRIBUTE, HEADER_ATTRIBUTE, Item, Keyring,
-    LEGACY_MATERIAL_DESCRIPTION, PolicyMismatch, Reason, Verdict, check_structure, decrypt_item,
+    DbeError, DecryptedItem, EncryptedDataKey, FOOTER_ATTRIBUTE, HEADER_ATTRIBUTE, Item, Keyring, PolicyMismatch,
+    Reason, Verdict, check_structure, decrypt_item,
 };
 use ddbguard_ddbec::{DdbecError, DecryptedLegacyItem, MaterialsProvider, TableContext, is_legacy_item};
 use ddbguard_keys::arn::KmsArn;
@@ -48,6 +48,16 @@ pub enum ItemFormat {
 }
 
 impl ItemFormat {
+    /// The format of a stored item: `Ddbec` when it has a legacy attribute (`*amzn-ddb-map-desc*` or
+    /// `*amzn-ddb-map-sig*`) and neither DB-ESDK attribute, else `DbEsdk`.
+    pub fn of(item: &Item) -> ItemFormat {
+        if !item.contains_key(HEADER_ATTRIBUTE) && !item.contains_key(FOOTER_ATTRIBUTE) && is_legacy_item(item) {
+            ItemFormat::Ddbec
+        } else {
+            ItemFormat::DbEsdk
+        }
+    }
+
     /// The label value: `dbesdk` or `ddbec`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -200,9 +210,9 @@ impl Judge {
 
     /// The verdict about `item` and, when it passed after a full decryption, the plaintext.
     pub async fn judge_and_decrypt(&self, item: &Item, depth: Depth) -> (Judgement, Option<Plaintext>) {
-        let no_header = !item.contains_key(HEADER_ATTRIBUTE) && !item.contains_key(FOOTER_ATTRIBUTE);
-        if no_header
-            && is_legacy_item(item)
+        // The label says what the item is, judged as a legacy item or not (`legacy_format`).
+        let format = ItemFormat::of(item);
+        if format == ItemFormat::Ddbec
             && let (Some(policy), Some(provider)) = (&self.policy.legacy, &self.legacy_provider)
         {
             let (mut judgement, plaintext) =
@@ -210,7 +220,7 @@ impl Judge {
                     Ok((verdict, reason, plaintext)) => (Judgement::new(verdict, reason, String::new()), plaintext),
                     Err(e) => (e.into(), None),
                 };
-            judgement.format = ItemFormat::Ddbec;
+            judgement.format = format;
             return (judgement, plaintext.map(Plaintext::Ddbec));
         }
         let mut origin = None;
@@ -219,10 +229,7 @@ impl Judge {
             Err(failure) => (failure, None),
         };
         judgement.origin_region = origin;
-        if no_header && is_legacy_item(item) {
-            // Not judged as one (`legacy_format`), but a legacy item all the same: the label says so.
-            judgement.format = ItemFormat::Ddbec;
-        }
+        judgement.format = format;
         (judgement, plaintext)
     }
 
@@ -259,7 +266,7 @@ impl Judge {
     ) -> Result<(Verdict, Reason, Option<Plaintext>), Judgement> {
         let policy = &self.policy.table;
         if !item.contains_key(HEADER_ATTRIBUTE) && !item.contains_key(FOOTER_ATTRIBUTE) {
-            if item.contains_key(LEGACY_MATERIAL_DESCRIPTION) {
+            if is_legacy_item(item) {
                 return Err(DbeError::LegacyFormat.into());
             }
             let (verdict, what) = if policy.requires_encryption() {
@@ -427,6 +434,11 @@ mod legacy_tests {
         let j = judge(false).judge(&legacy_item(), Depth::Full).await;
         assert_eq!((j.verdict, j.reason), (Verdict::LegacyFormat, Reason::LegacyFormat));
         assert_eq!(j.format, ItemFormat::Ddbec);
+        // Either legacy attribute makes a legacy item (a signature alone too), never a plaintext one.
+        let mut signature_only = legacy_item();
+        signature_only.remove(ddbguard_ddbec::MATERIAL_DESCRIPTION);
+        let j = judge(false).judge(&signature_only, Depth::Full).await;
+        assert_eq!((j.verdict, j.format), (Verdict::LegacyFormat, ItemFormat::Ddbec));
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use ddbguard_dbe::json::{item_from_ddb_json, item_to_ddb_json};
 use ddbguard_dbe::{DbeError, Header, Item, Keyring, Reason, Verdict};
 use ddbguard_ddbec::{MaterialsProvider, is_legacy_item};
-use ddbguard_verify::{Depth, Judge, Judgement};
+use ddbguard_verify::{Depth, ItemFormat, Judge, Judgement};
 use serde_json::{Value, json};
 
 use crate::config::TableSettings;
@@ -223,11 +223,7 @@ fn write_line(out: &mut dyn Write, line: usize, result: Result<Value, ItemFailur
 
 /// Describes an item's header without any key.
 fn inspect(table: &TableSettings, item: &Item) -> Result<Value, ItemFailure> {
-    if table.legacy.is_some()
-        && !item.contains_key(ddbguard_dbe::HEADER_ATTRIBUTE)
-        && !item.contains_key(ddbguard_dbe::FOOTER_ATTRIBUTE)
-        && is_legacy_item(item)
-    {
+    if table.legacy.is_some() && ItemFormat::of(item) == ItemFormat::Ddbec {
         return inspect_legacy(item);
     }
     let header = Header::from_item(item)?;
