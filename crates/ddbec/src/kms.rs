@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use crate::crypto::{ContentKey, DecryptionMaterials, SecretBytes, VerificationKey};
 use crate::error::DdbecError;
 use crate::material::{KeyInfo, MaterialDescription, keys};
-use crate::provider::{ProviderContext, decode_base64};
+use crate::provider::{ProviderContext, decode_base64, mismatch};
 
 /// The `amzn-ddb-wrap-alg` value of the direct KMS provider.
 pub const KMS_WRAPPING_ALGORITHM: &str = "kms";
@@ -41,10 +41,6 @@ pub struct DirectKmsDescription {
     pub signing_description: String,
     content_bytes: usize,
     signing_bytes: usize,
-}
-
-fn mismatch(field: &'static str, what: &'static str) -> DdbecError {
-    DdbecError::AlgorithmMismatch { field, what }
 }
 
 impl DirectKmsDescription {

@@ -42,7 +42,7 @@ pub trait MaterialsProvider: Send + Sync + Debug {
     fn decryption_materials<'a>(&'a self, ctx: &'a ProviderContext<'a>) -> ProviderFuture<'a>;
 }
 
-fn mismatch(field: &'static str, what: &'static str) -> DdbecError {
+pub(crate) fn mismatch(field: &'static str, what: &'static str) -> DdbecError {
     DdbecError::AlgorithmMismatch { field, what }
 }
 

@@ -263,11 +263,6 @@ impl<D: DynamoApi> MetaStoreProvider<D> {
         }
     }
 
-    /// The metastore table.
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     /// The DynamoDB client (tests reach a fake's counters through it).
     pub fn dynamo(&self) -> &D {
         &self.ddb

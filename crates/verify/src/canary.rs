@@ -337,21 +337,6 @@ impl Canaries {
         })
     }
 
-    /// The key layout.
-    pub fn layout(&self) -> &CanaryLayout {
-        &self.layout
-    }
-
-    /// The settings.
-    pub fn settings(&self) -> &CanarySettings {
-        &self.settings
-    }
-
-    /// The attribute that carries the payload.
-    pub fn payload_attribute(&self) -> &str {
-        &self.payload_attribute
-    }
-
     fn states(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, OriginState>> {
         self.origins.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -479,10 +464,10 @@ impl Canaries {
                 record.approximate_creation_time
             }
         };
-        if let Some(p) = &payload {
-            let lag = now
-                .duration_since(UNIX_EPOCH + Duration::from_millis(p.written_at_ms))
-                .unwrap_or_default();
+        if payload.is_some()
+            && let Some(written) = written
+        {
+            let lag = now.duration_since(written).unwrap_or_default();
             observation.lag = Some(lag);
             metrics::histogram!(
                 "ddbguard_canary_lag_seconds",
