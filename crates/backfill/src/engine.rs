@@ -321,10 +321,6 @@ async fn drive<D: DynamoApi + Clone, L: LeaseStore>(
     shutdown: impl Future,
 ) -> Result<((Completion, Duration), Option<BackfillError>), BackfillError> {
     let cfg = &shared.config;
-    if cfg.restart {
-        store.initialize().await?;
-        start_new_pass(&store, &format!("{}/{}/", shared.target.table, cfg.job), &cfg.job).await?;
-    }
     let mut coordinator = Coordinator::new(
         store,
         CoordinatorConfig {
@@ -338,6 +334,14 @@ async fn drive<D: DynamoApi + Clone, L: LeaseStore>(
         },
     );
     coordinator.initialize().await?;
+    if cfg.restart {
+        start_new_pass(
+            coordinator.store(),
+            &format!("{}/{}/", shared.target.table, cfg.job),
+            &cfg.job,
+        )
+        .await?;
+    }
     let prefix = format!("{}/{}/{segments}/", shared.target.table, cfg.job);
     let wanted: Vec<Lease> = (0..segments)
         .map(|s| Lease::new(segment_key(shared, segments, s), vec![]))
