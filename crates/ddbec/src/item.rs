@@ -12,16 +12,26 @@ use crate::crypto::{DecryptionMaterials, SigningAlgorithm};
 use crate::error::DdbecError;
 use crate::material::{CBC_PKCS5_PADDING, MaterialDescription, keys};
 use crate::provider::{MaterialsProvider, ProviderContext};
-use crate::serialize::{deserialize_value, serialize_value};
+use crate::serialize::{deserialize_value, serialize_value_into};
 use crate::{MATERIAL_DESCRIPTION, SIGNATURE};
 
-/// SHA-256 of `ENCRYPTED` and of `PLAINTEXT`, which mark each signed attribute's action in the string to sign.
-fn action_marker(action: LegacyAction) -> [u8; 32] {
-    sha256(if action == LegacyAction::EncryptAndSign {
-        b"ENCRYPTED"
+/// SHA-256 of `ENCRYPTED` and of `PLAINTEXT`, which mark each signed attribute's action in the string to sign
+/// (constants: they would otherwise be hashed again for every signed attribute of every item).
+const ENCRYPTED_MARKER: [u8; 32] = [
+    0x39, 0x41, 0x15, 0xac, 0x4e, 0xb0, 0x9a, 0xa4, 0x94, 0x29, 0x34, 0x88, 0x16, 0xb2, 0x03, 0x81, 0x27, 0xb0, 0xf9,
+    0xe3, 0xa5, 0x20, 0x37, 0x2a, 0xe1, 0x00, 0xca, 0x19, 0xfb, 0x08, 0xfd, 0x50,
+];
+const PLAINTEXT_MARKER: [u8; 32] = [
+    0xcb, 0x40, 0xe7, 0xda, 0xdc, 0x86, 0x16, 0x1b, 0x97, 0x98, 0xde, 0x48, 0x51, 0x2f, 0x33, 0x2d, 0x21, 0xc1, 0x41,
+    0xfc, 0xc1, 0xe2, 0x8a, 0x08, 0x6f, 0xde, 0x4a, 0x33, 0x75, 0xaa, 0xb1, 0xb5,
+];
+
+fn action_marker(action: LegacyAction) -> &'static [u8; 32] {
+    if action == LegacyAction::EncryptAndSign {
+        &ENCRYPTED_MARKER
     } else {
-        b"PLAINTEXT"
-    })
+        &PLAINTEXT_MARKER
+    }
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -109,6 +119,7 @@ pub fn check_structure<'a>(item: &'a Item, actions: &AttributeActions) -> Result
 pub fn string_to_sign(table_name: &str, item: &Item, actions: &AttributeActions) -> Result<Vec<u8>, DdbecError> {
     let mut out = Vec::with_capacity(32 + item.len() * 96);
     out.extend_from_slice(&sha256(format!("TABLE>{table_name}<TABLE").as_bytes()));
+    let mut serialized = Vec::new();
     // Item is a BTreeMap<String, _>: byte order of the names, which is the Python client's code-point order.
     for (name, value) in item {
         if name == MATERIAL_DESCRIPTION || name == SIGNATURE {
@@ -119,8 +130,8 @@ pub fn string_to_sign(table_name: &str, item: &Item, actions: &AttributeActions)
             continue;
         }
         out.extend_from_slice(&sha256(name.as_bytes()));
-        out.extend_from_slice(&action_marker(action));
-        let serialized = serialize_value(value).map_err(|e| e.named(name))?;
+        out.extend_from_slice(action_marker(action));
+        serialize_value_into(value, &mut serialized).map_err(|e| e.named(name))?;
         out.extend_from_slice(&sha256(&serialized));
     }
     Ok(out)
@@ -219,4 +230,15 @@ pub async fn decrypt_item(
         item: plain,
         description: structure.description,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_markers_are_the_digests_of_their_words() {
+        assert_eq!(*action_marker(LegacyAction::EncryptAndSign), sha256(b"ENCRYPTED"));
+        assert_eq!(*action_marker(LegacyAction::SignOnly), sha256(b"PLAINTEXT"));
+    }
 }

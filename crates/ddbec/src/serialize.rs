@@ -58,10 +58,10 @@ pub fn serialize_attribute(value: &AttributeValue) -> Result<Vec<u8>, DdbecError
     Ok(out)
 }
 
-pub(crate) fn serialize_value(value: &AttributeValue) -> Result<Vec<u8>, ValueError> {
-    let mut out = Vec::new();
-    serialize_into(value, &mut out, 0)?;
-    Ok(out)
+/// Serializes one attribute value into `out`, which is cleared first (a buffer reused across attributes).
+pub(crate) fn serialize_value_into(value: &AttributeValue, out: &mut Vec<u8>) -> Result<(), ValueError> {
+    out.clear();
+    serialize_into(value, out, 0)
 }
 
 fn put_len(out: &mut Vec<u8>, len: usize) -> Result<(), ValueError> {
