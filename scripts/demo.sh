@@ -73,17 +73,6 @@ else
   DDBGUARD_LOCAL_PG=0 scripts/local-aws up
 fi
 aws() { .venv/bin/python scripts/demo/demo_aws.py --endpoint "$endpoint" "$@"; }
-expect_failure() {
-  set +e
-  "$@"
-  local code=$?
-  set -e
-  if [ "$code" -ne 1 ]; then
-    echo "  unexpected exit code $code (expected 1)" >&2
-    exit 1
-  fi
-  echo "  exit code 1, as it must be"
-}
 # `report CODE FILE COMMAND...`: runs a ddbguard command whose JSON report goes to FILE and its log to
 # $work/ddbguard.log, and stops the demo unless it exits with CODE.
 report() {

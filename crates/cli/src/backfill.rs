@@ -363,9 +363,9 @@ impl Job {
             keyring: encrypting,
             kms_calls_per_item: limits.kms_calls_per_item,
             version_attribute: table.version_attribute.clone(),
-            from_legacy: limits.legacy_kms_calls_per_item.map(|kms_calls_per_item| FromLegacy {
-                kms_calls_per_item,
-                calls_aws: legacy.is_some_and(|l| l.provider.needs_aws()),
+            from_legacy: legacy.map(|l| FromLegacy {
+                kms_calls_per_item: legacy_kms_calls_per_item(&l.provider),
+                calls_aws: l.provider.needs_aws(),
             }),
         };
         let mut engine = BackfillConfig::new(
