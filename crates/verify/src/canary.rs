@@ -209,27 +209,25 @@ impl CanaryLayout {
     /// The origin region of a canary whose key attributes are `keys`, or `None` for any other item. The sort key,
     /// if any, must be the same region's canary value.
     pub fn origin(&self, keys: &Item) -> Option<String> {
-        let origin = self.origin_of_value(keys.get(&self.partition.name)?)?;
+        self.origin_by(|name| keys.get(name).cloned())
+    }
+
+    /// [`CanaryLayout::origin`] of an item as the DynamoDB adapter returns it (a scanned item).
+    pub fn origin_of_table_item(&self, item: &ddbguard_ddb::Item) -> Option<String> {
+        self.origin_by(|name| crate::convert::attribute_from_table(item.get(name)?, name).ok())
+    }
+
+    /// [`CanaryLayout::origin`] with the key attributes read through `get`, the sort key only when the partition
+    /// key is a canary's: it runs for every scanned item and stream record, nearly all of them not canaries.
+    fn origin_by(&self, get: impl Fn(&str) -> Option<AttributeValue>) -> Option<String> {
+        let origin = self.origin_of_value(&get(&self.partition.name)?)?;
         if let Some(sort) = &self.sort {
-            let sort_origin = self.origin_of_value(keys.get(&sort.name)?)?;
+            let sort_origin = self.origin_of_value(&get(&sort.name)?)?;
             if sort_origin != origin {
                 return None;
             }
         }
         Some(origin)
-    }
-}
-
-impl CanaryLayout {
-    /// [`CanaryLayout::origin`] of an item as the DynamoDB adapter returns it (a scanned item): only its key
-    /// attributes are converted.
-    pub fn origin_of_table_item(&self, item: &ddbguard_ddb::Item) -> Option<String> {
-        let mut keys = Item::new();
-        for name in std::iter::once(&self.partition.name).chain(self.sort.as_ref().map(|s| &s.name)) {
-            let value = crate::convert::attribute_from_table(item.get(name)?, name).ok()?;
-            keys.insert(name.clone(), value);
-        }
-        self.origin(&keys)
     }
 }
 
@@ -348,12 +346,8 @@ impl Canaries {
         } else {
             &record.keys
         };
-        let mut keys = Item::new();
-        for name in std::iter::once(&self.layout.partition.name).chain(self.layout.sort.as_ref().map(|s| &s.name)) {
-            let value = attribute_from_stream(source.get(name)?, name).ok()?;
-            keys.insert(name.clone(), value);
-        }
-        self.layout.origin(&keys)
+        self.layout
+            .origin_by(|name| attribute_from_stream(source.get(name)?, name).ok())
     }
 
     /// The plaintext canary item this region writes now (before encryption).
