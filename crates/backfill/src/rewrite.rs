@@ -32,9 +32,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ddbguard_dbe::{
-    AttributeValue as DbeValue, DbeError, Item as DbeItem, Keyring, Reason, TableConfig, Verdict, encrypt_item,
-};
+use ddbguard_dbe::{AttributeValue as DbeValue, Item as DbeItem, Keyring, Reason, TableConfig, Verdict, encrypt_item};
 use ddbguard_ddb::size::{item_size, read_units, write_units};
 use ddbguard_ddb::{AttributeValue, Backoff, Condition, DdbError, DynamoApi, ErrorKind, Item, ReturnValues, Update};
 use ddbguard_verify::convert::{item_to_table_item, table_item_to_item};
@@ -345,44 +343,36 @@ async fn open_legacy(
         verdict: Verdict::IntegrityFailed,
         reason: e.reason(),
     })?;
-    let cost = target.from_legacy.map_or(0.0, |l| l.kms_calls_per_item);
     let calls_aws = target.from_legacy.is_some_and(|l| l.calls_aws);
-    let depth = if settings.dry_run && calls_aws {
-        Depth::Structural
+    let (depth, cost) = if settings.dry_run && calls_aws {
+        (Depth::Structural, 0.0)
     } else {
-        Depth::Full
+        (Depth::Full, target.from_legacy.map_or(0.0, |l| l.kms_calls_per_item))
     };
-    let mut backoff = Backoff::new(settings.retry_backoff, settings.retry_backoff * 64);
-    loop {
-        if depth == Depth::Full && cost > 0.0 {
-            budgets.kms.ready().await;
-            budgets.kms.charge(cost);
-        }
-        let (judgement, plaintext) = target.judge.judge_and_decrypt(&stored, depth).await;
+    let stored = &stored;
+    with_kms_retries(&target.table, budgets, settings, cost, || async move {
+        let (judgement, plaintext) = target.judge.judge_and_decrypt(stored, depth).await;
+        let failed = Err(Outcome::Failed {
+            reason: judgement.reason.as_str(),
+        });
         match (judgement.verdict, plaintext) {
-            (Verdict::Ok, Some(Plaintext::Ddbec(decrypted))) => return Ok(decrypted.item),
+            (Verdict::Ok, Some(Plaintext::Ddbec(decrypted))) => Attempt::Done(Ok(decrypted.item)),
             (Verdict::OkStructural, None) if depth == Depth::Structural => {
-                let mut stand_in = stored;
+                let mut stand_in = stored.clone();
                 stand_in.remove(LEGACY_DESC);
                 stand_in.remove(LEGACY_SIG);
-                return Ok(stand_in);
+                Attempt::Done(Ok(stand_in))
             }
-            (Verdict::KmsThrottled, _) if backoff.attempts() < settings.max_retries => {
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-            (Verdict::KmsThrottled | Verdict::KeyUnavailable, _) => {
+            (Verdict::KmsThrottled, _) => Attempt::Throttled(failed),
+            (Verdict::KeyUnavailable, _) => {
                 tracing::warn!(table = %target.table, reason = %judgement.reason, "a legacy item's key is unavailable");
-                return Err(Outcome::Failed {
-                    reason: judgement.reason.as_str(),
-                });
+                Attempt::Done(failed)
             }
-            (verdict, _) if verdict.is_pass() => {
-                // A pass without the legacy plaintext: the judge does not judge legacy items (checked at the
-                // start of the run), so this is a fault of the wiring, not of the item.
-                return Err(Outcome::Failed {
-                    reason: "legacy_not_decrypted",
-                });
-            }
+            // A pass without the legacy plaintext: the judge does not judge legacy items (checked at the start
+            // of the run), so this is a fault of the wiring, not of the item.
+            (verdict, _) if verdict.is_pass() => Attempt::Done(Err(Outcome::Failed {
+                reason: "legacy_not_decrypted",
+            })),
             (verdict, _) => {
                 tracing::warn!(
                     table = %target.table,
@@ -390,11 +380,53 @@ async fn open_legacy(
                     reason = %judgement.reason,
                     "a legacy item does not verify; left as it is"
                 );
-                return Err(Outcome::LegacyRefused {
+                Attempt::Done(Err(Outcome::LegacyRefused {
                     verdict,
                     reason: judgement.reason,
-                });
+                }))
             }
+        }
+    })
+    .await
+}
+
+/// One attempt of a step that calls KMS: its result, or (KMS throttled) what to answer if no retry is left.
+enum Attempt<T> {
+    Done(T),
+    Throttled(T),
+}
+
+/// Runs `attempt` under the KMS budget (`cost` requests each time; 0 for a step that makes none) and again after a
+/// backoff while KMS throttles it, up to `settings.max_retries` times: the legacy decryption and the encryption
+/// of one item.
+async fn with_kms_retries<T, F, Fut>(
+    table: &str,
+    budgets: &Budgets,
+    settings: &RewriteSettings,
+    cost: f64,
+    mut attempt: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Attempt<T>>,
+{
+    let mut backoff = Backoff::new(settings.retry_backoff, settings.retry_backoff * 64);
+    loop {
+        if cost > 0.0 {
+            budgets.kms.ready().await;
+            budgets.kms.charge(cost);
+        }
+        match attempt().await {
+            Attempt::Done(result) => return result,
+            Attempt::Throttled(result) if backoff.attempts() >= settings.max_retries => {
+                tracing::warn!(
+                    table,
+                    retries = backoff.attempts(),
+                    "KMS still throttles an item; left for a later pass"
+                );
+                return result;
+            }
+            Attempt::Throttled(_) => tokio::time::sleep(backoff.next_delay()).await,
         }
     }
 }
@@ -426,34 +458,32 @@ async fn encrypt(
         };
         plain.insert(version.clone(), DbeValue::N(next.to_string()));
     }
-    let mut backoff = Backoff::new(settings.retry_backoff, settings.retry_backoff * 64);
-    loop {
-        if target.kms_calls_per_item > 0.0 && !settings.dry_run {
-            budgets.kms.ready().await;
-            budgets.kms.charge(target.kms_calls_per_item);
-        }
-        match encrypt_item(target.config(), target.keyring.as_ref(), &plain).await {
-            Ok(encrypted) => return Ok(item_to_table_item(&encrypted)),
+    let cost = if settings.dry_run {
+        0.0
+    } else {
+        target.kms_calls_per_item
+    };
+    let plain = &plain;
+    with_kms_retries(&target.table, budgets, settings, cost, || async move {
+        match encrypt_item(target.config(), target.keyring.as_ref(), plain).await {
+            Ok(encrypted) => Attempt::Done(Ok(item_to_table_item(&encrypted))),
             Err(e) => match e.verdict() {
-                Verdict::KmsThrottled if backoff.attempts() < settings.max_retries => {
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-                Verdict::PolicyViolation => {
-                    return Err(Outcome::PolicyViolation {
+                Verdict::KmsThrottled => Attempt::Throttled(Err(Outcome::Failed {
+                    reason: e.reason().as_str(),
+                })),
+                Verdict::PolicyViolation => Attempt::Done(Err(Outcome::PolicyViolation {
+                    reason: e.reason().as_str(),
+                })),
+                _ => {
+                    tracing::warn!(error = %e, "encrypting an item failed");
+                    Attempt::Done(Err(Outcome::Failed {
                         reason: e.reason().as_str(),
-                    });
+                    }))
                 }
-                _ => return Err(failed(&e)),
             },
         }
-    }
-}
-
-fn failed(e: &DbeError) -> Outcome {
-    tracing::warn!(error = %e, "encrypting an item failed");
-    Outcome::Failed {
-        reason: e.reason().as_str(),
-    }
+    })
+    .await
 }
 
 /// The write-back condition (see the module docs).
