@@ -169,25 +169,14 @@ impl LegacySettings {
         let actions = actions.with_key_attributes(table.key_names());
         let provider = match raw.provider.as_deref().unwrap_or("aws-kms") {
             "aws-kms" => {
-                refuse(&raw.wrapping_key_file, "wrapping_key_file", "aws-kms")?;
-                refuse(&raw.rsa_unwrapping_key_file, "rsa_unwrapping_key_file", "aws-kms")?;
-                refuse(&raw.encryption_key_file, "encryption_key_file", "aws-kms")?;
-                refuse(&raw.signing_key_file, "signing_key_file", "aws-kms")?;
-                refuse(&raw.rsa_verification_key_file, "rsa_verification_key_file", "aws-kms")?;
-                refuse_metastore(raw, "aws-kms")?;
+                raw.refuse_others("aws-kms", &["key_arn"])?;
                 let key_arn = kms_key(&raw.key_arn, "key_arn", keyring)?;
                 LegacyProviderSettings::AwsKms { key_arn }
             }
             "most-recent" => {
-                refuse(&raw.key_arn, "key_arn", "most-recent")?;
-                refuse(&raw.wrapping_key_file, "wrapping_key_file", "most-recent")?;
-                refuse(&raw.rsa_unwrapping_key_file, "rsa_unwrapping_key_file", "most-recent")?;
-                refuse(&raw.encryption_key_file, "encryption_key_file", "most-recent")?;
-                refuse(&raw.signing_key_file, "signing_key_file", "most-recent")?;
-                refuse(
-                    &raw.rsa_verification_key_file,
-                    "rsa_verification_key_file",
+                raw.refuse_others(
                     "most-recent",
+                    &["metastore_table", "material_name", "metastore_key_arn"],
                 )?;
                 let required = |value: &Option<String>, field: &str, what: &str| match value.as_deref() {
                     Some(v) if !v.trim().is_empty() => Ok(v.to_owned()),
@@ -208,13 +197,18 @@ impl LegacySettings {
                 }
             }
             "wrapped" => {
-                refuse(&raw.key_arn, "key_arn", "wrapped")?;
-                refuse_metastore(raw, "wrapped")?;
-                refuse(&raw.encryption_key_file, "encryption_key_file", "wrapped")?;
+                raw.refuse_others(
+                    "wrapped",
+                    &[
+                        "wrapping_key_file",
+                        "rsa_unwrapping_key_file",
+                        "signing_key_file",
+                        "rsa_verification_key_file",
+                    ],
+                )?;
                 let unwrapping = match (&raw.wrapping_key_file, &raw.rsa_unwrapping_key_file) {
                     (Some(file), None) => {
-                        let key = read_key(Some(file), "wrapping_key_file", base, key_files)?
-                            .ok_or_else(|| ("wrapping_key_file".to_owned(), "is required".to_owned()))?;
+                        let key = read_key(file, "wrapping_key_file", base, key_files)?;
                         UnwrappingKey::aes(key).map_err(|e| ("wrapping_key_file".to_owned(), e.to_string()))?
                     }
                     (None, Some(file)) => {
@@ -241,19 +235,18 @@ impl LegacySettings {
                 LegacyProviderSettings::Wrapped(WrappedProvider::new(unwrapping, signing_key(raw, base, key_files)?))
             }
             "static" => {
-                refuse(&raw.key_arn, "key_arn", "static")?;
-                refuse_metastore(raw, "static")?;
-                refuse(&raw.wrapping_key_file, "wrapping_key_file", "static")?;
-                refuse(&raw.rsa_unwrapping_key_file, "rsa_unwrapping_key_file", "static")?;
-                let content = read_key(
-                    raw.encryption_key_file.as_deref(),
-                    "encryption_key_file",
-                    base,
-                    key_files,
-                )?
-                .map(ContentKey::new)
-                .transpose()
-                .map_err(|e| ("encryption_key_file".to_owned(), e.to_string()))?;
+                raw.refuse_others(
+                    "static",
+                    &["encryption_key_file", "signing_key_file", "rsa_verification_key_file"],
+                )?;
+                let content = raw
+                    .encryption_key_file
+                    .as_deref()
+                    .map(|file| read_key(file, "encryption_key_file", base, key_files))
+                    .transpose()?
+                    .map(ContentKey::new)
+                    .transpose()
+                    .map_err(|e| ("encryption_key_file".to_owned(), e.to_string()))?;
                 if content.is_none() && actions.may_encrypt() {
                     return Err((
                         "encryption_key_file".into(),
@@ -309,17 +302,32 @@ fn kms_key(value: &Option<String>, field: &str, keyring: &KeyringSettings) -> Re
     }
 }
 
-/// The most-recent provider's fields belong to it alone.
-fn refuse_metastore(raw: &RawLegacy, provider: &str) -> Result<(), (String, String)> {
-    refuse(&raw.metastore_table, "metastore_table", provider)?;
-    refuse(&raw.material_name, "material_name", provider)?;
-    refuse(&raw.metastore_key_arn, "metastore_key_arn", provider)
-}
+impl RawLegacy {
+    /// Whether each provider-specific field is set, by name.
+    fn provider_fields(&self) -> [(&'static str, bool); 9] {
+        [
+            ("key_arn", self.key_arn.is_some()),
+            ("metastore_table", self.metastore_table.is_some()),
+            ("material_name", self.material_name.is_some()),
+            ("metastore_key_arn", self.metastore_key_arn.is_some()),
+            ("wrapping_key_file", self.wrapping_key_file.is_some()),
+            ("rsa_unwrapping_key_file", self.rsa_unwrapping_key_file.is_some()),
+            ("encryption_key_file", self.encryption_key_file.is_some()),
+            ("signing_key_file", self.signing_key_file.is_some()),
+            ("rsa_verification_key_file", self.rsa_verification_key_file.is_some()),
+        ]
+    }
 
-fn refuse<T>(value: &Option<T>, field: &str, provider: &str) -> Result<(), (String, String)> {
-    match value {
-        Some(_) => Err((field.to_owned(), format!("does not apply to provider {provider:?}"))),
-        None => Ok(()),
+    /// Refuses a provider-specific field set that `provider` does not take (`takes` lists those it does).
+    fn refuse_others(&self, provider: &str, takes: &[&str]) -> Result<(), (String, String)> {
+        match self
+            .provider_fields()
+            .into_iter()
+            .find(|(field, set)| *set && !takes.contains(field))
+        {
+            Some((field, _)) => Err((field.to_owned(), format!("does not apply to provider {provider:?}"))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -327,8 +335,7 @@ fn refuse<T>(value: &Option<T>, field: &str, provider: &str) -> Result<(), (Stri
 fn signing_key(raw: &RawLegacy, base: &Path, key_files: &KeyFiles) -> Result<VerificationKey, (String, String)> {
     match (&raw.signing_key_file, &raw.rsa_verification_key_file) {
         (Some(file), None) => {
-            let key = read_key(Some(file), "signing_key_file", base, key_files)?
-                .ok_or_else(|| ("signing_key_file".to_owned(), "is required".to_owned()))?;
+            let key = read_key(file, "signing_key_file", base, key_files)?;
             VerificationKey::hmac(key).map_err(|e| ("signing_key_file".to_owned(), e.to_string()))
         }
         (None, Some(file)) => {
@@ -401,15 +408,7 @@ fn resolve(base: &Path, file: &Path) -> PathBuf {
 }
 
 /// A base64 key from a key file; the error names the file, never its contents.
-fn read_key(
-    file: Option<&Path>,
-    field: &str,
-    base: &Path,
-    key_files: &KeyFiles,
-) -> Result<Option<SecretBytes>, (String, String)> {
-    let Some(file) = file else {
-        return Ok(None);
-    };
+fn read_key(file: &Path, field: &str, base: &Path, key_files: &KeyFiles) -> Result<SecretBytes, (String, String)> {
     let path = resolve(base, file);
     let text = key_files.get(&path).map_err(|m| (field.to_owned(), m))?;
     let bytes = Zeroizing::new(
@@ -420,5 +419,5 @@ fn read_key(
     if bytes.is_empty() {
         return Err((field.to_owned(), format!("{}: is empty", path.display())));
     }
-    Ok(Some(SecretBytes::new(bytes)))
+    Ok(SecretBytes::new(bytes))
 }
