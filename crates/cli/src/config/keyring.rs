@@ -133,13 +133,7 @@ impl RawKeyring {
     /// directory, or the working directory for an inline config).
     pub fn key_file_path(&self, base: &Path) -> Option<PathBuf> {
         let file = self.key_file.as_ref()?;
-        (self.kind == "raw-aes").then(|| {
-            if file.is_absolute() {
-                file.clone()
-            } else {
-                base.join(file)
-            }
-        })
+        (self.kind == "raw-aes").then(|| super::resolve(base, file))
     }
 }
 

@@ -132,7 +132,7 @@ impl RawLegacy {
         ]
         .into_iter()
         .flatten()
-        .map(|f| resolve(base, f))
+        .map(|f| super::resolve(base, f))
         .collect::<Vec<_>>()
         .into_iter()
     }
@@ -213,7 +213,7 @@ impl LegacySettings {
                     }
                     (None, Some(file)) => {
                         let field = "rsa_unwrapping_key_file";
-                        let path = resolve(base, file);
+                        let path = super::resolve(base, file);
                         let der = read_rsa_key(&path, field, RsaKeyKind::Private, key_files)?;
                         UnwrappingKey::rsa_pkcs8_der(&der)
                             .map_err(|e| (field.to_owned(), format!("{}: {e}", path.display())))?
@@ -340,7 +340,7 @@ fn signing_key(raw: &RawLegacy, base: &Path, key_files: &KeyFiles) -> Result<Ver
         }
         (None, Some(file)) => {
             let field = "rsa_verification_key_file";
-            let path = resolve(base, file);
+            let path = super::resolve(base, file);
             let der = read_rsa_key(&path, field, RsaKeyKind::Public, key_files)?;
             VerificationKey::rsa_public_der(&der).map_err(|e| (field.to_owned(), format!("{}: {e}", path.display())))
         }
@@ -399,17 +399,9 @@ fn read_rsa_key(
     }
 }
 
-fn resolve(base: &Path, file: &Path) -> PathBuf {
-    if file.is_absolute() {
-        file.to_owned()
-    } else {
-        base.join(file)
-    }
-}
-
 /// A base64 key from a key file; the error names the file, never its contents.
 fn read_key(file: &Path, field: &str, base: &Path, key_files: &KeyFiles) -> Result<SecretBytes, (String, String)> {
-    let path = resolve(base, file);
+    let path = super::resolve(base, file);
     let text = key_files.get(&path).map_err(|m| (field.to_owned(), m))?;
     let bytes = Zeroizing::new(
         base64::engine::general_purpose::STANDARD

@@ -344,5 +344,15 @@ impl Config {
     }
 }
 
+/// A key file's path: relative paths are against `base` (the config file's directory, or the working directory
+/// for an inline config).
+fn resolve(base: &Path, file: &Path) -> PathBuf {
+    if file.is_absolute() {
+        file.to_owned()
+    } else {
+        base.join(file)
+    }
+}
+
 #[cfg(test)]
 mod tests;

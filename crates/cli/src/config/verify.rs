@@ -125,23 +125,6 @@ impl VerifySettings {
                 format!("{quarantine_table:?} is not a DynamoDB table name (3 to 255 letters, digits, '_', '-', '.')"),
             ));
         }
-        let retention = match raw.quarantine_retention {
-            None => quarantine::DEFAULT_RETENTION,
-            Some(text) => match parse_duration(&text) {
-                Some(d) if d >= Duration::from_secs(3600) => d,
-                _ => {
-                    return Err(invalid(
-                        "quarantine_retention",
-                        format!("{text:?} is not a duration of at least 1h (e.g. \"30d\", \"12h\")"),
-                    ));
-                }
-            },
-        };
-        let quarantine = raw.quarantine.unwrap_or(true).then(|| QuarantineSettings {
-            table: quarantine_table.clone(),
-            retention,
-            ..QuarantineSettings::default()
-        });
         let duration = |field: &str, text: Option<String>, default: Duration, min: Duration| match text {
             None => Ok(default),
             Some(text) => match parse_duration(&text) {
@@ -155,6 +138,17 @@ impl VerifySettings {
                 )),
             },
         };
+        let retention = duration(
+            "quarantine_retention",
+            raw.quarantine_retention,
+            quarantine::DEFAULT_RETENTION,
+            Duration::from_secs(3600),
+        )?;
+        let quarantine = raw.quarantine.unwrap_or(true).then(|| QuarantineSettings {
+            table: quarantine_table.clone(),
+            retention,
+            ..QuarantineSettings::default()
+        });
         let interval = duration(
             "canary_interval",
             raw.canary_interval,
