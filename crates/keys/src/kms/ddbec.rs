@@ -28,27 +28,21 @@ use ddbguard_ddbec::{DdbecError, DirectKmsDescription, MaterialsProvider, Provid
 use super::api::KmsApi;
 use super::cache::KeyCache;
 use super::error::{KmsError, KmsErrorKind};
-use super::keyring::{KmsKeyringError, decrypt_one};
-use crate::arn::{ArnError, KmsArn};
+use super::keyring::{KmsKeyringError, MrkKeyring};
+use crate::arn::ArnError;
 
 /// KMS's answer when a `CiphertextBlob` belongs to another key than the `KeyId` named.
 const INCORRECT_KEY: &str = "IncorrectKeyException";
 
-/// The direct KMS provider: one configured key, used in the local region through its replica.
+/// The direct KMS provider: one configured key, used in the local region through its replica — the key choice of
+/// the KMS keyring ([`MrkKeyring`]), whose decryption of a bare blob it uses.
 pub struct DirectKmsProvider {
-    configured: KmsArn,
-    local: String,
-    kms: Arc<dyn KmsApi>,
-    cache: Option<Arc<KeyCache>>,
+    keyring: MrkKeyring,
 }
 
 impl fmt::Debug for DirectKmsProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DirectKmsProvider")
-            .field("configured", &self.configured.to_string())
-            .field("local", &self.local)
-            .field("region", &self.kms.region())
-            .finish()
+        f.debug_tuple("DirectKmsProvider").field(&self.keyring).finish()
     }
 }
 
@@ -61,32 +55,18 @@ impl DirectKmsProvider {
         kms: Arc<dyn KmsApi>,
         cache: Option<Arc<KeyCache>>,
     ) -> Result<DirectKmsProvider, ArnError> {
-        let configured = KmsArn::parse_key(key_arn)?;
-        let local = if configured.is_mrk() {
-            configured.replica_in(kms.region())?
-        } else {
-            configured.clone()
-        };
         Ok(DirectKmsProvider {
-            configured,
-            local: local.to_string(),
-            kms,
-            cache,
+            keyring: MrkKeyring::new(key_arn, kms, cache)?,
         })
-    }
-
-    /// The key ARN decrypt calls name (the local replica of an MRK).
-    pub fn local_arn(&self) -> &str {
-        &self.local
     }
 
     fn error(&self, e: KmsError) -> KeyringError {
         if e.kind == KmsErrorKind::IntegrityFailed && e.code == INCORRECT_KEY {
             return KeyringError::KeyNotMrk {
-                key: self.local.clone(),
+                key: self.keyring.local_arn().to_string(),
                 message: format!(
                     "the item's data key is not under {} or a multi-Region replica of it ({INCORRECT_KEY})",
-                    self.configured
+                    self.keyring.configured_arn()
                 ),
             };
         }
@@ -99,15 +79,11 @@ impl MaterialsProvider for DirectKmsProvider {
         Box::pin(async move {
             let description = DirectKmsDescription::parse(ctx.description)?;
             let ec = description.encryption_context(ctx)?;
-            let data_key = decrypt_one(
-                &*self.kms,
-                self.cache.as_deref(),
-                &self.local,
-                &description.ciphertext_blob,
-                &ec,
-            )
-            .await
-            .map_err(|e| DdbecError::Provider(self.error(e)))?;
+            let data_key = self
+                .keyring
+                .decrypt_local(&description.ciphertext_blob, &ec)
+                .await
+                .map_err(|e| DdbecError::Provider(self.error(e)))?;
             description.derive(&data_key[..])
         })
     }
@@ -122,6 +98,7 @@ mod tests {
     use ddbguard_ddbec::{AttributeActions, LegacyAction, TableContext, decrypt_item};
 
     use super::*;
+    use crate::arn::KmsArn;
     use crate::kms::fake::{FakeKeyState, FakeKmsWorld};
 
     const MRK_E1: &str = "arn:aws:kms:us-east-1:111122223333:key/mrk-80bd8ecdcd4342aebd84b7dc9da498a7";
@@ -165,7 +142,7 @@ mod tests {
 
     async fn verify(w: &Arc<FakeKmsWorld>, item: &Item) -> Result<Item, DdbecError> {
         let provider = DirectKmsProvider::new(MRK_E1, Arc::new(w.client("ap-southeast-2")), None).unwrap();
-        assert_eq!(provider.local_arn(), MRK_AP);
+        assert_eq!(provider.keyring.local_arn().to_string(), MRK_AP);
         decrypt_item(TABLE, item, &actions(), &provider).await.map(|d| d.item)
     }
 

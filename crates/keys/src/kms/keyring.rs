@@ -126,7 +126,7 @@ impl KmsKeyringError {
 }
 
 /// Sends one Decrypt for an EDK and checks the answer (KeyId == requested, 32 bytes); consults the cache.
-pub(super) async fn decrypt_one(
+async fn decrypt_one(
     kms: &dyn KmsApi,
     cache: Option<&KeyCache>,
     key_id: &str,
@@ -249,6 +249,16 @@ impl MrkKeyring {
     /// The key ARN used in this region (the local replica of an MRK).
     pub fn local_arn(&self) -> &KmsArn {
         &self.local
+    }
+
+    /// Decrypts a bare KMS `CiphertextBlob` (no EDK around it) with the key used in this region, through the
+    /// data-key cache: for the legacy client's direct KMS provider, whose items carry only the blob.
+    pub async fn decrypt_local(
+        &self,
+        ciphertext: &[u8],
+        ec: &EncryptionContext,
+    ) -> Result<Zeroizing<[u8; IKM_LEN]>, KmsError> {
+        decrypt_one(&*self.kms, self.cache.as_deref(), &self.local_str, ciphertext, ec).await
     }
 
     /// Unwraps the intermediate key from the first EDK that MRK-matches the configured key.
