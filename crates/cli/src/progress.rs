@@ -124,16 +124,18 @@ impl Reporter {
         }
     }
 
-    /// Clears the bar at the end.
+    /// Ends the bar at the DynamoDB backfill's report (its engine sends no snapshot at the end).
     pub fn finish(&mut self, report: &Report) {
-        self.finish_with(&report.progress);
+        if let Some(bar) = self.bar.take() {
+            bar.set_position(report.progress.position());
+            bar.finish_with_message(report.progress.summary());
+        }
     }
 
-    /// Clears the bar at the end, at `last`.
-    pub fn finish_with(&mut self, last: &impl Snapshot) {
+    /// Ends the bar where the last snapshot left it (an engine whose last snapshot is the end of the run).
+    pub fn done(&mut self) {
         if let Some(bar) = self.bar.take() {
-            bar.set_position(last.position());
-            bar.finish_with_message(last.summary());
+            bar.finish();
         }
     }
 }

@@ -321,11 +321,7 @@ async fn run_backfill(args: SqlBackfillArgs) -> anyhow::Result<ExitCode> {
         progress_interval: crate::progress::interval(),
     };
     let mut reporter = crate::progress::Reporter::new(&backfill_config.job, backfill_config.dry_run);
-    let mut last = None;
-    let mut progress = |p: &ddbguard_sql::backfill::Progress| {
-        reporter.update(p);
-        last = Some(p.clone());
-    };
+    let mut progress = |p: &ddbguard_sql::backfill::Progress| reporter.update(p);
     tracing::info!(table = %table.table.name, job = %backfill_config.job, "sql backfill: starting");
     let report = ddbguard_sql::backfill(
         &primary,
@@ -336,9 +332,8 @@ async fn run_backfill(args: SqlBackfillArgs) -> anyhow::Result<ExitCode> {
         crate::signal::shutdown_signal("sql backfill: stopping after this page"),
     )
     .await?;
-    if let Some(last) = &last {
-        reporter.finish_with(last);
-    }
+    // The engine's last snapshot is the end of the run: the bar stays as it shows it.
+    reporter.done();
     let mut value = serde_json::to_value(&report).context("cannot encode the report")?;
     if let Some(object) = value.as_object_mut() {
         object.insert("exit_code".into(), report.exit_code().into());
