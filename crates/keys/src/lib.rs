@@ -10,6 +10,8 @@ pub mod hierarchy;
 pub mod keystore;
 pub mod kms;
 #[cfg(feature = "aws")]
+mod load_cache;
+#[cfg(feature = "aws")]
 pub mod metastore;
 pub mod raw_aes;
 

@@ -16,7 +16,8 @@
 //! without a TTL; the cache is bounded in entries and evicts the least recently used. Concurrent misses for one
 //! version share one load. A failed load answers for its version for a short `failure_ttl` (1 s by default) so a
 //! burst of items under a version that is not there yet (created in another region, not replicated here) costs
-//! one `GetItem`, not one per item; the next caller after that tries again.
+//! one `GetItem`, not one per item; the next caller after that tries again. The cache is the branch key
+//! cache's ([`crate::load_cache`]): failures are evicted before loaded versions.
 //!
 //! # Verdicts
 //!
@@ -33,9 +34,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ddbguard_dbe::{KeyUnavailableReason, KeyringError};
@@ -44,11 +43,8 @@ use ddbguard_ddbec::{
     DdbecError, METASTORE_PARTITION_KEY, METASTORE_SORT_KEY, MaterialsProvider, MostRecentProvider, ProviderContext,
     ProviderFuture, WrappedProvider, decrypt_item, keys,
 };
-use tokio::sync::OnceCell;
-use tokio::time::Instant;
 
-/// The `cache` label of this cache's hit and load counters.
-const CACHE_LABEL: &str = "metastore";
+use crate::load_cache::LoadCache;
 
 /// Why the metastore table cannot serve as one (the startup check, [`MetaStoreProvider::check`]).
 #[derive(Debug, thiserror::Error)]
@@ -99,127 +95,6 @@ impl Default for MetaStoreCacheSettings {
     }
 }
 
-/// A load's result: the version's provider, or the error and when it happened.
-type Loaded = Result<Arc<WrappedProvider>, (Instant, DdbecError)>;
-
-struct Entry {
-    cell: Arc<OnceCell<Loaded>>,
-    /// The cache's use counter when this entry was last looked up (least recently used goes first).
-    last_used: u64,
-}
-
-impl Entry {
-    /// A loaded version answers until evicted, a load in flight always, a failure for `failure_ttl`.
-    fn fresh(&self, now: Instant, failure_ttl: Duration) -> bool {
-        match self.cell.get() {
-            Some(Err((failed, _))) => now.duration_since(*failed) < failure_ttl,
-            _ => true,
-        }
-    }
-}
-
-#[derive(Default)]
-struct Entries {
-    map: HashMap<u64, Entry>,
-    uses: u64,
-}
-
-/// Loaded versions by number (one material name per provider).
-struct VersionCache {
-    settings: MetaStoreCacheSettings,
-    entries: Mutex<Entries>,
-    loads: AtomicU64,
-    hits: AtomicU64,
-}
-
-impl VersionCache {
-    fn new(settings: MetaStoreCacheSettings) -> VersionCache {
-        VersionCache {
-            settings: MetaStoreCacheSettings {
-                max_versions: settings.max_versions.max(1),
-                ..settings
-            },
-            entries: Mutex::new(Entries::default()),
-            loads: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The fresh cell of `version`, made (evicting if full) when missing or holding an expired failure.
-    fn cell(&self, version: u64) -> Arc<OnceCell<Loaded>> {
-        let mut entries = self.lock();
-        let now = Instant::now();
-        let failure_ttl = self.settings.failure_ttl;
-        entries.uses += 1;
-        let uses = entries.uses;
-        if let Some(e) = entries.map.get_mut(&version)
-            && e.fresh(now, failure_ttl)
-        {
-            e.last_used = uses;
-            return e.cell.clone();
-        }
-        entries.map.remove(&version);
-        if entries.map.len() >= self.settings.max_versions {
-            entries.map.retain(|_, e| e.fresh(now, failure_ttl));
-        }
-        while entries.map.len() >= self.settings.max_versions {
-            // Failures go first (the least recently used of them), then loaded versions: the version an item
-            // names is not signed, so a burst of items naming versions that do not exist must not evict the
-            // versions that do.
-            let oldest = entries
-                .map
-                .iter()
-                .min_by_key(|(_, e)| (!matches!(e.cell.get(), Some(Err(_))), e.last_used))
-                .map(|(v, _)| *v);
-            match oldest {
-                Some(v) => entries.map.remove(&v),
-                None => break,
-            };
-        }
-        let cell = Arc::new(OnceCell::new());
-        entries.map.insert(
-            version,
-            Entry {
-                cell: cell.clone(),
-                last_used: uses,
-            },
-        );
-        cell
-    }
-
-    /// The provider of `version`, loading it (once for all concurrent callers) on a miss.
-    async fn get_or_load<F, Fut>(&self, version: u64, load: F) -> Result<Arc<WrappedProvider>, DdbecError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<WrappedProvider, DdbecError>>,
-    {
-        let cell = self.cell(version);
-        match cell.get() {
-            Some(Ok(provider)) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("ddbguard_key_cache_hits_total", "cache" => CACHE_LABEL).increment(1);
-                return Ok(provider.clone());
-            }
-            // A recent failure answers without a read, but is not a hit: the hit ratio stays honest during an
-            // outage.
-            Some(Err((_, e))) => return Err(e.clone()),
-            None => {}
-        }
-        cell.get_or_init(|| async {
-            self.loads.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("ddbguard_key_cache_loads_total", "cache" => CACHE_LABEL).increment(1);
-            load().await.map(Arc::new).map_err(|e| (Instant::now(), e))
-        })
-        .await
-        .clone()
-        .map_err(|(_, e)| e)
-    }
-}
-
 /// The most-recent provider reading its versions from a metastore table as items name them.
 ///
 /// Generic over the DynamoDB implementation so that tests run it over `ddbguard_ddb::FakeDynamo`; production
@@ -229,7 +104,7 @@ pub struct MetaStoreProvider<D = SdkDynamo> {
     table: String,
     material_name: String,
     record_provider: Arc<dyn MaterialsProvider>,
-    cache: VersionCache,
+    cache: LoadCache<u64, WrappedProvider, DdbecError>,
 }
 
 impl<D> fmt::Debug for MetaStoreProvider<D> {
@@ -238,7 +113,7 @@ impl<D> fmt::Debug for MetaStoreProvider<D> {
             .field("table", &self.table)
             .field("material_name", &self.material_name)
             .field("record_provider", &self.record_provider)
-            .field("cached_versions", &self.cache.lock().map.len())
+            .field("cached_versions", &self.cache.len())
             .finish_non_exhaustive()
     }
 }
@@ -259,7 +134,8 @@ impl<D: DynamoApi> MetaStoreProvider<D> {
             table: table.into(),
             material_name: material_name.into(),
             record_provider,
-            cache: VersionCache::new(cache),
+            // Versions never change: no TTL, only the bound.
+            cache: LoadCache::new("metastore", None, cache.failure_ttl, cache.max_versions),
         }
     }
 
@@ -270,17 +146,17 @@ impl<D: DynamoApi> MetaStoreProvider<D> {
 
     /// Versions loaded from the metastore (cache misses), failed loads included.
     pub fn loads(&self) -> u64 {
-        self.cache.loads.load(Ordering::Relaxed)
+        self.cache.loads()
     }
 
     /// Lookups answered from the cache.
     pub fn hits(&self) -> u64 {
-        self.cache.hits.load(Ordering::Relaxed)
+        self.cache.hits()
     }
 
     /// Versions held (loaded, loading, or recently failed).
     pub fn cached_versions(&self) -> usize {
-        self.cache.lock().map.len()
+        self.cache.len()
     }
 
     /// Checks that the metastore table exists in this region with the metastore's key schema (`N` string HASH, `V`
@@ -405,7 +281,7 @@ impl<D: DynamoApi> MaterialsProvider for MetaStoreProvider<D> {
                     what: "names another material than the configured one",
                 });
             }
-            let provider = self
+            let (provider, _) = self
                 .cache
                 .get_or_load(version, || self.load(version))
                 .await

@@ -5,23 +5,21 @@
 //! [`BranchKeyLoader`] such as [`DynamoKeyStore`]. A failed load is shared by the callers waiting for it and
 //! kept for a short `failure_ttl` (1 s by default), so that a batch of records under a key that cannot be loaded
 //! (throttled, disabled, not yet replicated) costs one load, not one per record; after that the next caller
-//! tries again (behind the KMS governor's rate limit).
+//! tries again (behind the KMS governor's rate limit). The cache itself is [`crate::load_cache`]'s, shared with
+//! the legacy metastore: when full it evicts failures before keys (a record names its branch key version, and a
+//! record can name one that does not exist), and a remembered failure is not counted as a hit.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ddbguard_dbe::{KeyUnavailableReason, KeyringError, KeyringFuture};
-use tokio::sync::OnceCell;
-use tokio::time::Instant;
 
 use super::{DynamoKeyStore, KeyStoreError};
 use crate::arn::KmsArn;
 use crate::hierarchy::{BranchKey, BranchKeySource};
 use crate::kms::KmsKeyringError;
+use crate::load_cache::LoadCache;
 
 /// Loads branch keys (uncached).
 pub trait BranchKeyLoader: Send + Sync + fmt::Debug {
@@ -59,34 +57,10 @@ enum Slot {
     Version(String, [u8; 16]),
 }
 
-/// The `cache` label of this cache's hit and load counters.
-const CACHE_LABEL: &str = "branch_key";
-
-/// A load's result: the key, or the error and when it happened.
-type Loaded = Result<Arc<BranchKey>, (Instant, KeyringError)>;
-
-struct Entry {
-    created: Instant,
-    cell: Arc<OnceCell<Loaded>>,
-}
-
-impl Entry {
-    /// Whether the entry still answers: a key for `ttl` after the slot was made, a failure for `failure_ttl`
-    /// after it happened, a load in flight always.
-    fn fresh(&self, now: Instant, settings: &CacheSettings) -> bool {
-        match self.cell.get() {
-            Some(Err((failed, _))) => now.duration_since(*failed) < settings.failure_ttl,
-            _ => now.duration_since(self.created) < settings.ttl,
-        }
-    }
-}
-
-/// The cache itself: slots for "the active version of id" and "version v of id".
+/// The cache itself: slots for "the active version of id" and "version v of id" (see [`crate::load_cache`]).
 pub struct BranchKeyCache {
     settings: CacheSettings,
-    entries: Mutex<HashMap<Slot, Entry>>,
-    loads: AtomicU64,
-    hits: AtomicU64,
+    cache: LoadCache<Slot, BranchKey, KeyringError>,
 }
 
 impl fmt::Debug for BranchKeyCache {
@@ -103,106 +77,34 @@ impl BranchKeyCache {
     /// An empty cache (a zero bound is raised to one entry).
     pub fn new(settings: CacheSettings) -> BranchKeyCache {
         BranchKeyCache {
-            settings: CacheSettings {
-                max_entries: settings.max_entries.max(1),
-                ..settings
-            },
-            entries: Mutex::new(HashMap::new()),
-            loads: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
+            settings,
+            cache: LoadCache::new(
+                "branch_key",
+                Some(settings.ttl),
+                settings.failure_ttl,
+                settings.max_entries,
+            ),
         }
     }
 
     /// Loads started (cache misses that went to the loader).
     pub fn loads(&self) -> u64 {
-        self.loads.load(Ordering::Relaxed)
+        self.cache.loads()
     }
 
     /// Lookups answered from the cache.
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
+        self.cache.hits()
     }
 
     /// Entries held (loaded or loading).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.cache.len()
     }
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, Entry>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The fresh cell for `slot` and when its entry was made; made (evicting if full) when missing or expired,
-    /// holding `value` (a key loaded at the given time) if there is one.
-    fn cell(&self, slot: &Slot, value: Option<(Arc<BranchKey>, Instant)>) -> (Arc<OnceCell<Loaded>>, Instant) {
-        let mut entries = self.lock();
-        let now = Instant::now();
-        let settings = self.settings;
-        if let Some(e) = entries.get(slot)
-            && e.fresh(now, &settings)
-        {
-            return (e.cell.clone(), e.created);
-        }
-        entries.remove(slot);
-        if entries.len() >= self.settings.max_entries {
-            entries.retain(|_, e| e.fresh(now, &settings));
-        }
-        while entries.len() >= self.settings.max_entries {
-            let oldest = entries.iter().min_by_key(|(_, e)| e.created).map(|(s, _)| s.clone());
-            match oldest {
-                Some(s) => entries.remove(&s),
-                None => break,
-            };
-        }
-        let (cell, created) = match value {
-            Some((v, loaded)) => (OnceCell::new_with(Some(Ok(v))), loaded),
-            None => (OnceCell::new(), now),
-        };
-        let cell = Arc::new(cell);
-        entries.insert(
-            slot.clone(),
-            Entry {
-                created,
-                cell: cell.clone(),
-            },
-        );
-        (cell, created)
-    }
-
-    /// The key in `slot` and when its entry was made, loading it (once for all concurrent callers) on a miss.
-    async fn get_or_load<F, Fut>(&self, slot: Slot, load: F) -> Result<(Arc<BranchKey>, Instant), KeyringError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<BranchKey, KeyringError>>,
-    {
-        let (cell, created) = self.cell(&slot, None);
-        if let Some(loaded) = cell.get() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("ddbguard_key_cache_hits_total", "cache" => CACHE_LABEL).increment(1);
-            return loaded.clone().map(|k| (k, created)).map_err(|(_, e)| e);
-        }
-        // Every caller waiting here gets the one load's result, success or failure.
-        cell.get_or_init(|| async {
-            self.loads.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("ddbguard_key_cache_loads_total", "cache" => CACHE_LABEL).increment(1);
-            load().await.map(Arc::new).map_err(|e| (Instant::now(), e))
-        })
-        .await
-        .clone()
-        .map(|k| (k, created))
-        .map_err(|(_, e)| e)
-    }
-
-    /// Records a key loaded at `loaded` in `slot` unless a fresh entry exists. The entry keeps that time, so
-    /// the key expires when the entry it came from does, not a TTL later.
-    fn offer(&self, slot: Slot, key: Arc<BranchKey>, loaded: Instant) {
-        let (cell, _) = self.cell(&slot, Some((key.clone(), loaded)));
-        let _ = cell.set(Ok(key));
     }
 }
 
@@ -238,12 +140,13 @@ impl<L: BranchKeyLoader> BranchKeySource for CachingBranchKeySource<L> {
         Box::pin(async move {
             let (key, loaded) = self
                 .cache
+                .cache
                 .get_or_load(Slot::Active(branch_key_id.to_owned()), || {
                     self.loader.load_active(branch_key_id)
                 })
                 .await?;
             // What encrypts now is what decrypts next: no second load for the same version.
-            self.cache.offer(
+            self.cache.cache.offer(
                 Slot::Version(branch_key_id.to_owned(), key.version),
                 key.clone(),
                 loaded,
@@ -255,6 +158,7 @@ impl<L: BranchKeyLoader> BranchKeySource for CachingBranchKeySource<L> {
     fn version<'a>(&'a self, branch_key_id: &'a str, version: &'a [u8; 16]) -> KeyringFuture<'a, Arc<BranchKey>> {
         Box::pin(async move {
             self.cache
+                .cache
                 .get_or_load(Slot::Version(branch_key_id.to_owned(), *version), || {
                     self.loader.load_version(branch_key_id, version)
                 })
@@ -308,7 +212,9 @@ impl<D: ddbguard_ddb::DynamoApi> BranchKeyLoader for DynamoKeyStore<D> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::time::Instant;
 
     use zeroize::Zeroizing;
 
@@ -458,7 +364,9 @@ mod tests {
         let s = source(60, 10);
         let key = Arc::new(CountingLoader::key("bk", V1));
         let slot = Slot::Version("bk".into(), uuid(V1));
-        s.cache().offer(slot, key, Instant::now() - Duration::from_secs(50));
+        s.cache()
+            .cache
+            .offer(slot, key, Instant::now() - Duration::from_secs(50));
         s.version("bk", &uuid(V1)).await.unwrap();
         assert_eq!(s.loader().loads.load(Ordering::SeqCst), 0, "fresh for 10 more seconds");
         tokio::time::advance(Duration::from_secs(11)).await;
