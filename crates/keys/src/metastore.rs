@@ -17,7 +17,7 @@
 //! version share one load. A failed load answers for its version for a short `failure_ttl` (1 s by default) so a
 //! burst of items under a version that is not there yet (created in another region, not replicated here) costs
 //! one `GetItem`, not one per item; the next caller after that tries again. The cache is the branch key
-//! cache's ([`crate::load_cache`]): failures are evicted before loaded versions.
+//! cache's (`crate::load_cache`): failures are evicted before loaded versions.
 //!
 //! # Verdicts
 //!

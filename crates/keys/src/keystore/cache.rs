@@ -5,7 +5,7 @@
 //! [`BranchKeyLoader`] such as [`DynamoKeyStore`]. A failed load is shared by the callers waiting for it and
 //! kept for a short `failure_ttl` (1 s by default), so that a batch of records under a key that cannot be loaded
 //! (throttled, disabled, not yet replicated) costs one load, not one per record; after that the next caller
-//! tries again (behind the KMS governor's rate limit). The cache itself is [`crate::load_cache`]'s, shared with
+//! tries again (behind the KMS governor's rate limit). The cache itself is `crate::load_cache`'s, shared with
 //! the legacy metastore: when full it evicts failures before keys (a record names its branch key version, and a
 //! record can name one that does not exist), and a remembered failure is not counted as a hit.
 
@@ -57,7 +57,7 @@ enum Slot {
     Version(String, [u8; 16]),
 }
 
-/// The cache itself: slots for "the active version of id" and "version v of id" (see [`crate::load_cache`]).
+/// The cache itself: slots for "the active version of id" and "version v of id" (see `crate::load_cache`).
 pub struct BranchKeyCache {
     settings: CacheSettings,
     cache: LoadCache<Slot, BranchKey, KeyringError>,
